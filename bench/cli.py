@@ -1,0 +1,153 @@
+"""Command line: python -m bench {run, validate, list, speed, check}.
+
+Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchInputError
+
+DEFAULT_RESULTS = Path("results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args, argv)
+    except BenchInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: tables already written in the run folder are complete", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="LossBench: train one autoencoder per reconstruction loss (or mix of losses) and compare "
+                    "their quality and cost. Results go to results/<suite>/<timestamp>/.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train, evaluate and time every entry of a suite",
+                              description="Train an identical autoencoder for every entry (x seed) of SUITE, "
+                                          "evaluate it on held-out images, time each loss, write the tables.")
+    run.add_argument("suite", type=Path, help="suite file (.toml), e.g. suites/all_losses.toml")
+    _add_suite_overrides(run)
+    run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
+    run.add_argument("--no-timing", action="store_true", help="skip the loss speed measurement")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = commands.add_parser("validate", help="check a suite file without running it",
+                                   description="Parse SUITE and report the first problem (exit 2) or a plan summary.")
+    validate.add_argument("suite", type=Path)
+    _add_suite_overrides(validate)
+    validate.set_defaults(handler=_cmd_validate)
+
+    listing = commands.add_parser("list", help="list every loss with its parameters and defaults")
+    listing.set_defaults(handler=_cmd_list)
+    return parser
+
+
+def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("override the suite without editing it")
+    group.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N" (default: the suite\'s, else auto)')
+    group.add_argument("--steps", type=int, help="training steps per entry (after any device profile)")
+    group.add_argument("--only", help="comma-separated entry names to run, e.g. --only mse,ssim")
+    group.add_argument("--seed", type=int, help="run this one seed instead of the suite's seeds")
+    group.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1 instead of the suite's seeds")
+
+
+def load_with_overrides(args: argparse.Namespace):
+    """The suite as the user asked for it: file, then CLI overrides (which win over device profiles)."""
+    import dataclasses
+
+    from bench.suite import _parse_seeds, load_suite
+
+    suite = load_suite(args.suite)
+    changes: dict[str, Any] = {}
+    if args.device:
+        changes["device"] = args.device
+    if args.seed is not None and args.seeds is not None:
+        raise BenchInputError("give --seed or --seeds, not both", where="command line", fix="drop one of them")
+    if args.seed is not None:
+        changes["seeds"] = _parse_seeds([args.seed], "--seed")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise BenchInputError(f"--seeds must be at least 1, got {args.seeds}", where="--seeds", fix="e.g. --seeds 3")
+        changes["seeds"] = tuple(range(args.seeds))
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        known = {entry.name for entry in suite.entries}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise BenchInputError(f"--only names unknown entries {unknown}", where=f"{args.suite}",
+                                  fix=f"entries of this suite: {', '.join(sorted(known))}")
+        changes["entries"] = tuple(entry for entry in suite.entries if entry.name in wanted)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise BenchInputError(f"--steps must be at least 1, got {args.steps}", where="--steps", fix="e.g. --steps 50")
+        changes["profiles"] = {name: {**table, "train": {**table.get("train", {}), "steps": args.steps}}
+                               for name, table in suite.profiles.items()}
+        changes["train"] = dataclasses.replace(suite.train, steps=args.steps)
+    return dataclasses.replace(suite, **changes)
+
+
+def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.runner import run_suite
+
+    suite = load_with_overrides(args)
+    outcome = run_suite(suite, results_root=args.out, argv=argv, timing=not args.no_timing,
+                        show_progress=not args.no_progress)
+    _print_summary(outcome.summary)
+    print(f"\nrun folder: {outcome.folder}")
+    if outcome.failed:
+        print(f"failed entries: {', '.join(outcome.failed)} (reasons in quality.csv)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_summary(summary) -> None:
+    import pandas as pd
+
+    columns = [c for c in ("entry", "psnr", "ssim", "ms_ssim", "lpips", "loss_fwd_bwd_ms", "train_seconds",
+                           "failed", "loss_weights") if c in summary]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
+        print()
+        print(summary[columns].to_string(index=False))
+
+
+def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.plan import make_plan
+    from bench.suite import suite_for_device, validate_settings
+
+    suite = load_with_overrides(args)
+    for device_type in ("cpu", "cuda"):
+        resolved = suite_for_device(suite, device_type)
+        validate_settings(resolved, where=f"{suite.path}" + (f": profile.{device_type}" if device_type in suite.profiles else ""))
+        plan = make_plan(resolved, device_type if device_type in suite.profiles else "none")
+        print(f"{suite.path}: on {device_type}: {len(plan)} trainings at {resolved.data.resolution}px, "
+              f"{resolved.train.steps} steps; timing at {resolved.timing.resolution}px batch {resolved.timing.batch_size}")
+    for entry in suite.entries:
+        print(f"  {entry.name}: {entry.formula}")
+    print("suite is valid")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.losses import get_loss_info, loss_names
+
+    for name in loss_names():
+        info = get_loss_info(name)
+        params = ", ".join(f"{key}={value!r}" for key, value in info.defaults.items()) or "no parameters"
+        print(f"{name:16s} {info.summary}\n{'':16s} {params}")
+    return 0

@@ -1,0 +1,52 @@
+"""Every suite entry becomes a weighted sum of terms; a single loss is a sum of one term."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from bench.losses.registry import LossContext, build_loss
+
+
+class WeightedSum(nn.Module):
+    """sum_i weight_i * loss_i(reconstruction, target), keeping each term's value for logging.
+
+    ``forward`` returns the total and the unweighted term values as tensors (not floats), so the training
+    loop decides when to pay for a device-to-host copy.
+    """
+
+    def __init__(self, labels: Sequence[str], weights: Sequence[float], losses: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not (len(labels) == len(weights) == len(losses) > 0):
+            raise ValueError("a weighted sum needs one label and one weight per loss, and at least one loss")
+        self.labels = list(labels)
+        self.weights = [float(w) for w in weights]
+        self.terms = nn.ModuleList(losses)
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        values = {label: term(reconstruction, target) for label, term in zip(self.labels, self.terms)}
+        total = sum(w * v for w, v in zip(self.weights, values.values()))
+        return total, values
+
+    @property
+    def weights_used(self) -> str:
+        """Provenance of each pretrained network inside, e.g. ``"perceptual=random"``; ``"none"`` if none."""
+        used = [f"{label}={term.weights_used}" for label, term in zip(self.labels, self.terms)
+                if hasattr(term, "weights_used")]
+        return "; ".join(used) or "none"
+
+
+def build_entry_loss(entry, context: LossContext) -> WeightedSum:
+    """The loss module of a suite entry (``bench.suite.Entry``)."""
+    losses = [build_loss(term.loss, term.params, context) for term in entry.terms]
+    return WeightedSum([term.label for term in entry.terms], [term.weight for term in entry.terms], losses)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Loss networks are fixed measuring instruments: eval mode, no gradients to their parameters."""
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

@@ -1,0 +1,70 @@
+"""Quality metrics on held-out images, per image (so results do not depend on the batch size), in float32 on
+clamped [0, 1] images. SSIM and MS-SSIM are pytorch-msssim's: the mean of the sliding Gaussian-window map
+(not Zhao et al.'s patch-centre evaluation). LPIPS is the lpips package's (AlexNet head by default)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pytorch_msssim import ms_ssim, ssim
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+WINDOW = 11
+
+
+def _prepare(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if reconstruction.shape != target.shape or reconstruction.ndim != 4:
+        raise ValueError(f"expected two N x C x H x W tensors of one shape, got {tuple(reconstruction.shape)} "
+                         f"and {tuple(target.shape)}")
+    return reconstruction.detach().float().clamp(0, 1), target.detach().float().clamp(0, 1)
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for data range 1."""
+    x, y = _prepare(reconstruction, target)
+    mse = (x - y).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def ms_ssim_levels(side: int, win_size: int = WINDOW) -> int:
+    """Most MS-SSIM scales an image of this side supports (pytorch-msssim needs side > (win-1) * 2**(levels-1))."""
+    return max(1, min(len(MS_SSIM_WEIGHTS), int(math.floor(math.log2((side - 1) / (win_size - 1)))) + 1))
+
+
+def ms_ssim_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """MS-SSIM with as many scales as the image allows (5 from 161 px up); the level count is returned so it can
+    be reported beside the value."""
+    x, y = _prepare(reconstruction, target)
+    levels = ms_ssim_levels(min(x.shape[-2:]))
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], device=x.device)
+    if levels == 1:
+        return ssim(x, y, data_range=1.0, size_average=False), 1
+    return ms_ssim(x, y, data_range=1.0, size_average=False, weights=(weights / weights.sum()).tolist()), levels
+
+
+class QualityMetrics:
+    """Holds the LPIPS network (built once) and computes every metric for one set of reconstructions."""
+
+    def __init__(self, lpips_net: str, lpips_weights: str, device: torch.device, seed: int = 0) -> None:
+        from bench.losses.pretrained import build_lpips
+
+        self.lpips, self.lpips_weights_used = build_lpips(lpips_net, lpips_weights, seed)
+        self.lpips = self.lpips.to(device)
+        self.lpips_net = lpips_net
+
+    @torch.no_grad()
+    def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        x, y = _prepare(reconstruction, target)
+        ms_values, levels = ms_ssim_per_image(x, y)
+        per_image = {
+            "psnr": psnr(x, y),
+            "ssim": ssim(x, y, data_range=1.0, size_average=False),
+            "ms_ssim": ms_values,
+            "lpips": torch.cat([self.lpips(a[None], b[None], normalize=True).flatten() for a, b in zip(x, y)]),
+            "l1": (x - y).abs().flatten(1).mean(1),
+            "mse": (x - y).pow(2).flatten(1).mean(1),
+        }
+        values = {name: value.mean().item() for name, value in per_image.items()}
+        values.update(ms_ssim_levels=levels, lpips_net=self.lpips_net, lpips_weights=self.lpips_weights_used)
+        return values

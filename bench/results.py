@@ -1,0 +1,129 @@
+"""The run folder: results/<suite>/<timestamp>/ with tidy CSV tables, environment.json and the suite copy.
+
+Every write is atomic (temp file in the same folder, then os.replace), so a reader, or a run killed mid-write,
+never sees a half-written file. Tables are rewritten whole after each entry: they stay small.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+
+from bench.errors import BenchInputError
+
+TABLES = ("quality", "history", "speed", "summary")
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content.encode("utf-8") if isinstance(content, str) else content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(folder: Path, name: str, rows: Iterable[dict[str, Any]] | pd.DataFrame) -> Path:
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    path = folder / f"{name}.csv"
+    write_atomic(path, frame.to_csv(index=False))
+    return path
+
+
+def read_table(folder: Path, name: str) -> pd.DataFrame:
+    path = folder / f"{name}.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def new_run_folder(results_root: Path, suite_name: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = results_root / suite_name / stamp
+    suffix = 1
+    while folder.exists():  # two runs in one second
+        suffix += 1
+        folder = results_root / suite_name / f"{stamp}-{suffix}"
+    try:
+        folder.mkdir(parents=True)
+    except OSError as error:
+        raise BenchInputError(f"cannot create the run folder: {error.strerror}", where=str(folder),
+                              fix="choose a writable folder with --out") from None
+    return folder
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment(device: torch.device, suite, profile: str, argv: list[str]) -> dict[str, Any]:
+    return {
+        "suite": suite.name,
+        "suite_file": str(suite.path),
+        "suite_sha256": suite.sha256,
+        "task": suite.task,
+        "profile": profile,
+        "train_resolution": suite.data.resolution,
+        "timing_resolution": suite.timing.resolution,
+        "device": str(device),
+        "device_type": device.type,
+        "device_name": device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "command": " ".join(["python -m bench", *argv]),
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def copy_suite(suite_path: Path, folder: Path) -> None:
+    write_atomic(folder / "suite.toml", suite_path.read_text(encoding="utf-8"))
+
+
+def save_png(path: Path, images: torch.Tensor) -> None:
+    """Images (N x 3 x H x W in [0, 1]) side by side in one PNG, written atomically."""
+    import io
+
+    from PIL import Image
+
+    row = torch.cat(list(images.detach().float().clamp(0, 1).cpu()), dim=-1)
+    array = (row.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())

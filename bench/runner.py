@@ -1,0 +1,167 @@
+"""`bench run`: suite -> plan -> train and evaluate each RunSpec -> time each loss -> tables in the run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench import results
+from bench.data import ImageSet, load_images
+from bench.errors import BenchInputError
+from bench.losses import LossContext, WeightedSum, build_entry_loss
+from bench.metrics import QualityMetrics
+from bench.model import build_model
+from bench.plan import RunSpec, make_plan
+from bench.suite import Suite, resolve_data_path, suite_for_device
+from bench.train import Diverged, reconstruct, train
+
+LOSS_NETWORK_SEED = 0  # random-fallback loss networks are one fixed instrument for every entry and seed
+QUALITY_COLUMNS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "l1": False, "mse": False}
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise BenchInputError(f"unknown device {requested!r}", where="device", fix='use "auto", "cpu", "cuda" or "cuda:N"') from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchInputError("device 'cuda' was requested but no CUDA GPU is available", where="device",
+                              fix="use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise BenchInputError(f"device type {device.type!r} is not supported", where="device", fix="use cpu or cuda")
+    return device
+
+
+def build_losses(suite: Suite, image_size: int, device: torch.device) -> dict[str, WeightedSum]:
+    """Every entry's loss, built before any training so that a bad parameter stops the run at once."""
+    context = LossContext(image_size=image_size, seed=LOSS_NETWORK_SEED)
+    losses = {}
+    for entry in suite.entries:
+        try:
+            losses[entry.name] = build_entry_loss(entry, context).to(device)
+        except ValueError as error:
+            raise BenchInputError(str(error), where=f"{suite.path}: entry {entry.name}",
+                                  fix="change the loss parameters (see `python -m bench list`)") from None
+    return losses
+
+
+@dataclass
+class RunOutcome:
+    folder: Path
+    failed: list[str]
+    summary: pd.DataFrame
+
+
+def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True,
+              show_progress: bool = True, log=print) -> RunOutcome:
+    device = resolve_device(suite.device)
+    profile = device.type if device.type in suite.profiles else "none"
+    suite = suite_for_device(suite, device.type)
+    if profile != "none":
+        log(f"[profile.{profile}] applied: training at {suite.data.resolution}x{suite.data.resolution}, "
+            f"{suite.train.steps} steps, batch {suite.train.batch_size}; loss timing at "
+            f"{suite.timing.resolution}x{suite.timing.resolution}, batch {suite.timing.batch_size}")
+    plan = make_plan(suite, profile)
+    losses = build_losses(suite, suite.data.resolution, device)
+    images = _load_image_sets(suite, plan)
+
+    folder = results.new_run_folder(results_root, suite.name)
+    results.copy_suite(suite.path, folder)
+    env = results.environment(device, suite, profile, argv)
+    results.write_json(folder / "environment.json", env)
+    log(f"running {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) on "
+        f"{env['device_name']} ({device}); results -> {folder}")
+
+    metrics = QualityMetrics(suite.metrics.lpips_net, suite.metrics.lpips_weights, device, seed=LOSS_NETWORK_SEED)
+    quality_rows, history_rows, failed = [], [], []
+    initial_models: dict[tuple, torch.nn.Module] = {}
+    started = time.perf_counter()
+    for spec in plan:
+        key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
+        if key not in initial_models:
+            initial_models[key] = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
+        row, history = _run_one(spec, initial_models[key], losses[spec.entry.name], images[spec.data], metrics,
+                                device, folder, show_progress)
+        quality_rows.append(row)
+        history_rows.extend(history)
+        if row["status"] != "ok":
+            failed.append(spec.entry.name)
+            log(f"  {spec.entry.name} seed {spec.seed}: FAILED ({row['error']})")
+        else:
+            log(f"  {spec.entry.name} seed {spec.seed}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
+                f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s)")
+        results.write_table(folder, "quality", quality_rows)
+        results.write_table(folder, "history", history_rows)
+
+    speed = pd.DataFrame()
+    if timing:
+        from bench.speed import time_suite
+
+        speed = time_suite(suite, device, log=log)
+        results.write_table(folder, "speed", speed)
+    summary = summarize(pd.DataFrame(quality_rows), speed)
+    results.write_table(folder, "summary", summary)
+    env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
+    results.write_json(folder / "environment.json", env)
+    return RunOutcome(folder=folder, failed=sorted(set(failed)), summary=summary)
+
+
+def _load_image_sets(suite: Suite, plan: list[RunSpec]) -> dict:
+    image_sets: dict = {}
+    for spec in plan:
+        if spec.data not in image_sets:
+            image_sets[spec.data] = load_images(spec.data, resolve_data_path(suite))
+    return image_sets
+
+
+def _run_one(spec: RunSpec, initial_model, loss_fn: WeightedSum, images: ImageSet, metrics: QualityMetrics,
+             device: torch.device, folder: Path, show_progress: bool) -> tuple[dict, list[dict]]:
+    row = {
+        "entry": spec.entry.name, "seed": spec.seed, "formula": spec.entry.formula, "task": spec.task,
+        "profile": spec.profile, "resolution": spec.data.resolution, "steps": spec.train.steps,
+        "batch_size": spec.train.batch_size, "lr": spec.train.lr, "loss_weights": loss_fn.weights_used,
+        "train_images": len(images.train), "eval_images": len(images.eval),
+    }
+    try:
+        result = train(spec, initial_model, loss_fn, images, device, show_progress)
+    except Diverged as error:
+        return {**row, "status": "failed", "error": str(error), "failed_step": error.step}, []
+    except (RuntimeError, MemoryError) as error:  # out of memory and kernel errors: this entry only
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {**row, "status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0]}",
+                "failed_step": None}, []
+    eval_images = images.eval.to(device)
+    reconstructions = reconstruct(result.model, spec, eval_images)
+    results.save_png(folder / "reconstructions" / f"{spec.entry.name}__seed{spec.seed}.png", reconstructions)
+    history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
+    row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, **metrics(reconstructions, eval_images))
+    return row, history
+
+
+def summarize(quality: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
+    """One row per entry: mean quality over seeds, the loss's fwd+bwd time, and a rank per column (1 = best)."""
+    if quality.empty:
+        return pd.DataFrame()
+    ok = quality[quality["status"] == "ok"]
+    summary = quality.groupby("entry", sort=False).agg(
+        formula=("formula", "first"), loss_weights=("loss_weights", "first"),
+        seeds=("seed", "nunique"), failed=("status", lambda s: int((s != "ok").sum())),
+    )
+    if not ok.empty:
+        means = ok.groupby("entry", sort=False)[[*QUALITY_COLUMNS, "train_seconds"]].mean()
+        summary = summary.join(means)
+    if not speed.empty:
+        total = speed[(speed["phase"] == "total") & (speed["variant"] == speed["variant"].iloc[0])]
+        summary = summary.join(total.set_index("entry")[["median_ms"]].rename(columns={"median_ms": "loss_fwd_bwd_ms"}))
+    for column, higher in {**HIGHER_IS_BETTER, "loss_fwd_bwd_ms": False}.items():
+        if column in summary:
+            summary[f"rank_{column}"] = summary[column].rank(ascending=not higher, method="min").astype("Int64")
+    return summary.reset_index()

@@ -1,0 +1,393 @@
+"""A suite file (TOML) parsed once into frozen dataclasses; every later stage takes these.
+
+Every error names the file and the key at fault and says how to fix it (``BenchInputError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench.errors import BenchInputError
+from bench.losses.registry import resolve_params
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
+TASKS = ("autoencode", "denoise")
+TIMING_VARIANTS = ("fp32", "tf32", "bf16", "channels_last", "compile")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "bundled"  # "bundled" (offline sample photos + procedural images) or "folder"
+    path: str | None = None  # folder of png/jpg images (source = "folder"), relative to the suite file
+    resolution: int = 512
+    images: int = 24  # how many bundled images to use (ignored for folders: all are used)
+    eval_images: int = 4  # held out from training, evaluated after it
+    flip: bool = True  # random horizontal flips of training batches, drawn from the seed
+    noise_std: float = 0.1  # Gaussian noise added to inputs when task = "denoise"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 2e-4
+    log_every: int = 10
+    eval_every: int = 50  # eval PSNR on the held-out images every this many steps (0: only at the end)
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    resolution: int = 512
+    batch_size: int = 4
+    variants: tuple[str, ...] = ("fp32",)
+    min_repeats: int = 5
+    min_time_s: float = 1.0
+    warmup: int = 1
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    lpips_net: str = "alex"
+    lpips_weights: str = "auto"
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "timing": TimingConfig,
+    "metrics": MetricsConfig,
+}
+ENTRY_OVERRIDABLE = ("data", "model", "train")  # an entry may change how it is trained, not how it is measured
+
+
+@dataclass(frozen=True)
+class Term:
+    loss: str
+    weight: float
+    params: Mapping[str, Any]
+    label: str  # unique within its entry, e.g. "mse" or "perceptual"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    terms: tuple[Term, ...]
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # section -> key -> value
+
+    @property
+    def formula(self) -> str:
+        return " + ".join(f"{t.weight:g}*{t.label}" for t in self.terms)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    sha256: str
+    task: str
+    device: str
+    seeds: tuple[int, ...]
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    timing: TimingConfig
+    metrics: MetricsConfig
+    entries: tuple[Entry, ...]
+    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]  # device type -> section -> key -> value
+    description: str = ""
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise BenchInputError("suite file not found", where=where, fix="pass the path of a .toml suite, e.g. suites/smoke.toml")
+    raw_bytes = path.read_bytes()
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise BenchInputError(f"not valid TOML: {error}", where=where, fix="correct the syntax at the line shown") from None
+    return parse_suite(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suite:
+    where = str(path)
+    allowed = {"name", "description", "task", "device", "seeds", "profile", "entry", *SECTIONS}
+    _reject_unknown(raw, allowed, where)
+    name = _typed(raw, "name", str, where, default=path.stem)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise BenchInputError(f"suite name {name!r} must be non-empty letters, digits, '-', '_' or '.'",
+                              where=f"{where}: name", fix="it becomes a folder name under results/")
+    task = _typed(raw, "task", str, where, default="autoencode")
+    if task not in TASKS:
+        raise BenchInputError(f"unknown task {task!r}", where=f"{where}: task", fix=f"use one of {', '.join(TASKS)}")
+    seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
+    sections = {key: _parse_section(key, raw.get(key, {}), where) for key in SECTIONS}
+    profiles = _parse_profiles(raw.get("profile", {}), where)
+    entries = _parse_entries(raw.get("entry"), where)
+    suite = Suite(
+        name=name,
+        path=path,
+        sha256=sha256,
+        task=task,
+        device=_typed(raw, "device", str, where, default="auto"),
+        seeds=seeds,
+        entries=entries,
+        profiles=profiles,
+        description=_typed(raw, "description", str, where, default=""),
+        **sections,
+    )
+    for profile in profiles:  # a profile must yield a valid suite too
+        validate_settings(apply_overrides(suite, profiles[profile], where=f"{where}: profile.{profile}"),
+                          where=f"{where}: profile.{profile}")
+    validate_settings(suite, where=where)
+    return suite
+
+
+def apply_overrides(suite: Suite, overrides: Mapping[str, Mapping[str, Any]], *, where: str) -> Suite:
+    """A copy of ``suite`` with section values replaced, e.g. ``{"train": {"steps": 5}}``."""
+    changed = {}
+    for section, values in overrides.items():
+        current = getattr(suite, section)
+        checked = {key: _check_field(type(current), key, value, f"{where}.{section}.{key}") for key, value in values.items()}
+        changed[section] = dataclasses.replace(current, **checked)
+    return dataclasses.replace(suite, **changed)
+
+
+def validate_settings(suite: Suite, *, where: str) -> None:
+    """Checks that need several settings at once, or the file system."""
+    for section_name, resolution in (("data", suite.data.resolution), ("timing", suite.timing.resolution)):
+        check_resolution(resolution, where=f"{where}: {section_name}.resolution")
+    data = suite.data
+    if data.source not in ("bundled", "folder"):
+        raise BenchInputError(f"unknown data source {data.source!r}", where=f"{where}: data.source",
+                              fix='use "bundled" (offline sample images) or "folder" with path = "images/"')
+    if data.source == "folder":
+        folder = resolve_data_path(suite)
+        if folder is None:
+            raise BenchInputError("a folder source needs a path", where=f"{where}: data.path", fix='add path = "my_images/"')
+        if not folder.is_dir():
+            raise BenchInputError(f"image folder {str(folder)!r} does not exist", where=f"{where}: data.path",
+                                  fix="point data.path at a folder of .png/.jpg images (relative to the suite file)")
+    positive = [("data.images", data.images), ("data.eval_images", data.eval_images),
+                ("train.steps", suite.train.steps), ("train.batch_size", suite.train.batch_size),
+                ("train.log_every", suite.train.log_every), ("timing.batch_size", suite.timing.batch_size),
+                ("timing.min_repeats", suite.timing.min_repeats), ("model.latent_dim", suite.model.latent_dim)]
+    for key, value in positive:
+        if value < 1:
+            raise BenchInputError(f"{key} must be at least 1, got {value}", where=f"{where}: {key}", fix="use a positive integer")
+    if data.source == "bundled" and data.eval_images >= data.images:
+        raise BenchInputError(f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
+                              where=f"{where}: data.eval_images", fix="hold out fewer images or use more")
+    if suite.train.lr <= 0 or not math.isfinite(suite.train.lr):
+        raise BenchInputError(f"train.lr must be a positive number, got {suite.train.lr}", where=f"{where}: train.lr",
+                              fix="use e.g. 2e-4")
+    if data.noise_std < 0:
+        raise BenchInputError("data.noise_std must be >= 0", where=f"{where}: data.noise_std", fix="use e.g. 0.1")
+    for variant in suite.timing.variants:
+        if variant not in TIMING_VARIANTS:
+            raise BenchInputError(f"unknown timing variant {variant!r}", where=f"{where}: timing.variants",
+                                  fix=f"use any of {', '.join(TIMING_VARIANTS)}")
+
+
+def check_resolution(resolution: int, *, where: str) -> None:
+    """The decoder doubles an 8x8 map per stage, so it reaches 16, 32, ..., 512, 1024, ... only."""
+    stages = math.log2(resolution / DECODER_BASE) if resolution > 0 else -1
+    if stages < 1 or stages != int(stages):
+        reachable = [DECODER_BASE * 2**k for k in range(1, 9)]
+        nearest = min(reachable, key=lambda r: abs(r - resolution))
+        raise BenchInputError(
+            f"resolution {resolution} cannot be reached by the decoder (8x8 doubled per stage)",
+            where=where, fix=f"use one of {', '.join(map(str, reachable))}; nearest: {nearest}",
+        )
+
+
+def resolve_data_path(suite: Suite) -> Path | None:
+    if suite.data.path is None:
+        return None
+    path = Path(suite.data.path).expanduser()
+    return path if path.is_absolute() else (suite.path.parent / path).resolve()
+
+
+def suite_for_device(suite: Suite, device_type: str) -> Suite:
+    """The suite with the profile of this device type (``cpu`` / ``cuda``) applied, if it has one."""
+    overrides = suite.profiles.get(device_type)
+    return apply_overrides(suite, overrides, where=f"{suite.path}: profile.{device_type}") if overrides else suite
+
+
+# --- parsing helpers -------------------------------------------------------------------------------------
+
+def _reject_unknown(table: Mapping[str, Any], allowed, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise BenchInputError(f"unknown key {key!r}", where=f"{where}: {key}",
+                                  fix=f"{hint}allowed here: {', '.join(sorted(allowed))}")
+
+
+def _typed(table: Mapping[str, Any], key: str, kind: type, where: str, *, default: Any) -> Any:
+    value = table.get(key, default)
+    if not isinstance(value, kind):
+        raise BenchInputError(f"{key} must be a {kind.__name__}, got {value!r}", where=f"{where}: {key}",
+                              fix=f"e.g. {key} = {default!r}")
+    return value
+
+
+def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise BenchInputError(f"seeds must be a non-empty list of non-negative integers, got {value!r}",
+                              where=where, fix="e.g. seeds = [0, 1, 2]")
+    if len(set(value)) != len(value):
+        raise BenchInputError(f"seeds repeat: {value}", where=where, fix="list each seed once")
+    return tuple(value)
+
+
+def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(config_type)}
+    if key not in fields:
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise BenchInputError(f"unknown key {key!r}", where=where, fix=f"{hint}allowed here: {', '.join(fields)}")
+    default = fields[key].default
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    else:  # str, or str | None
+        ok = isinstance(value, str)
+    if not ok:
+        example = list(default) if isinstance(default, tuple) else default
+        raise BenchInputError(f"expected a value like {example!r}, got {value!r}", where=where,
+                              fix=f"give {key} a {type(default).__name__ if default is not None else 'str'} value")
+    return value
+
+
+def _parse_section(name: str, table: Any, where: str) -> Any:
+    config_type = SECTIONS[name]
+    if not isinstance(table, dict):
+        raise BenchInputError(f"[{name}] must be a table", where=f"{where}: {name}", fix=f"write it as [{name}] with keys below")
+    values = {key: _check_field(config_type, key, value, f"{where}: {name}.{key}") for key, value in table.items()}
+    return config_type(**values)
+
+
+def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
+    if not isinstance(table, dict):
+        raise BenchInputError("profile must be a table of device types", where=f"{where}: profile", fix="use [profile.cpu]")
+    profiles = {}
+    for device_type, overrides in table.items():
+        key = f"{where}: profile.{device_type}"
+        if device_type not in ("cpu", "cuda"):
+            raise BenchInputError(f"unknown profile {device_type!r}", where=key, fix="profiles are [profile.cpu] and [profile.cuda]")
+        if not isinstance(overrides, dict):
+            raise BenchInputError("a profile must be a table", where=key, fix="e.g. [profile.cpu] with data.resolution = 128")
+        _reject_unknown(overrides, SECTIONS, key)
+        for section, values in overrides.items():
+            if not isinstance(values, dict):
+                raise BenchInputError(f"{section} must be a table of settings", where=f"{key}.{section}",
+                                      fix=f"e.g. {section}.some_key = value")
+            for field_name, value in values.items():
+                _check_field(SECTIONS[section], field_name, value, f"{key}.{section}.{field_name}")
+        profiles[device_type] = overrides
+    return profiles
+
+
+def _parse_entries(raw_entries: Any, where: str) -> tuple[Entry, ...]:
+    if not raw_entries:
+        raise BenchInputError("a suite needs at least one [[entry]]", where=f"{where}: entry",
+                              fix='add [[entry]] with name = "mse" and loss = "mse"')
+    if not isinstance(raw_entries, list):
+        raise BenchInputError("entries must be an array of tables", where=f"{where}: entry", fix="write each as [[entry]]")
+    entries, seen = [], set()
+    for index, raw in enumerate(raw_entries):
+        key = f"{where}: entry[{index}]"
+        if not isinstance(raw, dict):
+            raise BenchInputError("an entry must be a table", where=key, fix="write it as [[entry]]")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise BenchInputError("every entry needs a name", where=f"{key}.name", fix='add name = "my-loss"')
+        key = f"{where}: entry[{index}] ({name})"
+        if name in seen:
+            raise BenchInputError(f"duplicate entry name {name!r}", where=f"{key}.name", fix="give each entry a unique name")
+        seen.add(name)
+        entries.append(_parse_entry(name, raw, key))
+    return tuple(entries)
+
+
+def _parse_entry(name: str, raw: Mapping[str, Any], key: str) -> Entry:
+    overrides = {}
+    for section in ENTRY_OVERRIDABLE:
+        if section in raw:
+            table = raw[section]
+            if not isinstance(table, dict):
+                raise BenchInputError(f"{section} must be a table", where=f"{key}.{section}", fix=f"e.g. {section} = {{ lr = 1e-3 }}")
+            overrides[section] = {k: _check_field(SECTIONS[section], k, v, f"{key}.{section}.{k}") for k, v in table.items()}
+    rest = {k: v for k, v in raw.items() if k not in ("name", *ENTRY_OVERRIDABLE)}
+    if "terms" in rest:
+        if "loss" in rest:
+            raise BenchInputError("an entry has either loss or terms, not both", where=f"{key}.terms",
+                                  fix="put the single loss into terms, or drop terms")
+        if set(rest) != {"terms"}:
+            extra = sorted(set(rest) - {"terms"})
+            raise BenchInputError(f"unexpected keys {extra} beside terms", where=key,
+                                  fix="loss parameters go inside each term's table")
+        raw_terms = rest["terms"]
+        if not isinstance(raw_terms, list) or not raw_terms or not all(isinstance(t, dict) for t in raw_terms):
+            raise BenchInputError("terms must be a non-empty array of tables", where=f"{key}.terms",
+                                  fix='e.g. terms = [{ loss = "mse", weight = 0.2 }]')
+        terms = [_parse_term(term, f"{key}.terms[{i}]") for i, term in enumerate(raw_terms)]
+    elif "loss" in rest:
+        terms = [_parse_term({"weight": 1.0, **rest}, key)]
+    else:
+        raise BenchInputError("entry has neither loss nor terms", where=key, fix='add loss = "mse" (or terms = [...])')
+    return Entry(name=name, terms=tuple(_label_terms(terms)), overrides=overrides)
+
+
+def _parse_term(raw: Mapping[str, Any], key: str) -> Term:
+    loss = raw.get("loss")
+    if not isinstance(loss, str):
+        raise BenchInputError(f"loss must be a loss name, got {loss!r}", where=f"{key}.loss", fix='e.g. loss = "mse"')
+    weight = raw.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        raise BenchInputError(f"weight must be a positive number, got {weight!r}", where=f"{key}.weight",
+                              fix="e.g. weight = 0.8 (drop a term rather than weighting it 0)")
+    params = {k: v for k, v in raw.items() if k not in ("loss", "weight")}
+    params = resolve_params(loss, params, where=f"{key}")
+    return Term(loss=loss, weight=float(weight), params=params, label=loss)
+
+
+def _label_terms(terms: list[Term]) -> list[Term]:
+    """Labels are loss names, numbered when a loss appears twice (``mse``, ``mse#2``)."""
+    counts: dict[str, int] = {}
+    labelled = []
+    for term in terms:
+        counts[term.loss] = counts.get(term.loss, 0) + 1
+        label = term.loss if counts[term.loss] == 1 else f"{term.loss}#{counts[term.loss]}"
+        labelled.append(dataclasses.replace(term, label=label))
+    return labelled

@@ -1,0 +1,82 @@
+"""Train one RunSpec: one entry's loss, one seed. Short enough to read in one sitting."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.data import ImageSet, add_noise, batch_schedule, make_batch
+from bench.losses import WeightedSum
+from bench.metrics import psnr
+from bench.plan import RunSpec
+
+EVAL_NOISE_SEED = 1_000_003  # the held-out noisy inputs of the denoise task are the same for every run
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; ``step`` is the first logging interval where it was seen."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"loss became NaN/inf at or before step {step}")
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict]
+    seconds: float
+
+
+def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
+    return add_noise(clean, spec.data.noise_std, noise_seed) if spec.task == "denoise" else clean
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, spec: RunSpec, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    model.eval()
+    inputs = model_inputs(spec, images, EVAL_NOISE_SEED)
+    outputs = torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
+    model.train()
+    return outputs
+
+
+def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images: ImageSet,
+          device: torch.device, show_progress: bool = True) -> TrainResult:
+    model = copy.deepcopy(initial_model).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr)  # the model's parameters only, never the loss nets
+    train_images, eval_images = images.train.to(device), images.eval.to(device)
+    schedule = batch_schedule(len(train_images), spec.train.batch_size, spec.train.steps, spec.seed, spec.data.flip)
+    history: list[dict] = []
+    non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
+    started, eval_seconds = time.perf_counter(), 0.0  # eval time is left out of the training clock
+    progress = tqdm(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
+                    disable=not show_progress, leave=False, dynamic_ncols=True)
+    for step, (indices, flips) in enumerate(progress, start=1):
+        target = make_batch(train_images, indices, flips)
+        reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
+        loss, terms = loss_fn(reconstruction, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        non_finite |= ~torch.isfinite(loss.detach())
+
+        is_last = step == spec.train.steps
+        if step % spec.train.log_every == 0 or step == 1 or is_last:
+            if non_finite.item():
+                raise Diverged(step)
+            row = {"step": step, "seconds": time.perf_counter() - started - eval_seconds, "loss": loss.item()}
+            row.update({f"term_{label}": value.item() for label, value in terms.items()})
+            if spec.train.eval_every and (step % spec.train.eval_every == 0 or is_last):
+                eval_started = time.perf_counter()
+                row["eval_psnr"] = psnr(reconstruct(model, spec, eval_images), eval_images).mean().item()
+                eval_seconds += time.perf_counter() - eval_started
+            history.append(row)
+            progress.set_postfix(loss=f"{row['loss']:.4g}")
+    progress.close()
+    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started - eval_seconds)
