@@ -33,14 +33,15 @@ def ms_ssim_levels(side: int, win_size: int = WINDOW) -> int:
 
 
 def ms_ssim_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """MS-SSIM with as many scales as the image allows (5 from 161 px up); the level count is returned so it can
-    be reported beside the value."""
+    """MS-SSIM with as many scales as the image allows (5 from 161 px up; pytorch-msssim refuses smaller
+    images outright), its standard weights renormalised; the level count is returned to be reported."""
     x, y = _prepare(reconstruction, target)
     levels = ms_ssim_levels(min(x.shape[-2:]))
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], device=x.device)
-    if levels == 1:
-        return ssim(x, y, data_range=1.0, size_average=False), 1
-    return ms_ssim(x, y, data_range=1.0, size_average=False, weights=(weights / weights.sum()).tolist()), levels
+    if levels == len(MS_SSIM_WEIGHTS):
+        return ms_ssim(x, y, data_range=1.0, size_average=False), levels
+    from bench.losses.structural import ms_ssim_index
+
+    return ms_ssim_index(x, y, levels=levels, size_average=False), levels
 
 
 class QualityMetrics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,13 @@ import torch
 from bench import results
 from bench.data import ImageSet, load_images
 from bench.errors import BenchInputError
-from bench.losses import LossContext, WeightedSum, build_entry_loss
+from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.metrics import QualityMetrics
 from bench.model import build_model
 from bench.plan import RunSpec, make_plan
 from bench.suite import Suite, resolve_data_path, suite_for_device
 from bench.train import Diverged, reconstruct, train
 
-LOSS_NETWORK_SEED = 0  # random-fallback loss networks are one fixed instrument for every entry and seed
 QUALITY_COLUMNS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "l1": False, "mse": False}
 
@@ -39,19 +39,6 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def build_losses(suite: Suite, image_size: int, device: torch.device) -> dict[str, WeightedSum]:
-    """Every entry's loss, built before any training so that a bad parameter stops the run at once."""
-    context = LossContext(image_size=image_size, seed=LOSS_NETWORK_SEED)
-    losses = {}
-    for entry in suite.entries:
-        try:
-            losses[entry.name] = build_entry_loss(entry, context).to(device)
-        except ValueError as error:
-            raise BenchInputError(str(error), where=f"{suite.path}: entry {entry.name}",
-                                  fix="change the loss parameters (see `python -m bench list`)") from None
-    return losses
-
-
 @dataclass
 class RunOutcome:
     folder: Path
@@ -69,7 +56,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
             f"{suite.train.steps} steps, batch {suite.train.batch_size}; loss timing at "
             f"{suite.timing.resolution}x{suite.timing.resolution}, batch {suite.timing.batch_size}")
     plan = make_plan(suite, profile)
-    losses = build_losses(suite, suite.data.resolution, device)
+    losses = build_suite_losses(suite, suite.data.resolution, device)
     images = _load_image_sets(suite, plan)
 
     folder = results.new_run_folder(results_root, suite.name)
@@ -79,6 +66,8 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     log(f"running {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) on "
         f"{env['device_name']} ({device}); results -> {folder}")
 
+    for data, image_set in images.items():
+        results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
     metrics = QualityMetrics(suite.metrics.lpips_net, suite.metrics.lpips_weights, device, seed=LOSS_NETWORK_SEED)
     quality_rows, history_rows, failed = [], [], []
     initial_models: dict[tuple, torch.nn.Module] = {}
@@ -87,6 +76,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
         if key not in initial_models:
             initial_models[key] = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
+            _warm_up(initial_models[key], images[spec.data], device)
         row, history = _run_one(spec, initial_models[key], losses[spec.entry.name], images[spec.data], metrics,
                                 device, folder, show_progress)
         quality_rows.append(row)
@@ -119,6 +109,12 @@ def _load_image_sets(suite: Suite, plan: list[RunSpec]) -> dict:
         if spec.data not in image_sets:
             image_sets[spec.data] = load_images(spec.data, resolve_data_path(suite))
     return image_sets
+
+
+def _warm_up(model: torch.nn.Module, images: ImageSet, device: torch.device) -> None:
+    """One throwaway fwd+bwd on a copy, so one-off kernel and allocator set-up is not billed to the first entry."""
+    scratch = copy.deepcopy(model).to(device).train()
+    scratch(images.train[:2].to(device)).mean().backward()
 
 
 def _run_one(spec: RunSpec, initial_model, loss_fn: WeightedSum, images: ImageSet, metrics: QualityMetrics,

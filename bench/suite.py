@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
+from bench.timing import VARIANTS as TIMING_VARIANTS
 
 try:
     import tomllib
@@ -23,7 +24,6 @@ except ModuleNotFoundError:  # Python 3.10
 
 DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 TASKS = ("autoencode", "denoise")
-TIMING_VARIANTS = ("fp32", "tf32", "bf16", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,9 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     if data.source == "bundled" and data.eval_images >= data.images:
         raise BenchInputError(f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
                               where=f"{where}: data.eval_images", fix="hold out fewer images or use more")
+    if suite.timing.min_repeats < 2:
+        raise BenchInputError(f"timing.min_repeats must be at least 2, got {suite.timing.min_repeats}",
+                              where=f"{where}: timing.min_repeats", fix="an IQR needs two samples; use e.g. 5")
     if suite.train.lr <= 0 or not math.isfinite(suite.train.lr):
         raise BenchInputError(f"train.lr must be a positive number, got {suite.train.lr}", where=f"{where}: train.lr",
                               fix="use e.g. 2e-4")

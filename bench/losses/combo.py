@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from bench.errors import BenchInputError
 from bench.losses.registry import LossContext, build_loss
 
 
@@ -38,10 +39,26 @@ class WeightedSum(nn.Module):
         return "; ".join(used) or "none"
 
 
+LOSS_NETWORK_SEED = 0  # random-fallback loss networks are one fixed instrument for every entry and seed
+
+
 def build_entry_loss(entry, context: LossContext) -> WeightedSum:
     """The loss module of a suite entry (``bench.suite.Entry``)."""
     losses = [build_loss(term.loss, term.params, context) for term in entry.terms]
     return WeightedSum([term.label for term in entry.terms], [term.weight for term in entry.terms], losses)
+
+
+def build_suite_losses(suite, image_size: int, device: torch.device) -> dict[str, WeightedSum]:
+    """Every entry's loss for images of ``image_size``, built up front so a bad parameter stops a run at once."""
+    context = LossContext(image_size=image_size, seed=LOSS_NETWORK_SEED)
+    losses = {}
+    for entry in suite.entries:
+        try:
+            losses[entry.name] = build_entry_loss(entry, context).to(device)
+        except ValueError as error:
+            raise BenchInputError(str(error), where=f"{suite.path}: entry {entry.name}",
+                                  fix="change the loss parameters (see `python -m bench list`)") from None
+    return losses
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -1,0 +1,35 @@
+"""Loss timing for a suite: each entry's loss, built at the timing resolution, through the timing engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from bench.losses import build_suite_losses
+from bench.suite import Suite
+from bench.timing import time_entries
+
+
+def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None] = print,
+               variants: Sequence[str] | None = None) -> pd.DataFrame:
+    """speed.csv rows: entry x variant x phase at ``suite.timing`` settings (profile already applied)."""
+    timing = suite.timing
+    variants = tuple(variants or timing.variants)
+    log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
+        f"variants {', '.join(variants)} on {device}")
+    losses = build_suite_losses(suite, timing.resolution, device)
+    rows = time_entries(list(losses.items()), batch_size=timing.batch_size, resolution=timing.resolution,
+                        device=device, variants=variants, log=lambda line: log(f"  {line}"),
+                        warmup=timing.warmup, min_repeats=timing.min_repeats, min_time_s=timing.min_time_s)
+    frame = pd.DataFrame(rows)
+    frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
+    return frame
+
+
+def with_timing(suite: Suite, **changes) -> Suite:
+    """``suite`` with timing settings changed (CLI --batch / --resolution)."""
+    changes = {key: value for key, value in changes.items() if value is not None}
+    return dataclasses.replace(suite, timing=dataclasses.replace(suite.timing, **changes)) if changes else suite

@@ -1,0 +1,86 @@
+"""A whole smoke suite through the CLI: the run folder, its tables and their values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "suites" / "smoke.toml"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    assert main(["run", str(SMOKE), "--out", str(out), "--no-progress"]) == 0
+    (folder,) = (out / "smoke").iterdir()
+    return folder
+
+
+def test_run_folder_has_every_file(smoke_run):
+    for name in ("quality.csv", "history.csv", "speed.csv", "summary.csv", "environment.json", "suite.toml"):
+        assert (smoke_run / name).is_file(), name
+    assert (smoke_run / "suite.toml").read_text() == SMOKE.read_text()
+    assert not list(smoke_run.glob(".*"))  # no temp files left behind
+
+
+def test_environment_records_device_profile_and_suite_hash(smoke_run):
+    import hashlib
+
+    env = json.loads((smoke_run / "environment.json").read_text())
+    assert env["suite_sha256"] == hashlib.sha256(SMOKE.read_bytes()).hexdigest()
+    assert env["device_type"] == "cpu" and env["train_resolution"] == 32
+    for key in ("torch", "device_name", "git_commit", "command", "profile", "cpu_threads"):
+        assert env[key] not in (None, ""), key
+
+
+def test_quality_table_is_sane(smoke_run):
+    quality = pd.read_csv(smoke_run / "quality.csv")
+    assert sorted(quality["entry"]) == ["bce", "l1", "mix", "mse"]
+    assert (quality["status"] == "ok").all()
+    assert (quality["resolution"] == 32).all() and (quality["steps"] == 12).all()
+    for metric in ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse"):
+        assert quality[metric].map(math.isfinite).all(), metric
+    assert quality["psnr"].between(5, 60).all()
+    assert quality["ssim"].between(-1, 1).all() and quality["lpips"].ge(0).all()
+    assert quality["loss_weights"].notna().all()
+
+
+def test_history_shows_loss_decreasing(smoke_run):
+    history = pd.read_csv(smoke_run / "history.csv")
+    for entry, rows in history.groupby("entry"):
+        rows = rows.sort_values("step")
+        assert rows["step"].iloc[-1] == 12
+        assert rows["loss"].iloc[-1] < rows["loss"].iloc[0], entry
+    mix = history[history["entry"] == "mix"]
+    assert {"term_l1", "term_mse"} <= set(mix.columns)
+    assert (mix["loss"] - (0.8 * mix["term_l1"] + 0.2 * mix["term_mse"])).abs().max() < 1e-5
+    assert history["eval_psnr"].notna().any()
+
+
+def test_summary_has_one_row_per_entry_with_ranks(smoke_run):
+    summary = pd.read_csv(smoke_run / "summary.csv")
+    assert sorted(summary["entry"]) == ["bce", "l1", "mix", "mse"]
+    assert set(summary["rank_psnr"]) <= {1, 2, 3, 4} and summary["rank_psnr"].min() == 1
+    best = summary.loc[summary["psnr"].idxmax(), "entry"]
+    assert summary.set_index("entry").loc[best, "rank_psnr"] == 1
+
+
+def test_entries_share_initial_weights_and_batches(tmp_path):
+    """Two entries with the same loss under different names train to bit-identical results: same initial
+    weights, same batches in the same order, nothing else differs."""
+    suite = SMOKE.read_text().replace('name = "l1"\nloss = "l1"', 'name = "mse_again"\nloss = "mse"')
+    path = tmp_path / "twins.toml"
+    path.write_text(suite)
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse,mse_again"]) == 0
+    (folder,) = (tmp_path / "smoke").iterdir()
+    history = pd.read_csv(folder / "history.csv").set_index(["entry", "step"])
+    assert history.loc["mse"]["loss"].tolist() == history.loc["mse_again"]["loss"].tolist()
+    quality = pd.read_csv(folder / "quality.csv").set_index("entry")
+    assert quality.loc["mse", "psnr"] == quality.loc["mse_again", "psnr"]
