@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: tables already written in the run folder are complete", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)
         return 130
 
 
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite", type=Path, help="suite file (.toml), e.g. suites/all_losses.toml")
     _add_suite_overrides(run)
     run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue an interrupted run in RUN_DIR: entries already complete are kept, the rest run")
+    run.add_argument("--force", action="store_true", help="with --resume: continue even if the suite changed")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first entry that fails")
     run.add_argument("--no-timing", action="store_true", help="skip the loss speed measurement")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
@@ -103,11 +107,19 @@ def load_with_overrides(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.runner import run_suite
+    from bench.runner import RunInterrupted, run_suite
 
     suite = load_with_overrides(args)
-    outcome = run_suite(suite, results_root=args.out, argv=argv, timing=not args.no_timing,
-                        show_progress=not args.no_progress)
+    if args.force and not args.resume:
+        raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
+    try:
+        outcome = run_suite(suite, results_root=args.out, argv=argv, timing=not args.no_timing,
+                            show_progress=not args.no_progress, resume=args.resume, force=args.force,
+                            fail_fast=args.fail_fast)
+    except RunInterrupted as interrupted:
+        print(f"\ninterrupted: finished entries are saved in {interrupted.folder}\n"
+              f"resume with: python -m bench run {args.suite} --resume {interrupted.folder}", file=sys.stderr)
+        return 130
     _print_summary(outcome.summary)
     print(f"\nrun folder: {outcome.folder}")
     if outcome.failed:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +50,22 @@ class RunOutcome:
     summary: pd.DataFrame
 
 
-def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True,
-              show_progress: bool = True, log=print) -> RunOutcome:
+class RunInterrupted(Exception):
+    """Ctrl-C during a run: every table in ``folder`` holds the entries that finished."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(str(folder))
+        self.folder = folder
+
+
+def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
+    """What a resumed run must share with the original: every setting that shapes a result."""
+    shape = [suite.task, suite.timing, suite.metrics] + [(s.entry, s.seed, s.data, s.model, s.train) for s in plan]
+    return hashlib.sha256(repr(shape).encode()).hexdigest()
+
+
+def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
+              resume: Path | None = None, force: bool = False, fail_fast: bool = False, log=print) -> RunOutcome:
     device = resolve_device(suite.device)
     profile = device.type if device.type in suite.profiles else "none"
     suite = suite_for_device(suite, device.type)
@@ -58,49 +76,87 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     plan = make_plan(suite, profile)
     losses = build_suite_losses(suite, suite.data.resolution, device)
     images = _load_image_sets(suite, plan)
-
-    folder = results.new_run_folder(results_root, suite.name)
-    results.copy_suite(suite.path, folder)
     env = results.environment(device, suite, profile, argv)
+    env["plan_sha256"] = plan_hash(suite, plan)
+
+    if resume is None:
+        folder = results.new_run_folder(results_root, suite.name)
+        quality_rows, history_rows, speed = [], [], pd.DataFrame()
+    else:
+        folder = resume
+        quality_rows, history_rows, speed = _completed(folder, env["plan_sha256"], force)
+    results.copy_suite(suite.path, folder)
     results.write_json(folder / "environment.json", env)
-    log(f"running {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) on "
-        f"{env['device_name']} ({device}); results -> {folder}")
+    done = {(row["entry"], row["seed"]) for row in quality_rows}
+    todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]
+    log(f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
+        f"on {env['device_name']} ({device}); results -> {folder}")
 
     for data, image_set in images.items():
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
     metrics = QualityMetrics(suite.metrics.lpips_net, suite.metrics.lpips_weights, device, seed=LOSS_NETWORK_SEED)
-    quality_rows, history_rows, failed = [], [], []
     initial_models: dict[tuple, torch.nn.Module] = {}
     started = time.perf_counter()
-    for spec in plan:
-        key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
-        if key not in initial_models:
-            initial_models[key] = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
-            _warm_up(initial_models[key], images[spec.data], device)
-        row, history = _run_one(spec, initial_models[key], losses[spec.entry.name], images[spec.data], metrics,
-                                device, folder, show_progress)
-        quality_rows.append(row)
-        history_rows.extend(history)
-        if row["status"] != "ok":
-            failed.append(spec.entry.name)
-            log(f"  {spec.entry.name} seed {spec.seed}: FAILED ({row['error']})")
-        else:
-            log(f"  {spec.entry.name} seed {spec.seed}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s)")
-        results.write_table(folder, "quality", quality_rows)
-        results.write_table(folder, "history", history_rows)
+    try:
+        for spec in todo:
+            key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
+            if key not in initial_models:
+                initial_models[key] = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
+                _warm_up(initial_models[key], images[spec.data], device)
+            row, history = _run_one(spec, initial_models[key], losses[spec.entry.name], images[spec.data], metrics,
+                                    device, folder, show_progress)
+            quality_rows.append(row)
+            history_rows.extend(history)
+            results.write_table(folder, "history", history_rows)
+            results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
+            if row["status"] != "ok":
+                log(f"  {spec.entry.name} seed {spec.seed}: FAILED ({row['error']})")
+                if fail_fast:
+                    break
+            else:
+                log(f"  {spec.entry.name} seed {spec.seed}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
+                    f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s)")
 
-    speed = pd.DataFrame()
-    if timing:
-        from bench.speed import time_suite
+        untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
+        if timing and untimed:
+            from bench.speed import time_suite
 
-        speed = time_suite(suite, device, log=log)
-        results.write_table(folder, "speed", speed)
-    summary = summarize(pd.DataFrame(quality_rows), speed)
+            speed = pd.concat([speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)],
+                              ignore_index=True)
+            results.write_table(folder, "speed", speed)
+    except KeyboardInterrupt:
+        raise RunInterrupted(folder) from None
+    quality = pd.DataFrame(quality_rows)
+    summary = summarize(quality, speed)
     results.write_table(folder, "summary", summary)
     env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
     results.write_json(folder / "environment.json", env)
-    return RunOutcome(folder=folder, failed=sorted(set(failed)), summary=summary)
+    failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
+    return RunOutcome(folder=folder, failed=failed, summary=summary)
+
+
+def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], pd.DataFrame]:
+    """Rows of the entries that finished in an earlier, interrupted run of the same plan."""
+    env_path = folder / "environment.json"
+    if not env_path.is_file():
+        raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
+                              fix="pass a folder under results/<suite>/ that an earlier run created")
+    previous = json.loads(env_path.read_text())
+    if previous.get("plan_sha256") != expected_hash and not force:
+        raise BenchInputError("the suite or its overrides changed since this run started, so results would mix",
+                              where=str(folder), fix="run without --resume, or add --force to mix them anyway")
+    quality = results.read_table(folder, "quality")
+    ok = quality[quality["status"] == "ok"] if not quality.empty else quality
+    done = set(zip(ok.get("entry", []), ok.get("seed", [])))
+    history = results.read_table(folder, "history")
+    if not history.empty:
+        history = history[[(e, s) in done for e, s in zip(history["entry"], history["seed"])]]
+    records = lambda frame: [{k: v for k, v in row.items() if not _is_missing(v)} for row in frame.to_dict("records")]
+    return records(ok), records(history), results.read_table(folder, "speed")
+
+
+def _is_missing(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _load_image_sets(suite: Suite, plan: list[RunSpec]) -> dict:
@@ -122,7 +178,7 @@ def _run_one(spec: RunSpec, initial_model, loss_fn: WeightedSum, images: ImageSe
     row = {
         "entry": spec.entry.name, "seed": spec.seed, "formula": spec.entry.formula, "task": spec.task,
         "profile": spec.profile, "resolution": spec.data.resolution, "steps": spec.train.steps,
-        "batch_size": spec.train.batch_size, "lr": spec.train.lr, "loss_weights": loss_fn.weights_used,
+        "batch_size": spec.train.batch_size, "lr": spec.train.lr, "on_nan": spec.train.on_nan, "loss_weights": loss_fn.weights_used,
         "train_images": len(images.train), "eval_images": len(images.eval),
     }
     try:
@@ -138,7 +194,8 @@ def _run_one(spec: RunSpec, initial_model, loss_fn: WeightedSum, images: ImageSe
     reconstructions = reconstruct(result.model, spec, eval_images)
     results.save_png(folder / "reconstructions" / f"{spec.entry.name}__seed{spec.seed}.png", reconstructions)
     history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
-    row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, **metrics(reconstructions, eval_images))
+    row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds,
+               skipped_steps=result.skipped_steps, **metrics(reconstructions, eval_images))
     return row, history
 
 

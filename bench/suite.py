@@ -48,7 +48,8 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-4
     log_every: int = 10
-    eval_every: int = 50  # eval PSNR on the held-out images every this many steps (0: only at the end)
+    eval_every: int = 50  # eval PSNR on the held-out images every this many steps (0: never during training)
+    on_nan: str = "stop"  # a NaN/inf loss: "stop" fails the entry; "skip" drops that step (a host sync per step)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     if data.source == "bundled" and data.eval_images >= data.images:
         raise BenchInputError(f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
                               where=f"{where}: data.eval_images", fix="hold out fewer images or use more")
+    if suite.train.on_nan not in ("stop", "skip"):
+        raise BenchInputError(f"unknown on_nan policy {suite.train.on_nan!r}", where=f"{where}: train.on_nan",
+                              fix='use "stop" (fail the entry) or "skip" (drop the step and count it)')
     if suite.timing.min_repeats < 2:
         raise BenchInputError(f"timing.min_repeats must be at least 2, got {suite.timing.min_repeats}",
                               where=f"{where}: timing.min_repeats", fix="an IQR needs two samples; use e.g. 5")

@@ -31,6 +31,7 @@ class TrainResult:
     model: nn.Module
     history: list[dict]
     seconds: float
+    skipped_steps: int  # steps dropped for a NaN/inf loss under on_nan = "skip"
 
 
 def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
@@ -54,6 +55,7 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     schedule = batch_schedule(len(train_images), spec.train.batch_size, spec.train.steps, spec.seed, spec.data.flip)
     history: list[dict] = []
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
+    skipped_steps = 0
     started, eval_seconds = time.perf_counter(), 0.0  # eval time is left out of the training clock
     progress = tqdm(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
                     disable=not show_progress, leave=False, dynamic_ncols=True)
@@ -61,6 +63,9 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
         target = make_batch(train_images, indices, flips)
         reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
         loss, terms = loss_fn(reconstruction, target)
+        if spec.train.on_nan == "skip" and not torch.isfinite(loss).item():
+            skipped_steps += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -79,4 +84,5 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
             history.append(row)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
     progress.close()
-    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started - eval_seconds)
+    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started - eval_seconds,
+                       skipped_steps=skipped_steps)

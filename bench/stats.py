@@ -1,0 +1,58 @@
+"""Seed statistics: means with 95% t-intervals, and paired comparisons between entries across seeds.
+
+Within one seed every entry shares initial weights and batches, so entries are compared *paired* by seed: the
+per-seed difference removes the seed's own luck. The test is a two-sided paired t-test (scipy.stats.ttest_rel);
+with fewer than two seeds no interval or test is possible and the columns are NaN.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, lower, upper) of a 95% Student-t confidence interval for the mean of ``values``."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean()) if values.size else math.nan
+    if values.size < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(1 - ALPHA / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+    return mean, mean - half, mean + half
+
+
+def confidence_table(quality: pd.DataFrame, metrics) -> pd.DataFrame:
+    """One row per entry x metric: seeds, mean, ci_low, ci_high (failed runs left out)."""
+    ok = quality[quality["status"] == "ok"]
+    rows = []
+    for (entry, metric) in itertools.product(ok["entry"].unique(), metrics):
+        values = ok.loc[ok["entry"] == entry, metric].dropna()
+        mean, low, high = t_interval(values)
+        rows.append({"entry": entry, "metric": metric, "seeds": len(values), "mean": mean, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def paired_comparisons(quality: pd.DataFrame, metric: str, higher_is_better: bool) -> pd.DataFrame:
+    """Every pair of entries on ``metric``, paired by seed: mean difference (a - b), its 95% CI, the paired
+    t-test p-value, and the verdict "a better" / "b better" / "tie (within seed noise)"."""
+    ok = quality[quality["status"] == "ok"].pivot_table(index="seed", columns="entry", values=metric)
+    rows = []
+    for a, b in itertools.combinations(ok.columns, 2):
+        pair = ok[[a, b]].dropna()
+        difference = pair[a] - pair[b]
+        mean, low, high = t_interval(difference)
+        p_value = stats.ttest_rel(pair[a], pair[b]).pvalue if len(pair) >= 2 and difference.std() > 0 else math.nan
+        if math.isnan(p_value) or p_value >= ALPHA:
+            verdict = "tie (within seed noise)"
+        else:
+            verdict = f"{a if (mean > 0) == higher_is_better else b} better"
+        rows.append({"metric": metric, "a": a, "b": b, "seeds": len(pair), "mean_difference": mean,
+                     "ci_low": low, "ci_high": high, "p_value": p_value, "verdict": verdict})
+    return pd.DataFrame(rows)

@@ -1,0 +1,208 @@
+"""Failures stay inside their entry, interrupted runs resume to the same tables, bad suites never traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.cli import main
+from bench.errors import BenchInputError
+from bench.losses import loss_names, register_loss
+from bench.suite import load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_COLUMNS = {"train_seconds", "seconds"}  # wall-clock columns: the only ones allowed to differ between runs
+
+SUITE = """
+name = "rel"
+seeds = [0, 1]
+[data]
+resolution = 16
+images = 6
+eval_images = 2
+[model]
+latent_dim = 8
+[train]
+steps = {steps}
+batch_size = 2
+lr = 1e-3
+log_every = 5
+eval_every = 10
+{entries}
+"""
+
+
+def entries(*specs: str) -> str:
+    return "\n".join(f'[[entry]]\nname = "{name}"\nloss = "{loss}"' for name, loss in (s.split(":") for s in specs))
+
+
+class _NaN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, reconstruction, target):
+        return torch.log(reconstruction - 2).mean()
+
+
+def _ensure_nan_loss() -> None:
+    """Registers (once per process) a loss that is NaN from the first step: log of a negative number."""
+    if "test_nan" not in loss_names():
+        register_loss("test_nan", "test only: always NaN")(lambda context: _NaN())
+
+
+def test_diverging_middle_entry_fails_alone(tmp_path, capsys):
+    _ensure_nan_loss()
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=6, entries=entries("mse:mse", "nan:test_nan", "l1:l1")))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 1
+    (folder,) = (tmp_path / "rel").iterdir()
+    quality = pd.read_csv(folder / "quality.csv").set_index("entry")
+    assert quality.loc["nan", "status"] == "failed" and "NaN" in quality.loc["nan", "error"]
+    assert quality.loc["nan", "failed_step"] == 1
+    assert (quality.loc[["mse", "l1"], "status"] == "ok").all()
+    assert quality.loc[["mse", "l1"], "psnr"].notna().all()
+    assert "failed entries: nan" in capsys.readouterr().err
+    summary = pd.read_csv(folder / "summary.csv").set_index("entry")
+    assert summary.loc["nan", "failed"] == 1
+
+
+def test_fail_fast_stops_at_first_failure(tmp_path):
+    _ensure_nan_loss()
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=4, entries=entries("nan:test_nan", "mse:mse")))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--fail-fast"]) == 1
+    (folder,) = (tmp_path / "rel").iterdir()
+    assert list(pd.read_csv(folder / "quality.csv")["entry"]) == ["nan"]
+
+
+def test_skip_policy_counts_dropped_steps(tmp_path):
+    _ensure_nan_loss()
+    suite = tmp_path / "s.toml"
+    text = SUITE.format(steps=4, entries=entries("nan:test_nan")).replace("eval_every = 10", 'eval_every = 10\non_nan = "skip"')
+    suite.write_text(text)
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 0
+    (folder,) = (tmp_path / "rel").iterdir()
+    row = pd.read_csv(folder / "quality.csv").iloc[0]
+    assert row["status"] == "ok" and row["skipped_steps"] == 4 and row["on_nan"] == "skip"
+
+
+def _tables(folder: Path) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for name in ("quality", "history"):
+        frame = pd.read_csv(folder / f"{name}.csv")
+        tables[name] = frame.drop(columns=[c for c in frame if c in TIMING_COLUMNS]).sort_values(["entry", "seed"] + (["step"] if name == "history" else [])).reset_index(drop=True)
+    return tables
+
+
+def test_sigkill_then_resume_gives_the_same_tables(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=40, entries=entries("mse:mse", "l1:l1", "bce:bce")))
+    base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
+
+    assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
+    (full,) = (tmp_path / "full" / "rel").iterdir()
+
+    process = subprocess.Popen([*base, "--out", str(tmp_path / "cut")], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    observed, deadline = 0, time.time() + 120
+    try:
+        while time.time() < deadline and process.poll() is None:
+            for csv in (tmp_path / "cut").glob("rel/*/*.csv"):
+                rows = pd.read_csv(csv)  # must always parse: writes are atomic
+                assert not rows.empty
+            quality = list((tmp_path / "cut").glob("rel/*/quality.csv"))
+            if quality and len(pd.read_csv(quality[0])) >= 2:
+                observed = len(pd.read_csv(quality[0]))
+                break
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert 2 <= observed < 6, "the run finished (or never wrote) before it could be killed part-way"
+    (cut,) = (tmp_path / "cut" / "rel").iterdir()
+
+    assert subprocess.run([*base, "--resume", str(cut)], cwd=REPO, capture_output=True).returncode == 0
+    resumed, uninterrupted = _tables(cut), _tables(full)
+    for name in resumed:
+        pd.testing.assert_frame_equal(resumed[name], uninterrupted[name], check_like=True)
+
+
+def test_resume_refuses_a_changed_suite(tmp_path, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse")))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 0
+    (folder,) = (tmp_path / "rel").iterdir()
+    assert main(["run", str(suite), "--resume", str(folder), "--steps", "3", "--no-progress", "--no-timing", "--seed", "0"]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_sigint_prints_how_to_resume(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=400, entries=entries("mse:mse", "l1:l1")))
+    process = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path), "--no-progress",
+                                "--no-timing"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("rel/*/environment.json")):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "--resume" in err and "Traceback" not in err
+
+
+def test_unwritable_output_folder_is_input_error(tmp_path, capsys):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("a file where a folder should be")
+        out = blocker
+    else:
+        out = tmp_path / "ro"
+        out.mkdir(mode=0o500)
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=1, entries=entries("mse:mse")))
+    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+# --- property-based: garbled suites never raise anything but BenchInputError --------------------------------
+
+KEYS = ["name", "seeds", "task", "device", "data", "train", "timing", "model", "metrics", "entry", "profile",
+        "resolution", "steps", "loss", "terms", "weight", "lr", "source", "path", "images", "eval_images"]
+scalars = st.one_of(st.integers(-3, 600), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                    st.booleans(), st.sampled_from(["mse", "ssim", "folder", "bundled", "cpu", "cuda", "autoencode"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+                      max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
+def test_random_suite_structures_are_valid_or_one_input_error(tmp_path, raw):
+    from bench.suite import parse_suite
+
+    try:
+        parse_suite(raw, path=tmp_path / "fuzz.toml")
+    except BenchInputError as error:
+        assert "fuzz.toml" in str(error)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list("[]{}=\"'.,#\n abcdemnopstlrwy0123456789_-")), max_size=120))
+def test_garbled_toml_text_is_valid_or_exit_2(tmp_path, text):
+    path = tmp_path / "garbled.toml"
+    path.write_text("[[entry]]\nname = 'a'\nloss = 'mse'\n" + text)
+    try:
+        load_suite(path)
+    except BenchInputError as error:
+        assert str(path) in str(error)
