@@ -21,6 +21,7 @@ from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.metrics import QualityMetrics
 from bench.model import build_model
 from bench.plan import RunSpec, make_plan
+from bench.stats import confidence_table, paired_comparisons, time_to_quality
 from bench.suite import Suite, resolve_data_path, suite_for_device
 from bench.train import Diverged, reconstruct, train
 
@@ -129,6 +130,12 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     quality = pd.DataFrame(quality_rows)
     summary = summarize(quality, speed)
     results.write_table(folder, "summary", summary)
+    reached = time_to_quality(pd.DataFrame(history_rows), suite.metrics.psnr_targets)
+    if not reached.empty:
+        results.write_table(folder, "time_to_quality", reached)
+    if not quality.empty and quality.loc[quality["status"] == "ok", "seed"].nunique() > 1:
+        results.write_table(folder, "pairwise", pd.concat(
+            [paired_comparisons(quality, metric, HIGHER_IS_BETTER[metric]) for metric in QUALITY_COLUMNS]))
     env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
     results.write_json(folder / "environment.json", env)
     failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
@@ -209,8 +216,12 @@ def summarize(quality: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"), failed=("status", lambda s: int((s != "ok").sum())),
     )
     if not ok.empty:
-        means = ok.groupby("entry", sort=False)[[*QUALITY_COLUMNS, "train_seconds"]].mean()
-        summary = summary.join(means)
+        summary = summary.join(ok.groupby("entry", sort=False)[["train_seconds"]].mean())
+        intervals = confidence_table(ok, QUALITY_COLUMNS).pivot(index="entry", columns="metric")
+        for metric in QUALITY_COLUMNS:
+            summary[metric] = intervals[("mean", metric)]
+            summary[f"{metric}_ci_low"] = intervals[("ci_low", metric)]
+            summary[f"{metric}_ci_high"] = intervals[("ci_high", metric)]
     if not speed.empty:
         total = speed[(speed["phase"] == "total") & (speed["variant"] == speed["variant"].iloc[0])]
         summary = summary.join(total.set_index("entry")[["median_ms"]].rename(columns={"median_ms": "loss_fwd_bwd_ms"}))

@@ -56,3 +56,20 @@ def paired_comparisons(quality: pd.DataFrame, metric: str, higher_is_better: boo
         rows.append({"metric": metric, "a": a, "b": b, "seeds": len(pair), "mean_difference": mean,
                      "ci_low": low, "ci_high": high, "p_value": p_value, "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def time_to_quality(history: pd.DataFrame, targets) -> pd.DataFrame:
+    """For each entry x seed x PSNR target: the first evaluated step (and training seconds) whose held-out
+    PSNR reached the target; NaN where it never did. Resolution is the suite's eval_every."""
+    if history.empty or "eval_psnr" not in history or not len(targets):
+        return pd.DataFrame()
+    evaluated = history.dropna(subset=["eval_psnr"]).sort_values("step")
+    rows = []
+    for (entry, seed), runs in evaluated.groupby(["entry", "seed"], sort=False):
+        for target in targets:
+            reached = runs[runs["eval_psnr"] >= target]
+            first = reached.iloc[0] if len(reached) else None
+            rows.append({"entry": entry, "seed": seed, "psnr_target": target,
+                         "step": first["step"] if first is not None else math.nan,
+                         "seconds": first["seconds"] if first is not None else math.nan})
+    return pd.DataFrame(rows)

@@ -66,6 +66,7 @@ class TimingConfig:
 class MetricsConfig:
     lpips_net: str = "alex"
     lpips_weights: str = "auto"
+    psnr_targets: tuple[float, ...] = ()  # time-to-quality: step and seconds when eval PSNR first reaches each
 
 
 SECTIONS: dict[str, type] = {
@@ -285,8 +286,10 @@ def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        value = tuple(value) if ok else value
+        numbers = "float" in str(fields[key].type)
+        item_ok = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) if numbers else (lambda v: isinstance(v, str))
+        ok = isinstance(value, list) and all(map(item_ok, value))
+        value = tuple(float(v) for v in value) if ok and numbers else tuple(value) if ok else value
     else:  # str, or str | None
         ok = isinstance(value, str)
     if not ok:

@@ -72,12 +72,13 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
         non_finite |= ~torch.isfinite(loss.detach())
 
         is_last = step == spec.train.steps
-        if step % spec.train.log_every == 0 or step == 1 or is_last:
+        evaluate = spec.train.eval_every > 0 and (step % spec.train.eval_every == 0 or is_last)
+        if step % spec.train.log_every == 0 or step == 1 or is_last or evaluate:
             if non_finite.item():
                 raise Diverged(step)
             row = {"step": step, "seconds": time.perf_counter() - started - eval_seconds, "loss": loss.item()}
             row.update({f"term_{label}": value.item() for label, value in terms.items()})
-            if spec.train.eval_every and (step % spec.train.eval_every == 0 or is_last):
+            if evaluate:
                 eval_started = time.perf_counter()
                 row["eval_psnr"] = psnr(reconstruct(model, spec, eval_images), eval_images).mean().item()
                 eval_seconds += time.perf_counter() - eval_started

@@ -1,0 +1,245 @@
+"""report.html: one self-contained page (inline CSS, PNG data URIs, no script, no URL) that opens offline."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.colors import to_hex
+
+from bench.errors import BenchInputError
+from bench.report import LABELS, Run, higher_is_better, label, load_run
+from bench.report import plots
+from bench.results import write_atomic
+
+SECTION_IDS = ("run-summary", "summary-table", "quality-plots", "speed-plot", "pareto-plot", "training-curves",
+               "reconstructions")
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; padding: 0 16px; color: #222; }
+h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
+table { border-collapse: collapse; font-size: 13px; } .wide { overflow-x: auto; }
+th, td { padding: 3px 7px; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
+td.entry { white-space: nowrap; } .ci { color: #777; font-size: 11px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f4f4f4; } th.sorted { background: #e2e8f0; }
+td.best { background: #d9f2d9; font-weight: bold; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
+.box { padding: 8px 12px; margin: 8px 0; border-left: 5px solid; }
+.warn { background: #fff4d6; border-color: #e0a800; } .fail { background: #fde4e1; border-color: #c0392b; }
+.note { color: #555; }
+img { max-width: 100%; } img.strip { image-rendering: pixelated; }
+"""
+
+
+def write_report(run_dir: Path, sort_by: str = "psnr") -> Path:
+    """Write run_dir/report.html from the run folder's files alone and return its path."""
+    run = load_run(run_dir)
+    path = run.folder / "report.html"
+    write_atomic(path, render(run, sort_by))
+    return path
+
+
+def render(run: Run, sort_by: str = "psnr") -> str:
+    table = _sorted_summary(run, sort_by)
+    order = list(table["entry"])
+    palette = plots.entry_palette(run.entries)
+    no_timing = "no speed.csv: the loss timing was skipped (--no-timing)"
+    sections = [
+        ("run-summary", "Run", _run_summary(run)),
+        ("summary-table", f"Summary (sorted by {label(sort_by)})", _summary_table(run, table, sort_by, palette)),
+        ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
+                                                       "no entry finished training")),
+        ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
+        ("pareto-plot", "Quality against cost", _figure(plots.pareto_chart(run, order, palette),
+                                                        f"{no_timing}, or every entry failed")),
+        ("training-curves", "Training curves", _figure(plots.training_curves(run, order, palette),
+                                                       "no training history")),
+        ("reconstructions", "Reconstructions of held-out images", _reconstructions(run, order, palette)),
+    ]
+    title = f"LossBench report: {run.env.get('suite', run.folder.name)}"
+    body = "\n".join(f'<section id="{key}">\n<h2>{_esc(heading)}</h2>\n{content}\n</section>'
+                     for key, heading, content in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+            f'<p class="note">{_esc(run.folder)}</p>\n{body}\n</body>\n</html>\n')
+
+
+def _esc(value) -> str:
+    # The page must name no URL (it is checked to be offline-clean), so a URL inside an error message or
+    # warning loses its scheme and stays readable as text.
+    return html.escape(re.sub(r"\bhttps?://", "", str(value)))
+
+
+def _sorted_summary(run: Run, sort_by: str) -> pd.DataFrame:
+    summary = run.summary
+    if sort_by in summary:
+        ascending = higher_is_better(sort_by) is False
+        return summary.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    if sort_by in LABELS:  # a metric every entry failed to produce: keep suite order
+        return summary
+    sortable = [c for c in summary.select_dtypes("number") if not c.startswith("rank_")]
+    raise BenchInputError(f"cannot sort by {sort_by!r}: summary.csv has no such column", where=str(run.folder),
+                          fix=f"sort by one of: {', '.join(sortable)}")
+
+
+def _figure(uri: str | None, missing: str) -> str:
+    return f'<img alt="figure" src="{uri}">' if uri else f'<p class="note">{_esc(missing)}</p>'
+
+
+def _swatch(entry: str, palette: dict) -> str:
+    colour = palette.get(entry)
+    return (f'<span class="swatch" style="background:{to_hex(colour)}"></span>' if colour else "") + _esc(entry)
+
+
+def _number(value) -> str:
+    return "" if pd.isna(value) else f"{value:.4g}"
+
+
+def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -> str:
+    known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
+    # Ranks repeat the sort, intervals go into their metric's cell, and all-empty extras would only add width.
+    extras = [c for c in table if c not in known and not c.startswith("rank_")
+              and not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()]
+    columns = [c for c in known if c in table] + extras
+    best = {}
+    for column in columns:
+        direction = higher_is_better(column)
+        if direction is not None and table[column].notna().any():
+            best[column] = table[column].max() if direction else table[column].min()
+
+    def header(column: str) -> str:
+        arrow = {True: " \u2191", False: " \u2193", None: ""}[higher_is_better(column)]
+        marked = ' class="sorted"' if column == sort_by else ""
+        return f"<th{marked}>{_esc(label(column) + arrow)}</th>"
+
+    def cell(row: pd.Series, column: str) -> str:
+        value = row[column]
+        if column == "entry":
+            return f'<td class="entry">{_swatch(value, palette)}</td>'
+        if column == "failed":
+            style = ' style="color:#c0392b;font-weight:bold"' if value else ""
+            return f'<td class="num"{style}>{_esc(value)}</td>'
+        if not pd.api.types.is_number(value) or column == "seeds":
+            return f"<td>{_esc(value)}</td>"
+        if pd.isna(value):
+            return '<td class="num note">failed</td>' if column in LABELS else '<td class="num"></td>'
+        low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+        interval = pd.notna(low) and pd.notna(high)
+        text = _esc(_number(value)) + (f'<br><span class="ci">[{low:.3g}, {high:.3g}]</span>' if interval else "")
+        marked = " best" if column in best and value == best[column] else ""
+        return f'<td class="num{marked}">{text}</td>'
+
+    rows = "\n".join("<tr>" + "".join(cell(row, c) for c in columns) + "</tr>" for _, row in table.iterrows())
+    legend = ("\u2191 higher is better, \u2193 lower is better; best value per column highlighted; quality is the "
+              "mean over seeds, with its 95% confidence interval [low, high] where there are several seeds.")
+    return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
+            f'<p class="note">{legend}</p>')
+
+
+def _run_summary(run: Run) -> str:
+    env = run.env
+
+    def get(key: str):
+        return env.get(key, "unknown")
+
+    first = run.quality.iloc[0] if not run.quality.empty else pd.Series(dtype=object)
+    started, finished = (str(env.get(key, "not finished")).replace("T", " ") for key in ("started", "finished"))
+    timed = run.speed.iloc[0] if not run.speed.empty else None
+    seeds = ", ".join(str(s) for s in sorted(run.quality["seed"].unique())) if "seed" in run.quality else "unknown"
+    items = [
+        ("suite", f"{get('suite')} ({get('suite_file')}, sha256 {str(get('suite_sha256'))[:12]})"),
+        ("command", get("command")),
+        ("device", f"{get('device_name')} ({get('device')}, {get('cpu_threads')} CPU threads)"),
+        ("software", f"torch {get('torch')}, CUDA {get('cuda')}, Python {get('python')}, {get('platform')}"),
+        ("git commit", get("git_commit")),
+        ("time", f"{started} to {finished}: {_duration(env)}"),
+        ("profile", get("profile")),
+        ("training", f"{get('train_resolution')}\u00d7{get('train_resolution')} px, {first.get('steps', '?')} steps, "
+                     f"batch {first.get('batch_size', '?')}, lr {first.get('lr', '?')}, seeds {seeds}, "
+                     f"{first.get('train_images', '?')} training / {first.get('eval_images', '?')} held-out images"),
+        ("loss timing", "skipped" if timed is None else
+         f"{timed.get('resolution')}\u00d7{timed.get('resolution')} px, batch {timed.get('batch_size')}, "
+         f"{timed.get('variant')}, {timed.get('repeats')} repeats"),
+        ("loss networks", _loss_networks(run)),
+        ("LPIPS metric", f"{first.get('lpips_net', '?')}, weights {first.get('lpips_weights', '?')}"),
+    ]
+    rows = "\n".join(f"<tr><th>{_esc(key)}</th><td>{_esc(value)}</td></tr>" for key, value in items)
+    return f"<table>\n{rows}\n</table>\n" + "\n".join(_warnings(run))
+
+
+def _duration(env: dict) -> str:
+    try:
+        start, end = dt.datetime.fromisoformat(env["started"]), dt.datetime.fromisoformat(env["finished"])
+    except (KeyError, TypeError, ValueError):
+        return "duration unknown"
+    wall = env.get("train_wall_seconds")
+    trained = f" (training and evaluation {wall} s)" if wall is not None else ""
+    return f"{(end - start).total_seconds():.0f} s{trained}"
+
+
+def _weights_by_entry(run: Run) -> dict[str, str]:
+    source = run.quality if "loss_weights" in run.quality else run.summary
+    if "loss_weights" not in source:
+        return {}
+    return source.groupby("entry", sort=False)["loss_weights"].first().fillna("none").astype(str).to_dict()
+
+
+def _loss_networks(run: Run) -> str:
+    used = {entry: text for entry, text in _weights_by_entry(run).items() if text != "none"}
+    return "; ".join(f"{entry}: {text}" for entry, text in used.items()) or "no entry uses a pretrained network"
+
+
+def _warnings(run: Run) -> list[str]:
+    boxes = []
+    train_px, timing_px = run.env.get("train_resolution"), run.env.get("timing_resolution")
+    if not run.speed.empty and train_px != timing_px:
+        boxes.append(f"losses were timed at {timing_px} px but trained at {train_px} px: the ms columns are the "
+                     f"cost of each loss at {timing_px} px, not its cost in this training.")
+    random: dict[str, list[str]] = {}
+    for entry, text in _weights_by_entry(run).items():
+        for part in text.split(";"):
+            network, _, source = part.strip().partition("=")
+            if source == "random":
+                random.setdefault(network, []).append(entry)
+    for network, entries in random.items():
+        boxes.append(f"{network} used random weights (entries: {', '.join(entries)}): ImageNet weights were not "
+                     "found, so this loss compared features of a randomly initialised network and its results do "
+                     "not represent the pretrained loss. Put the weights file where the run's warning says and rerun.")
+    if "lpips_weights" in run.quality and (run.quality["lpips_weights"] == "random").any():
+        boxes.append("the LPIPS metric used random weights: ImageNet weights were not found, so LPIPS ranks entries "
+                     "within this run only and is not comparable with published LPIPS values.")
+    html_boxes = [f'<div class="box warn">\u26a0 {_esc(text)}</div>' for text in boxes]
+    if "status" in run.quality and (run.quality["status"] != "ok").any():
+        html_boxes.append(_failures(run.quality[run.quality["status"] != "ok"]))
+    return html_boxes
+
+
+def _failures(failed: pd.DataFrame) -> str:
+    """One line per entry, step and reason, naming its seeds: seeds usually fail alike."""
+    failed = failed.reindex(columns=["entry", "seed", "failed_step", "error"])
+    step = failed["failed_step"].map(lambda s: f"at step {int(s)}" if pd.notna(s) else "(step unknown)")
+    failed = failed.assign(step=step, reason=failed["error"].fillna("no reason recorded").astype(str))
+    items = "".join(
+        f"<li><b>{_esc(entry)}</b> seed {_esc(', '.join(str(s) for s in group['seed']))}: failed {_esc(step)}: "
+        f"{_esc(reason)}</li>"
+        for (entry, step, reason), group in failed.groupby(["entry", "step", "reason"], sort=False))
+    return f'<div class="box fail" id="failures">{len(failed)} training(s) failed:<ul>{items}</ul></div>'
+
+
+def _reconstructions(run: Run, order: list[str], palette: dict) -> str:
+    rows, zoom = plots.reconstruction_strips(run, order)
+    if not rows:
+        return '<p class="note">no reconstructions/original__*px.png in the run folder</p>'
+    caption = (f"Left: the held-out images; right: their centre crops (a quarter of the width) enlarged "
+               f"\u00d7{zoom:.0f} with nearest neighbour. Each entry shows its lowest seed.")
+    cells = []
+    for name, seed, strip in rows:
+        title = _swatch(name, palette) + (f'<br><span class="note">seed {seed}</span>' if seed is not None else "")
+        image = (f'<img class="strip" alt="{_esc(name)}" src="{strip}">' if strip
+                 else '<span class="note">no reconstruction PNG: the training failed, or the file is missing</span>')
+        cells.append(f"<tr><th>{title}</th><td>{image}</td></tr>")
+    return f'<p class="note">{_esc(caption)}</p>\n<table>\n' + "\n".join(cells) + "\n</table>"

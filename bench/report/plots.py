@@ -1,0 +1,255 @@
+"""The report's figures, each returned as a PNG data URI so the page needs no other file.
+
+Figures are plain matplotlib ``Figure`` objects on the Agg canvas, never registered with pyplot, so nothing is
+left open and no global backend or style is changed. Every function takes ``order`` (entries top to bottom, as in
+the summary table) and ``palette`` (entry -> colour, built once by ``entry_palette``) and returns None when the
+run has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import io
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from PIL import Image
+
+from bench.report import Run, higher_is_better, label
+
+LOG_SCALE_RATIO = 30  # above this max/min spread, linear bars hide the cheap losses
+TILE_PX = 144  # one reconstruction tile on the page
+
+
+def entry_palette(entries: list[str]) -> dict[str, tuple]:
+    """One colour per entry, in suite order, so an entry keeps its colour in every figure and whatever the sort."""
+    if len(entries) <= 10:
+        colours = sns.color_palette("tab10", len(entries))
+    elif len(entries) <= 20:  # tab20's dark shades first: neighbouring entries must not get a light/dark pair
+        pairs = sns.color_palette("tab20", 20)
+        colours = pairs[0::2] + pairs[1::2]
+    else:
+        colours = sns.color_palette("husl", len(entries))
+    return dict(zip(entries, colours))
+
+
+def png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _render(draw: Callable[[Figure, np.ndarray], None], *, panels: int = 1, cols: int = 1,
+            panel_size: tuple[float, float] = (5.0, 3.5)) -> str:
+    """A figure of ``panels`` axes (``cols`` per row) filled by ``draw(fig, axes)``, as a PNG data URI."""
+    rows = -(-panels // cols)
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+        fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for unused in axes[panels:]:
+            unused.set_visible(False)
+        draw(fig, axes[:panels])
+        buffer = io.BytesIO()
+        # No "Software" text chunk: matplotlib's would name its web site, and the page must hold no URL at all.
+        fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return png_uri(buffer.getvalue())
+
+
+def _entry_legend(fig: Figure, entries: list[str], palette: dict) -> None:
+    handles = [Line2D([], [], color=palette[e], marker="o", lw=2) for e in entries]
+    fig.legend(handles, entries, loc="outside right upper", title="entry", frameon=False)
+
+
+def _entries_height(order: list[str]) -> float:
+    return 1.2 + 0.3 * len(order)
+
+
+def quality_bars(run: Run, order: list[str], palette: dict) -> str | None:
+    """One horizontal bar panel per quality metric; error bars are the std across seeds when there are several."""
+    ok = run.ok
+    metrics = [m for m in run.metrics if ok[m].notna().any()]
+    if not metrics:
+        return None
+    several_seeds = ok.groupby("entry")["seed"].nunique().max() > 1
+
+    def draw(fig, axes):
+        for ax, metric in zip(axes, metrics):
+            sns.barplot(data=ok, x=metric, y="entry", hue="entry", order=order, hue_order=order, palette=palette,
+                        errorbar="sd" if several_seeds else None, legend=False, ax=ax)
+            stats = ok.groupby("entry")[metric].agg(["mean", "std"]).reindex(order)
+            for row, (mean, std) in enumerate(zip(stats["mean"], stats["std"].fillna(0))):
+                # The value goes past the error bar, where it cannot be overdrawn.
+                text, x, colour = ("failed", 0, "#c0392b") if pd.isna(mean) else (f"{mean:.4g}", mean + std, "0.15")
+                ax.annotate(text, (x, row), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
+                            color=colour)
+            ax.margins(x=0.25)  # room for the value labels
+            direction = higher_is_better(metric)
+            ax.set(xlabel=f"{label(metric)}, {'higher' if direction else 'lower'} is better", ylabel="")
+        if several_seeds:
+            fig.suptitle("mean over seeds; error bars: std across seeds")
+
+    return _render(draw, panels=len(metrics), cols=3, panel_size=(4.6, _entries_height(order)))
+
+
+def speed_chart(run: Run, order: list[str], palette: dict) -> str | None:
+    """Forward and backward medians stacked per entry, with the measured fwd+bwd total written at the bar end."""
+    speed = run.speed_variant()
+    if speed.empty:
+        return None
+    ms = speed.pivot_table(index="entry", columns="phase", values="median_ms")
+    entries = [e for e in order if e in ms.index]
+    ms = ms.reindex(entries)
+    phases = [p for p in ("forward", "backward") if p in ms] or ["total"]
+    stacked = ms[phases].sum(axis=1)
+    total = ms["total"] if "total" in ms else stacked
+    first = speed.iloc[0]
+    log = stacked.max() / stacked[stacked > 0].min() > LOG_SCALE_RATIO
+
+    def draw(fig, axes):
+        ax = axes[0]
+        rows = np.arange(len(entries))
+        colours = [palette[e] for e in entries]
+        left = np.zeros(len(entries))
+        for phase, style in zip(phases, ({}, {"alpha": 0.45, "hatch": "//"})):
+            ax.barh(rows, ms[phase], left=left, color=colours, edgecolor="white", **style)
+            left += ms[phase].to_numpy()
+        for row, value in zip(rows, total):
+            ax.text(left[row], row, f"  {value:.3g} ms", va="center", fontsize=8)
+        ax.set_yticks(rows, entries)
+        ax.invert_yaxis()
+        if log:
+            ax.set_xscale("log")
+        ax.margins(x=0.15)
+        ax.set_xlabel(f"median time per call (ms{', log scale' if log else ''}); batch {first.get('batch_size', '?')} "
+                      f"at {first.get('resolution', '?')} px, {first.get('variant', '')}")
+        ax.set_title(f"loss forward and backward on {first.get('device_name', first.get('device', ''))}")
+        legend = [Patch(facecolor="0.45", label=phases[0])]
+        if len(phases) > 1:
+            legend.append(Patch(facecolor="0.45", alpha=0.45, hatch="//", label=phases[1]))
+        fig.legend(handles=legend, loc="outside right upper", frameon=False)
+
+    return _render(draw, panel_size=(11.0, _entries_height(entries)))
+
+
+def pareto_front(cost: pd.Series, value: pd.Series, higher_better: bool) -> list:
+    """Index labels of the points no other point beats on both cost (lower) and value, cheapest first."""
+    signed = value if higher_better else -value
+    front, best = [], -np.inf
+    for key in sorted(cost.index, key=lambda k: (cost[k], -signed[k])):
+        if signed[key] > best:
+            front.append(key)
+            best = signed[key]
+    return front
+
+
+def pareto_chart(run: Run, order: list[str], palette: dict) -> str | None:
+    """Quality against the loss's fwd+bwd time (log x), with the Pareto front dashed and ringed."""
+    summary = run.summary.set_index("entry")
+    if "loss_fwd_bwd_ms" not in summary:
+        return None
+    metrics = [m for m in ("psnr", "lpips") if m in summary and summary[m].notna().any()]
+    if not metrics:
+        return None
+
+    def draw(fig, axes):
+        plotted = set()
+        for ax, metric in zip(axes, metrics):
+            data = summary[["loss_fwd_bwd_ms", metric]].dropna()
+            plotted.update(data.index)
+            cost, value = data["loss_fwd_bwd_ms"], data[metric]
+            ax.scatter(cost, value, c=[palette[e] for e in data.index], s=50, zorder=3)
+            for entry in data.index:
+                ax.annotate(entry, (cost[entry], value[entry]), xytext=(5, 4), textcoords="offset points", fontsize=8)
+            front = pareto_front(cost, value, bool(higher_is_better(metric)))
+            ax.plot(cost[front], value[front], drawstyle="steps-post", ls="--", color="0.35", label="Pareto front")
+            ax.scatter(cost[front], value[front], s=160, facecolors="none", edgecolors="0.25", zorder=4)
+            ax.set_xscale("log")
+            ax.margins(x=0.15, y=0.12)
+            better = "higher" if higher_is_better(metric) else "lower"
+            ax.set(xlabel="loss fwd+bwd (ms, log scale)", ylabel=f"{label(metric)}, {better} is better")
+            ax.legend(loc="best", fontsize=8)
+        _entry_legend(fig, [e for e in order if e in plotted], palette)
+
+    return _render(draw, panels=len(metrics), cols=len(metrics), panel_size=(6.0, 4.2))
+
+
+def training_curves(run: Run, order: list[str], palette: dict) -> str | None:
+    """Loss / first logged loss against step, and eval PSNR against step and against training seconds.
+
+    One line per entry and seed (same colour for every seed of an entry), so seeds are shown, not averaged.
+    """
+    history = run.history
+    if history.empty or "loss" not in history:
+        return None
+    history = history.sort_values(["entry", "seed", "step"])
+    first = history.groupby(["entry", "seed"])["loss"].transform("first")
+    history = history.assign(relative_loss=history["loss"] / first.where(first > 0))  # a ratio needs a positive start
+    evals = history.dropna(subset=["eval_psnr"]) if "eval_psnr" in history else history.iloc[:0]
+    present = [e for e in order if e in set(history["entry"])]
+    panels = [("step", "relative_loss", history, "loss / first logged loss (log scale)")]
+    if not evals.empty:
+        panels += [("step", "eval_psnr", evals, "eval PSNR (dB)"), ("seconds", "eval_psnr", evals, "eval PSNR (dB)")]
+
+    def draw(fig, axes):
+        for ax, (x, y, data, ylabel) in zip(axes, panels):
+            sns.lineplot(data=data, x=x, y=y, hue="entry", hue_order=present, palette=palette, units="seed",
+                         estimator=None, marker="o", markersize=6, legend=False, ax=ax)
+            ax.set(xlabel="training step" if x == "step" else "training time (s, eval excluded)", ylabel=ylabel)
+        axes[0].set_yscale("log")
+        _entry_legend(fig, present, palette)
+
+    return _render(draw, panels=len(panels), cols=len(panels), panel_size=(4.4, 3.6))
+
+
+def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, int | None, str | None]], float]:
+    """(name, seed, strip) rows, "original" first, and the crop zoom factor.
+
+    A strip is the held-out images at TILE_PX and then their centre crops (a quarter of the width) enlarged
+    with nearest neighbour, so blur and texture differences between losses stay visible. The lowest seed
+    with a PNG stands for each entry; ``strip`` is None where an entry has none (it failed).
+    """
+    folder = run.folder / "reconstructions"
+    originals = sorted(folder.glob("original__*px.png"))
+    if not originals:
+        return [], 0.0
+    wanted = folder / f"original__{run.env.get('train_resolution')}px.png"
+    original = wanted if wanted in originals else originals[0]
+    with Image.open(original) as image:
+        side = image.height
+    crop = max(side // 4, 1)
+    rows: list[tuple[str, int | None, str | None]] = [("original", None, _strip(original, crop))]
+    for entry in order:
+        seeds = sorted((int(m.group(1)), path) for path in folder.glob(f"{glob.escape(entry)}__seed*.png")
+                       if (m := re.fullmatch(rf"{re.escape(entry)}__seed(\d+)\.png", path.name)))
+        rows.append((entry, seeds[0][0], _strip(seeds[0][1], crop)) if seeds else (entry, None, None))
+    return rows, TILE_PX / crop
+
+
+def _strip(path: Path, crop: int) -> str:
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    side = image.height
+    tiles = [image.crop((i * side, 0, (i + 1) * side, side)) for i in range(image.width // side)]
+    shrink = Image.Resampling.LANCZOS if side > TILE_PX else Image.Resampling.NEAREST
+    low = (side - crop) // 2
+    cells = [t.resize((TILE_PX, TILE_PX), shrink) for t in tiles]
+    cells += [t.crop((low, low, low + crop, low + crop)).resize((TILE_PX, TILE_PX), Image.Resampling.NEAREST)
+              for t in tiles]
+    gap, divider = 4, 20  # the wider gap separates whole images from crops
+    width = len(cells) * TILE_PX + (len(cells) - 2) * gap + divider
+    canvas = Image.new("RGB", (width, TILE_PX), "white")
+    x = 0
+    for index, cell in enumerate(cells):
+        canvas.paste(cell, (x, 0))
+        x += TILE_PX + (divider if index == len(tiles) - 1 else gap)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return png_uri(buffer.getvalue())
