@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list every loss with its parameters and defaults")
     listing.set_defaults(handler=_cmd_list)
+
+    report = commands.add_parser("report", help="(re)build report.html of a run folder from its tables",
+                                 description="Write RUN_DIR/report.html from the CSV tables alone (no re-training).")
+    report.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
+    report.add_argument("--sort-by", default="psnr", help="summary column to sort the table by (default: psnr)")
+    report.set_defaults(handler=_cmd_report)
+
+    compare = commands.add_parser("compare", help="per-entry differences between two runs",
+                                  description="Quality differences (b - a) and speed ratios (b / a) per entry, "
+                                              "flagging changes larger than the seed-to-seed spread.")
+    compare.add_argument("run_a", type=Path)
+    compare.add_argument("run_b", type=Path)
+    compare.add_argument("--out", type=Path, help="also write the table to this CSV file")
+    compare.set_defaults(handler=_cmd_compare)
     return parser
 
 
@@ -120,8 +134,11 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\ninterrupted: finished entries are saved in {interrupted.folder}\n"
               f"resume with: python -m bench run {args.suite} --resume {interrupted.folder}", file=sys.stderr)
         return 130
+    from bench.report import write_report
+
     _print_summary(outcome.summary)
-    print(f"\nrun folder: {outcome.folder}")
+    print(f"\nreport: {write_report(outcome.folder)}")
+    print(f"run folder: {outcome.folder}")
     if outcome.failed:
         print(f"failed entries: {', '.join(outcome.failed)} (reasons in quality.csv)", file=sys.stderr)
         return 1
@@ -162,4 +179,19 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
         info = get_loss_info(name)
         params = ", ".join(f"{key}={value!r}" for key, value in info.defaults.items()) or "no parameters"
         print(f"{name:16s} {info.summary}\n{'':16s} {params}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.report import write_report
+
+    print(write_report(args.run_dir, sort_by=args.sort_by))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.report.compare import compare_runs, format_comparison, write_comparison
+
+    table = write_comparison(args.run_a, args.run_b, args.out) if args.out else compare_runs(args.run_a, args.run_b)
+    print(format_comparison(table))
     return 0
