@@ -48,7 +48,9 @@ class QualityMetrics:
     """Holds the LPIPS network (built once) and computes every metric for one set of reconstructions."""
 
     def __init__(self, lpips_net: str, lpips_weights: str, device: torch.device, seed: int = 0) -> None:
-        from bench.losses.pretrained import build_lpips
+        from bench.losses.pretrained import LPIPS_MIN_SIDE, build_lpips
+
+        self.lpips_min_side = LPIPS_MIN_SIDE[lpips_net]
 
         self.lpips, self.lpips_weights_used = build_lpips(lpips_net, lpips_weights, seed)
         self.lpips = self.lpips.to(device)
@@ -62,10 +64,18 @@ class QualityMetrics:
             "psnr": psnr(x, y),
             "ssim": ssim(x, y, data_range=1.0, size_average=False),
             "ms_ssim": ms_values,
-            "lpips": torch.cat([self.lpips(a[None], b[None], normalize=True).flatten() for a, b in zip(x, y)]),
+            "lpips": self._lpips(x, y),
             "l1": (x - y).abs().flatten(1).mean(1),
             "mse": (x - y).pow(2).flatten(1).mean(1),
         }
-        values = {name: value.mean().item() for name, value in per_image.items()}
+        values = {name: value.mean().item() for name, value in per_image.items()}  # NaN where not computable
         values.update(ms_ssim_levels=levels, lpips_net=self.lpips_net, lpips_weights=self.lpips_weights_used)
         return values
+
+    def _lpips(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per image, one at a time (batch-size independent); NaN below the backbone's smallest input."""
+        from bench.losses.perceptual import lpips_per_image
+
+        if min(x.shape[-2:]) < self.lpips_min_side:
+            return torch.full((len(x),), float("nan"))
+        return torch.cat([lpips_per_image(self.lpips, a[None], b[None]) for a, b in zip(x, y)])

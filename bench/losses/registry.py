@@ -88,6 +88,8 @@ def resolve_params(name: str, params: Mapping[str, Any], *, where: str = "") -> 
 def _check_type(name: str, key: str, default: Any, value: Any, where: str) -> None:
     if default is None or isinstance(default, str) and isinstance(value, (int, float, str)):
         return  # None and string defaults admit alternatives ("auto" or a number, a path or a name)
+    if value == "auto" and isinstance(default, int) and not isinstance(default, bool):
+        return  # an integer chosen by the loss itself (e.g. MS-SSIM levels); losses without a rule refuse it
     numeric = (int, float)
     ok = (
         isinstance(value, bool) == isinstance(default, bool)
