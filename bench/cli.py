@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="with --resume: continue even if the suite changed")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first entry that fails")
     run.add_argument("--no-timing", action="store_true", help="skip the loss speed measurement")
+    scale = run.add_argument_group("scale out with Ray (pip install -e \".[distributed]\")")
+    scale.add_argument("--workers", type=int, default=1, help="run N trainings at once on a local Ray instance "
+                                                              "(one GPU each on a GPU machine)")
+    scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
+    scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
 
@@ -124,12 +129,15 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.runner import RunInterrupted, run_suite
 
     suite = load_with_overrides(args)
+    if args.workers < 1:
+        raise BenchInputError(f"--workers must be at least 1, got {args.workers}", where="--workers", fix="e.g. --workers 2")
     if args.force and not args.resume:
         raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
     try:
         outcome = run_suite(suite, results_root=args.out, argv=argv, timing=not args.no_timing,
                             show_progress=not args.no_progress, resume=args.resume, force=args.force,
-                            fail_fast=args.fail_fast)
+                            fail_fast=args.fail_fast, workers=args.workers, ray_address=args.ray_address,
+                            gpus=args.gpus)
     except RunInterrupted as interrupted:
         print(f"\ninterrupted: finished entries are saved in {interrupted.folder}\n"
               f"resume with: python -m bench run {args.suite} --resume {interrupted.folder}", file=sys.stderr)

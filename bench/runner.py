@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -15,15 +14,11 @@ import pandas as pd
 import torch
 
 from bench import results
-from bench.data import ImageSet, load_images
 from bench.errors import BenchInputError
-from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
-from bench.metrics import QualityMetrics
-from bench.model import build_model
+from bench.jobs import Trainer
 from bench.plan import RunSpec, make_plan
 from bench.stats import confidence_table, paired_comparisons, time_to_quality
-from bench.suite import Suite, resolve_data_path, suite_for_device
-from bench.train import Diverged, reconstruct, train
+from bench.suite import Suite, suite_for_device
 
 QUALITY_COLUMNS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "l1": False, "mse": False}
@@ -66,7 +61,8 @@ def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
 
 
 def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
-              resume: Path | None = None, force: bool = False, fail_fast: bool = False, log=print) -> RunOutcome:
+              resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
+              ray_address: str | None = None, gpus: str | None = None, log=print) -> RunOutcome:
     device = resolve_device(suite.device)
     profile = device.type if device.type in suite.profiles else "none"
     suite = suite_for_device(suite, device.type)
@@ -75,8 +71,11 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
             f"{suite.train.steps} steps, batch {suite.train.batch_size}; loss timing at "
             f"{suite.timing.resolution}x{suite.timing.resolution}, batch {suite.timing.batch_size}")
     plan = make_plan(suite, profile)
-    losses = build_suite_losses(suite, suite.data.resolution, device)
-    images = _load_image_sets(suite, plan)
+    distributed = workers > 1 or ray_address is not None
+    trainer = Trainer(suite, str(device), show_progress and not distributed)
+    for resolution in {spec.data.resolution for spec in plan}:
+        trainer.losses(resolution)  # a bad loss parameter stops the run here, before any folder exists
+    images = {spec.data: trainer.images(spec) for spec in plan}
     env = results.environment(device, suite, profile, argv)
     env["plan_sha256"] = plan_hash(suite, plan)
 
@@ -92,30 +91,34 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]
     log(f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
         f"on {env['device_name']} ({device}); results -> {folder}")
-
     for data, image_set in images.items():
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
-    metrics = QualityMetrics(suite.metrics.lpips_net, suite.metrics.lpips_weights, device, seed=LOSS_NETWORK_SEED)
-    initial_models: dict[tuple, torch.nn.Module] = {}
+
+    order = {(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)}
+    in_plan_order = lambda rows: sorted(rows, key=lambda row: (order[(row["entry"], row["seed"])], row.get("step", 0)))
     started = time.perf_counter()
     try:
-        for spec in todo:
-            key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
-            if key not in initial_models:
-                initial_models[key] = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
-                _warm_up(initial_models[key], images[spec.data], device)
-            row, history = _run_one(spec, initial_models[key], losses[spec.entry.name], images[spec.data], metrics,
-                                    device, folder, show_progress)
-            quality_rows.append(row)
-            history_rows.extend(history)
+        if distributed:
+            from bench.distributed import run_on_ray
+
+            outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus, log=log)
+        else:
+            outcomes = map(trainer.run, todo)
+        for outcome in outcomes:
+            row = outcome.row
+            if outcome.reconstructions is not None:
+                results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
+                                 outcome.reconstructions)
+            quality_rows = in_plan_order(quality_rows + [row])
+            history_rows = in_plan_order(history_rows + outcome.history)
             results.write_table(folder, "history", history_rows)
             results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
             if row["status"] != "ok":
-                log(f"  {spec.entry.name} seed {spec.seed}: FAILED ({row['error']})")
+                log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})")
                 if fail_fast:
                     break
             else:
-                log(f"  {spec.entry.name} seed {spec.seed}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
+                log(f"  {row['entry']} seed {row['seed']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
                     f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s)")
 
         untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
@@ -164,46 +167,6 @@ def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict
 
 def _is_missing(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
-
-
-def _load_image_sets(suite: Suite, plan: list[RunSpec]) -> dict:
-    image_sets: dict = {}
-    for spec in plan:
-        if spec.data not in image_sets:
-            image_sets[spec.data] = load_images(spec.data, resolve_data_path(suite))
-    return image_sets
-
-
-def _warm_up(model: torch.nn.Module, images: ImageSet, device: torch.device) -> None:
-    """One throwaway fwd+bwd on a copy, so one-off kernel and allocator set-up is not billed to the first entry."""
-    scratch = copy.deepcopy(model).to(device).train()
-    scratch(images.train[:2].to(device)).mean().backward()
-
-
-def _run_one(spec: RunSpec, initial_model, loss_fn: WeightedSum, images: ImageSet, metrics: QualityMetrics,
-             device: torch.device, folder: Path, show_progress: bool) -> tuple[dict, list[dict]]:
-    row = {
-        "entry": spec.entry.name, "seed": spec.seed, "formula": spec.entry.formula, "task": spec.task,
-        "profile": spec.profile, "resolution": spec.data.resolution, "steps": spec.train.steps,
-        "batch_size": spec.train.batch_size, "lr": spec.train.lr, "on_nan": spec.train.on_nan, "loss_weights": loss_fn.weights_used,
-        "train_images": len(images.train), "eval_images": len(images.eval),
-    }
-    try:
-        result = train(spec, initial_model, loss_fn, images, device, show_progress)
-    except Diverged as error:
-        return {**row, "status": "failed", "error": str(error), "failed_step": error.step}, []
-    except (RuntimeError, MemoryError) as error:  # out of memory and kernel errors: this entry only
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return {**row, "status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0]}",
-                "failed_step": None}, []
-    eval_images = images.eval.to(device)
-    reconstructions = reconstruct(result.model, spec, eval_images)
-    results.save_png(folder / "reconstructions" / f"{spec.entry.name}__seed{spec.seed}.png", reconstructions)
-    history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
-    row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds,
-               skipped_steps=result.skipped_steps, **metrics(reconstructions, eval_images))
-    return row, history
 
 
 def summarize(quality: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,61 @@
+"""Entries x seeds as Ray jobs: `bench run --workers N` (local Ray) or `--ray-address ADDR` (a cluster).
+
+Each Ray actor holds one ``bench.jobs.Trainer`` (loss networks, images and initial models built once per
+actor) and returns plain ``JobResult`` records; the driver alone writes the run folder, so files stay atomic
+and resume works as in a single-process run. Ray is an optional extra: ``pip install -e ".[distributed]"``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator, Sequence
+
+from bench.errors import BenchInputError
+from bench.jobs import JobResult
+from bench.plan import RunSpec
+from bench.suite import Suite
+
+
+def _import_ray():
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise BenchInputError("--workers/--ray-address need Ray, which is not installed", where="command line",
+                              fix='pip install -e ".[distributed]"  (or drop --workers)') from None
+    return ray
+
+
+def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: int, address: str | None,
+               gpus: str | None, log: Callable[[str], None] = print) -> Iterator[JobResult]:
+    """Yields each job's result as it finishes (in completion order; the driver sorts rows by plan)."""
+    ray = _import_ray()
+    on_gpu = device.startswith("cuda")
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus  # before Ray starts, so it only sees and assigns these GPUs
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, num_gpus=len(gpus.split(",")) if gpus else None, log_to_driver=False,
+                     include_dashboard=False)
+    # One GPU per actor on GPU runs (Ray sets CUDA_VISIBLE_DEVICES per actor, so "cuda" is that actor's GPU).
+    resources = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
+    trainer_actor = ray.remote(**resources)(_TrainerActor)
+    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device) for _ in range(max(1, workers))]
+    log(f"Ray: {len(actors)} workers ({'1 GPU' if on_gpu else '1 CPU'} each) on {address or 'a local instance'}")
+    pool = ray.util.ActorPool(actors)
+    try:
+        yield from pool.map_unordered(lambda actor, spec: actor.run.remote(spec), list(specs))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+class _TrainerActor:
+    def __init__(self, suite: Suite, device: str) -> None:
+        from bench.jobs import Trainer
+
+        self.trainer = Trainer(suite, device, show_progress=False)
+
+    def run(self, spec: RunSpec) -> JobResult:
+        return self.trainer.run(spec)

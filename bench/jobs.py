@@ -1,0 +1,87 @@
+"""One training job (a RunSpec) from initial weights to plain result records.
+
+The same ``Trainer`` runs in the driver process or inside a Ray worker (bench.distributed); it only returns
+records, and the driver alone writes the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from bench.data import ImageSet, load_images
+from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
+from bench.metrics import QualityMetrics
+from bench.model import build_model
+from bench.plan import RunSpec
+from bench.suite import Suite, resolve_data_path
+from bench.train import Diverged, reconstruct, train
+
+
+@dataclass
+class JobResult:
+    row: dict  # one quality.csv row
+    history: list[dict]  # history.csv rows
+    reconstructions: torch.Tensor | None  # held-out reconstructions on the CPU; None if the entry failed
+
+
+class Trainer:
+    """Trains RunSpecs of one suite on one device; builds loss networks, images, metrics and each seed's
+    initial model once and reuses them for every job it is given."""
+
+    def __init__(self, suite: Suite, device: str, show_progress: bool = True) -> None:
+        self.suite = suite
+        self.device = torch.device(device)
+        self.show_progress = show_progress
+        metrics = suite.metrics
+        self.metrics = QualityMetrics(metrics.lpips_net, metrics.lpips_weights, self.device, seed=LOSS_NETWORK_SEED)
+        self._losses: dict[int, dict[str, WeightedSum]] = {}
+        self._images: dict = {}
+        self._initial_models: dict[tuple, torch.nn.Module] = {}
+
+    def losses(self, resolution: int) -> dict[str, WeightedSum]:
+        if resolution not in self._losses:
+            self._losses[resolution] = build_suite_losses(self.suite, resolution, self.device)
+        return self._losses[resolution]
+
+    def images(self, spec: RunSpec) -> ImageSet:
+        if spec.data not in self._images:
+            self._images[spec.data] = load_images(spec.data, resolve_data_path(self.suite))
+        return self._images[spec.data]
+
+    def initial_model(self, spec: RunSpec) -> torch.nn.Module:
+        key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
+        if key not in self._initial_models:
+            model = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
+            # One throwaway fwd+bwd on a copy: one-off kernel and allocator set-up is not billed to an entry.
+            scratch = copy.deepcopy(model).to(self.device).train()
+            scratch(self.images(spec).train[:2].to(self.device)).mean().backward()
+            self._initial_models[key] = model
+        return self._initial_models[key]
+
+    def run(self, spec: RunSpec) -> JobResult:
+        images = self.images(spec)
+        loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
+        row = {
+            "entry": spec.entry.name, "seed": spec.seed, "formula": spec.entry.formula, "task": spec.task,
+            "profile": spec.profile, "resolution": spec.data.resolution, "steps": spec.train.steps,
+            "batch_size": spec.train.batch_size, "lr": spec.train.lr, "on_nan": spec.train.on_nan,
+            "loss_weights": loss_fn.weights_used, "train_images": len(images.train), "eval_images": len(images.eval),
+        }
+        try:
+            result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress)
+        except Diverged as error:
+            return JobResult({**row, "status": "failed", "error": str(error), "failed_step": error.step}, [], None)
+        except (RuntimeError, MemoryError) as error:  # out of memory and kernel errors: this entry only
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            return JobResult({**row, "status": "failed", "error": reason, "failed_step": None}, [], None)
+        eval_images = images.eval.to(self.device)
+        reconstructions = reconstruct(result.model, spec, eval_images)
+        row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds,
+                   skipped_steps=result.skipped_steps, **self.metrics(reconstructions, eval_images))
+        history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
+        return JobResult(row, history, reconstructions.cpu())
