@@ -24,6 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 TASKS = ("autoencode", "denoise")
+NA_LIKE_NAMES = {"", "nan", "-nan", "na", "n/a", "#na", "#n/a", "<na>", "null", "none"}  # pandas.read_csv's NA
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,9 @@ def _parse_entries(raw_entries: Any, where: str) -> tuple[Entry, ...]:
         if not isinstance(name, str) or not name:
             raise BenchInputError("every entry needs a name", where=f"{key}.name", fix='add name = "my-loss"')
         key = f"{where}: entry[{index}] ({name})"
+        if name.strip().lower() in NA_LIKE_NAMES:
+            raise BenchInputError(f"entry name {name!r} would read back from CSV as a missing value",
+                                  where=f"{key}.name", fix="choose another name, e.g. 'nan-loss'")
         if name in seen:
             raise BenchInputError(f"duplicate entry name {name!r}", where=f"{key}.name", fix="give each entry a unique name")
         seen.add(name)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -63,32 +62,32 @@ def _ensure_nan_loss() -> None:
 def test_diverging_middle_entry_fails_alone(tmp_path, capsys):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=6, entries=entries("mse:mse", "nan:test_nan", "l1:l1")))
+    suite.write_text(SUITE.format(steps=6, entries=entries("mse:mse", "diverges:test_nan", "l1:l1")))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
-    assert quality.loc["nan", "status"] == "failed" and "NaN" in quality.loc["nan", "error"]
-    assert quality.loc["nan", "failed_step"] == 1
+    assert quality.loc["diverges", "status"] == "failed" and "NaN" in quality.loc["diverges", "error"]
+    assert quality.loc["diverges", "failed_step"] == 1
     assert (quality.loc[["mse", "l1"], "status"] == "ok").all()
     assert quality.loc[["mse", "l1"], "psnr"].notna().all()
-    assert "failed entries: nan" in capsys.readouterr().err
+    assert "failed entries: diverges" in capsys.readouterr().err
     summary = pd.read_csv(folder / "summary.csv").set_index("entry")
-    assert summary.loc["nan", "failed"] == 1
+    assert summary.loc["diverges", "failed"] == 1
 
 
 def test_fail_fast_stops_at_first_failure(tmp_path):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=4, entries=entries("nan:test_nan", "mse:mse")))
+    suite.write_text(SUITE.format(steps=4, entries=entries("diverges:test_nan", "mse:mse")))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--fail-fast"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
-    assert list(pd.read_csv(folder / "quality.csv")["entry"]) == ["nan"]
+    assert list(pd.read_csv(folder / "quality.csv")["entry"]) == ["diverges"]
 
 
 def test_skip_policy_counts_dropped_steps(tmp_path):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
-    text = SUITE.format(steps=4, entries=entries("nan:test_nan")).replace("eval_every = 10", 'eval_every = 10\non_nan = "skip"')
+    text = SUITE.format(steps=4, entries=entries("diverges:test_nan")).replace("eval_every = 10", 'eval_every = 10\non_nan = "skip"')
     suite.write_text(text)
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 0
     (folder,) = (tmp_path / "rel").iterdir()

@@ -92,6 +92,7 @@ BAD_SUITES = {
     "profile makes it invalid": ("[profile.cpu]\ndata.resolution=48\n[[entry]]\nname='a'\nloss='mse'\n", "profile.cpu", "cannot be reached"),
     "bad loss parameter type": ("[[entry]]\nname='a'\nloss='huber'\ndelta='big'\n", "delta", "must be float"),
     "bad seeds": ("seeds = [0, -1]\n[[entry]]\nname='a'\nloss='mse'\n", "seeds", "non-negative"),
+    "entry name read as NaN": ("[[entry]]\nname='NaN'\nloss='mse'\n", "entry[0] (NaN).name", "missing value"),
     "bad timing variant": ("[timing]\nvariants=['fp64']\n[[entry]]\nname='a'\nloss='mse'\n", "timing.variants", "bf16"),
 }
 
