@@ -65,6 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list every loss with its parameters and defaults")
     listing.set_defaults(handler=_cmd_list)
 
+    speed = commands.add_parser("speed", help="time each loss's forward and backward pass (no training)",
+                                description="Time every entry's loss (fwd, bwd, fwd+bwd) at the suite's timing "
+                                            "settings; write speed.csv to a new run folder and print a table.")
+    speed.add_argument("suite", type=Path)
+    speed.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N"')
+    speed.add_argument("--only", help="comma-separated entry names")
+    speed.add_argument("--variants", help="comma-separated, from: fp32, tf32, bf16, channels_last, compile")
+    speed.add_argument("--batch", type=int, help="timing batch size")
+    speed.add_argument("--resolution", type=int, help="timing resolution (default: the suite's, 512)")
+    speed.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
+    speed.add_argument("--save-baseline", type=Path, metavar="FILE", help="also save the timings as a baseline")
+    speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE")
+    speed.add_argument("--tolerance", type=float, default=0.25, help="with --check: allowed slowdown (default 0.25)")
+    speed.set_defaults(handler=_cmd_speed, seed=None, seeds=None, steps=None)
+
+    check = commands.add_parser("check", help="fail (exit 1) when a loss got slower than a baseline",
+                                description="Compare each loss's time, as a ratio to the calibration workload "
+                                            "timed in the same run, with a baseline; exit 1 on a slowdown "
+                                            "beyond the tolerance.")
+    check.add_argument("speed", type=Path, help="a run folder or its speed.csv")
+    check.add_argument("--baseline", type=Path, required=True, help="baseline JSON (see `bench speed --save-baseline`)")
+    check.add_argument("--tolerance", type=float, default=0.25, help="allowed slowdown, 0.25 = 25%% (default)")
+    check.set_defaults(handler=_cmd_check)
+
     report = commands.add_parser("report", help="(re)build report.html of a run folder from its tables",
                                  description="Write RUN_DIR/report.html from the CSV tables alone (no re-training).")
     report.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
@@ -203,3 +227,63 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     table = write_comparison(args.run_a, args.run_b, args.out) if args.out else compare_runs(args.run_a, args.run_b)
     print(format_comparison(table))
     return 0
+
+
+def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench import results
+    from bench.runner import resolve_device
+    from bench.speed import time_suite, with_timing
+    from bench.speedcheck import save_baseline
+    from bench.suite import suite_for_device, validate_settings
+
+    suite = load_with_overrides(args)
+    device = resolve_device(suite.device)
+    profile = device.type if device.type in suite.profiles else "none"
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    suite = with_timing(suite_for_device(suite, device.type), batch_size=args.batch, resolution=args.resolution,
+                        variants=variants)
+    validate_settings(suite, where="command line")
+    folder = results.new_run_folder(args.out, suite.name)
+    results.copy_suite(suite.path, folder)
+    results.write_json(folder / "environment.json", results.environment(device, suite, profile, ["speed", *argv]))
+    speed = time_suite(suite, device)
+    results.write_table(folder, "speed", speed)
+    _print_speed(speed)
+    print(f"\nspeed table: {folder / 'speed.csv'}")
+    if args.save_baseline:
+        save_baseline(speed, args.save_baseline, suite=str(args.suite))
+        print(f"baseline saved: {args.save_baseline}")
+    if args.check:
+        return _check(folder, args.check, args.tolerance)
+    return 0
+
+
+def _print_speed(speed) -> None:
+    import pandas as pd
+
+    table = speed.pivot_table(index=["entry", "variant"], columns="phase", values="median_ms", sort=False)
+    totals = speed[speed["phase"] == "total"].set_index(["entry", "variant"])
+    table = table.rename(columns=lambda phase: f"{phase}_ms")
+    table["images_per_s"] = totals["images_per_s"]
+    table["peak_mem_mb"] = totals["peak_mem_mb"]
+    first = speed.iloc[0]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+        print(f"\nmedian ms at {first['batch_size']}x3x{first['resolution']}x{first['resolution']} on "
+              f"{first['device_name']} ({first['threads']} threads); memory: {first['memory_method']}")
+        print(table[["forward_ms", "backward_ms", "total_ms", "images_per_s", "peak_mem_mb"]].to_string())
+
+
+def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
+    return _check(args.speed, args.baseline, args.tolerance)
+
+
+def _check(speed_source: Path, baseline: Path, tolerance: float) -> int:
+    from bench.speedcheck import check_against_baseline, format_check_table
+
+    if not baseline.is_file():
+        raise BenchInputError("baseline file not found", where=str(baseline),
+                              fix="make one with `python -m bench speed SUITE --save-baseline FILE`")
+    table, passed = check_against_baseline(speed_source, baseline, tolerance=tolerance)
+    print(format_check_table(table))
+    print("speed check: " + ("passed" if passed else f"FAILED (a loss is more than {tolerance:.0%} slower)"))
+    return 0 if passed else 1

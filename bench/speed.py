@@ -21,9 +21,14 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
     log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
         f"variants {', '.join(variants)} on {device}")
     losses = build_suite_losses(suite, timing.resolution, device)
-    rows = time_entries(list(losses.items()), batch_size=timing.batch_size, resolution=timing.resolution,
-                        device=device, variants=variants, log=lambda line: log(f"  {line}"),
-                        warmup=timing.warmup, min_repeats=timing.min_repeats, min_time_s=timing.min_time_s)
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(timing.threads or default_threads)
+    try:
+        rows = time_entries(list(losses.items()), batch_size=timing.batch_size, resolution=timing.resolution,
+                            device=device, variants=variants, log=lambda line: log(f"  {line}"),
+                            warmup=timing.warmup, min_repeats=timing.min_repeats, min_time_s=timing.min_time_s)
+    finally:
+        torch.set_num_threads(default_threads)
     frame = pd.DataFrame(rows)
     frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
     return frame

@@ -61,6 +61,7 @@ class TimingConfig:
     min_repeats: int = 5
     min_time_s: float = 1.0
     warmup: int = 1
+    threads: int = 0  # CPU threads while timing; 0 keeps torch's default (recorded in every row either way)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""`bench speed` and `bench check` end to end: a real slowdown fails the gate, the unmodified loss passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+
+SUITE = """
+name = "gate"
+[timing]
+resolution = 32
+batch_size = 1
+min_repeats = 15
+min_time_s = 0.2
+threads = 1
+[[entry]]
+name = "ssim"
+loss = "ssim"
+win_size = 7
+[[entry]]
+name = "mse"
+loss = "mse"
+"""
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gate")
+    suite = root / "gate.toml"
+    suite.write_text(SUITE)
+    baseline = root / "baseline.json"
+    assert main(["speed", str(suite), "--device", "cpu", "--out", str(root), "--save-baseline", str(baseline)]) == 0
+    return suite, baseline, root
+
+
+def latest(root: Path) -> Path:
+    return sorted((root / "gate").iterdir())[-1]
+
+
+def test_speed_writes_table_with_every_phase(gate, capsys):
+    suite, baseline, root = gate
+    speed = pd.read_csv(latest(root) / "speed.csv")
+    assert set(speed["phase"]) == {"forward", "backward", "total"}
+    assert set(speed["entry"]) == {"ssim", "mse"}
+    assert (speed["median_ms"] > 0).all() and (speed["threads"] == 1).all()
+    assert (latest(root) / "environment.json").is_file()
+
+
+def test_unchanged_losses_pass_twice(gate):
+    suite, baseline, root = gate
+    for _ in range(2):  # no flake on a second try
+        assert main(["speed", str(suite), "--device", "cpu", "--out", str(root), "--check", str(baseline)]) == 0
+
+
+def test_doubled_work_fails_the_gate(gate, capsys):
+    """Twice the work on the timed loss: the SSIM entry becomes two SSIMs summed (weights 0.5 + 0.5)."""
+    suite, baseline, root = gate
+    slow = suite.parent / "slow.toml"
+    slow.write_text(SUITE.replace('name = "ssim"\nloss = "ssim"\nwin_size = 7',
+                                  'name = "ssim"\nterms = [{ loss = "ssim", weight = 0.5, win_size = 7 }, '
+                                  '{ loss = "ssim", weight = 0.5, win_size = 7 }]'))
+    assert main(["speed", str(slow), "--device", "cpu", "--out", str(root), "--check", str(baseline)]) == 1
+    out = capsys.readouterr().out
+    assert "SLOWER" in out and "FAILED" in out
+    assert main(["check", str(latest(root)), "--baseline", str(baseline)]) == 1
+
+
+def test_missing_baseline_is_input_error(gate, capsys):
+    suite, baseline, root = gate
+    assert main(["check", str(latest(root)), "--baseline", str(root / "absent.json")]) == 2
+    assert "--save-baseline" in capsys.readouterr().err
