@@ -17,11 +17,10 @@ from bench import results
 from bench.errors import BenchInputError
 from bench.jobs import Trainer
 from bench.plan import RunSpec, make_plan
-from bench.stats import confidence_table, paired_comparisons, time_to_quality
+from bench.stats import paired_comparisons, time_to_quality
 from bench.suite import Suite, suite_for_device
+from bench.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
 
-QUALITY_COLUMNS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "l1": False, "mse": False}
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -167,28 +166,3 @@ def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict
 
 def _is_missing(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
-
-
-def summarize(quality: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
-    """One row per entry: mean quality over seeds, the loss's fwd+bwd time, and a rank per column (1 = best)."""
-    if quality.empty:
-        return pd.DataFrame()
-    ok = quality[quality["status"] == "ok"]
-    summary = quality.groupby("entry", sort=False).agg(
-        formula=("formula", "first"), loss_weights=("loss_weights", "first"),
-        seeds=("seed", "nunique"), failed=("status", lambda s: int((s != "ok").sum())),
-    )
-    if not ok.empty:
-        summary = summary.join(ok.groupby("entry", sort=False)[["train_seconds"]].mean())
-        intervals = confidence_table(ok, QUALITY_COLUMNS).pivot(index="entry", columns="metric")
-        for metric in QUALITY_COLUMNS:
-            summary[metric] = intervals[("mean", metric)]
-            summary[f"{metric}_ci_low"] = intervals[("ci_low", metric)]
-            summary[f"{metric}_ci_high"] = intervals[("ci_high", metric)]
-    if not speed.empty:
-        total = speed[(speed["phase"] == "total") & (speed["variant"] == speed["variant"].iloc[0])]
-        summary = summary.join(total.set_index("entry")[["median_ms"]].rename(columns={"median_ms": "loss_fwd_bwd_ms"}))
-    for column, higher in {**HIGHER_IS_BETTER, "loss_fwd_bwd_ms": False}.items():
-        if column in summary:
-            summary[f"rank_{column}"] = summary[column].rank(ascending=not higher, method="min").astype("Int64")
-    return summary.reset_index()
