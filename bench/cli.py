@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run in RUN_DIR: entries already complete are kept, the rest run")
     run.add_argument("--force", action="store_true", help="with --resume: continue even if the suite changed")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first entry that fails")
+    run.add_argument("--deterministic", action="store_true",
+                     help="GPU: deterministic kernels only (slower); CPU runs are deterministic already")
     run.add_argument("--no-timing", action="store_true", help="skip the loss speed measurement")
     scale = run.add_argument_group("scale out with Ray (pip install -e \".[distributed]\")")
     scale.add_argument("--workers", type=int, default=1, help="run N trainings at once on a local Ray instance "
@@ -153,6 +155,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.runner import RunInterrupted, run_suite
 
     suite = load_with_overrides(args)
+    if args.deterministic:
+        _make_deterministic()
     if args.workers < 1:
         raise BenchInputError(f"--workers must be at least 1, got {args.workers}", where="--workers", fix="e.g. --workers 2")
     if args.force and not args.resume:
@@ -175,6 +179,18 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"failed entries: {', '.join(outcome.failed)} (reasons in quality.csv)", file=sys.stderr)
         return 1
     return 0
+
+
+def _make_deterministic() -> None:
+    """The settings PyTorch documents for reproducible CUDA results (docs: notes/randomness)."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this before its first call
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def _print_summary(summary) -> None:

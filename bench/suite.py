@@ -144,8 +144,10 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suit
         raise BenchInputError(f"unknown task {task!r}", where=f"{where}: task", fix=f"use one of {', '.join(TASKS)}")
     seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
     sections = {key: _parse_section(key, raw.get(key, {}), where) for key in SECTIONS}
+    metrics = sections["metrics"]
+    sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent))
     profiles = _parse_profiles(raw.get("profile", {}), where)
-    entries = _parse_entries(raw.get("entry"), where)
+    entries = _parse_entries(raw.get("entry"), path)
     suite = Suite(
         name=name,
         path=path,
@@ -234,6 +236,13 @@ def resolve_data_path(suite: Suite) -> Path | None:
         return None
     path = Path(suite.data.path).expanduser()
     return path if path.is_absolute() else (suite.path.parent / path).resolve()
+
+
+def resolve_weights_path(weights: Any, suite_dir: Path) -> Any:
+    """A weights file named in a suite is relative to the suite file; policy names pass through."""
+    if not isinstance(weights, str) or weights in ("auto", "imagenet", "random") or Path(weights).is_absolute():
+        return weights
+    return str((suite_dir / weights).resolve())
 
 
 def suite_for_device(suite: Suite, device_type: str) -> Suite:
@@ -330,7 +339,8 @@ def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any
     return profiles
 
 
-def _parse_entries(raw_entries: Any, where: str) -> tuple[Entry, ...]:
+def _parse_entries(raw_entries: Any, path: Path) -> tuple[Entry, ...]:
+    where = str(path)
     if not raw_entries:
         raise BenchInputError("a suite needs at least one [[entry]]", where=f"{where}: entry",
                               fix='add [[entry]] with name = "mse" and loss = "mse"')
@@ -351,11 +361,11 @@ def _parse_entries(raw_entries: Any, where: str) -> tuple[Entry, ...]:
         if name in seen:
             raise BenchInputError(f"duplicate entry name {name!r}", where=f"{key}.name", fix="give each entry a unique name")
         seen.add(name)
-        entries.append(_parse_entry(name, raw, key))
+        entries.append(_parse_entry(name, raw, key, path.parent))
     return tuple(entries)
 
 
-def _parse_entry(name: str, raw: Mapping[str, Any], key: str) -> Entry:
+def _parse_entry(name: str, raw: Mapping[str, Any], key: str, suite_dir: Path) -> Entry:
     overrides = {}
     for section in ENTRY_OVERRIDABLE:
         if section in raw:
@@ -376,15 +386,15 @@ def _parse_entry(name: str, raw: Mapping[str, Any], key: str) -> Entry:
         if not isinstance(raw_terms, list) or not raw_terms or not all(isinstance(t, dict) for t in raw_terms):
             raise BenchInputError("terms must be a non-empty array of tables", where=f"{key}.terms",
                                   fix='e.g. terms = [{ loss = "mse", weight = 0.2 }]')
-        terms = [_parse_term(term, f"{key}.terms[{i}]") for i, term in enumerate(raw_terms)]
+        terms = [_parse_term(term, f"{key}.terms[{i}]", suite_dir) for i, term in enumerate(raw_terms)]
     elif "loss" in rest:
-        terms = [_parse_term({"weight": 1.0, **rest}, key)]
+        terms = [_parse_term({"weight": 1.0, **rest}, key, suite_dir)]
     else:
         raise BenchInputError("entry has neither loss nor terms", where=key, fix='add loss = "mse" (or terms = [...])')
     return Entry(name=name, terms=tuple(_label_terms(terms)), overrides=overrides)
 
 
-def _parse_term(raw: Mapping[str, Any], key: str) -> Term:
+def _parse_term(raw: Mapping[str, Any], key: str, suite_dir: Path) -> Term:
     loss = raw.get("loss")
     if not isinstance(loss, str):
         raise BenchInputError(f"loss must be a loss name, got {loss!r}", where=f"{key}.loss", fix='e.g. loss = "mse"')
@@ -394,6 +404,8 @@ def _parse_term(raw: Mapping[str, Any], key: str) -> Term:
                               fix="e.g. weight = 0.8 (drop a term rather than weighting it 0)")
     params = {k: v for k, v in raw.items() if k not in ("loss", "weight")}
     params = resolve_params(loss, params, where=f"{key}")
+    if "weights" in params:
+        params["weights"] = resolve_weights_path(params["weights"], suite_dir)
     return Term(loss=loss, weight=float(weight), params=params, label=loss)
 
 

@@ -84,3 +84,22 @@ def test_entries_share_initial_weights_and_batches(tmp_path):
     assert history.loc["mse"]["loss"].tolist() == history.loc["mse_again"]["loss"].tolist()
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
     assert quality.loc["mse", "psnr"] == quality.loc["mse_again", "psnr"]
+
+
+def test_same_seed_on_cpu_gives_bit_identical_tables(smoke_run, tmp_path):
+    assert main(["run", str(SMOKE), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 0
+    (again,) = (tmp_path / "smoke").iterdir()
+    wall_clock = ["train_seconds", "seconds"]
+    for table in ("quality", "history"):
+        a, b = (pd.read_csv(folder / f"{table}.csv").drop(columns=wall_clock) for folder in (smoke_run, again))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_seeds_change_initial_weights_and_batches(tmp_path):
+    assert main(["run", str(SMOKE), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse",
+                 "--seeds", "2", "--steps", "2"]) == 0
+    (folder,) = (tmp_path / "smoke").iterdir()
+    history = pd.read_csv(folder / "history.csv")
+    first_loss = history[history["step"] == 1].set_index("seed")["loss"]
+    assert first_loss[0] != first_loss[1]
+    assert (folder / "pairwise.csv").is_file()  # several seeds: paired comparisons are written
