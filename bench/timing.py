@@ -47,7 +47,6 @@ import copy
 import ctypes
 import ctypes.util
 import math
-import platform
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -55,6 +54,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.results import device_name
 
 VARIANTS = ("fp32", "tf32", "bf16", "channels_last", "compile")
 PHASES = ("forward", "backward", "total")
@@ -145,7 +146,7 @@ def time_loss(
 
     calibration = _stats([s[2] for s in samples[0]], batch_size) if calibrate else {}
     common = dict(
-        batch_size=batch_size, resolution=resolution, device=str(device), device_name=_device_name(device),
+        batch_size=batch_size, resolution=resolution, device=str(device), device_name=device_name(device),
         peak_mem_mb=peak_mem_mb, memory_method=memory_method, threads=torch.get_num_threads(),
         cudnn_benchmark=on_cuda, tf32=on_cuda and variant == "tf32", compile_s=compile_s,
         calibration_ms=calibration.get("median_ms", math.nan), calibration_min_ms=calibration.get("min_ms", math.nan),
@@ -338,18 +339,6 @@ def _proc_status_mb(key: str) -> float:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024  # the kernel reports kB
     raise OSError(f"/proc/self/status has no {key}")
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        with contextlib.suppress(OSError), open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        return platform.processor() or platform.machine()
-    return device.type
 
 
 def _stats(samples_ms: list[float], batch_size: int) -> dict[str, Any]:
