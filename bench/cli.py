@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch", type=int, help="timing batch size")
     speed.add_argument("--resolution", type=int, help="timing resolution (default: the suite's, 512)")
     speed.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
+    speed.add_argument("--train-step", action="store_true",
+                       help="also time the model's training step (fwd+bwd) at the training size, per variant")
     speed.add_argument("--save-baseline", type=Path, metavar="FILE", help="also save the timings as a baseline")
     speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE")
     speed.add_argument("--tolerance", type=float, default=0.25, help="with --check: allowed slowdown (default 0.25)")
@@ -248,7 +250,9 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
     from bench import results
     from bench.runner import resolve_device
-    from bench.speed import time_suite, with_timing
+    import pandas as pd
+
+    from bench.speed import time_suite, time_training_step, with_timing
     from bench.speedcheck import save_baseline
     from bench.suite import suite_for_device, validate_settings
 
@@ -263,6 +267,8 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
     results.copy_suite(suite.path, folder)
     results.write_json(folder / "environment.json", results.environment(device, suite, profile, ["speed", *argv]))
     speed = time_suite(suite, device)
+    if args.train_step:
+        speed = pd.concat([speed, time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
     results.write_table(folder, "speed", speed)
     _print_speed(speed)
     print(f"\nspeed table: {folder / 'speed.csv'}")
@@ -277,6 +283,8 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
 def _print_speed(speed) -> None:
     import pandas as pd
 
+    steps = speed[speed["phase"] == "train_step"]
+    speed = speed[speed["phase"] != "train_step"]
     table = speed.pivot_table(index=["entry", "variant"], columns="phase", values="median_ms", sort=False)
     totals = speed[speed["phase"] == "total"].set_index(["entry", "variant"])
     table = table.rename(columns=lambda phase: f"{phase}_ms")
@@ -287,6 +295,9 @@ def _print_speed(speed) -> None:
         print(f"\nmedian ms at {first['batch_size']}x3x{first['resolution']}x{first['resolution']} on "
               f"{first['device_name']} ({first['threads']} threads); memory: {first['memory_method']}")
         print(table[["forward_ms", "backward_ms", "total_ms", "images_per_s", "peak_mem_mb"]].to_string())
+        for _, step in steps.iterrows():
+            print(f"training step ({step['variant']}, batch {step['batch_size']} at {step['resolution']}px): "
+                  f"{step['median_ms']:.4g} ms, {step['images_per_s']:.4g} images/s")
 
 
 def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:

@@ -68,6 +68,7 @@ class Trainer:
             "entry": spec.entry.name, "seed": spec.seed, "formula": spec.entry.formula, "task": spec.task,
             "profile": spec.profile, "resolution": spec.data.resolution, "steps": spec.train.steps,
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "on_nan": spec.train.on_nan,
+            "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
             "loss_weights": loss_fn.weights_used, "train_images": len(images.train), "eval_images": len(images.eval),
         }
         try:

@@ -122,10 +122,10 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
 
         untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
         if timing and untimed:
-            from bench.speed import time_suite
+            from bench.speed import time_suite, time_training_step
 
-            speed = pd.concat([speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)],
-                              ignore_index=True)
+            speed = pd.concat([speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log),
+                               time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
             results.write_table(folder, "speed", speed)
     except KeyboardInterrupt:
         raise RunInterrupted(folder) from None

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from bench.losses import build_suite_losses
+from bench.model import build_model
 from bench.suite import Suite
 from bench.timing import time_entries
 
@@ -31,6 +32,34 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
         torch.set_num_threads(default_threads)
     frame = pd.DataFrame(rows)
     frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
+    return frame
+
+
+MODEL_ENTRY = "__model__"  # speed.csv's name for the training step; underscores keep it apart from entries
+
+
+class _TrainingStep(torch.nn.Module):
+    """The model's fwd+bwd under an MSE loss, shaped like a loss so the timing engine can time it: the
+    engine's forward is the model's forward plus the loss, its backward reaches every model parameter."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self.model(target), target)
+
+
+def time_training_step(suite: Suite, device: torch.device, variants: Sequence[str]) -> pd.DataFrame:
+    """speed.csv rows (entry ``MODEL_ENTRY``, phase "train_step") for the suite's model at its training size:
+    images/s of the fwd+bwd step in each variant, so fp32 eager can be compared with the fast paths."""
+    model = build_model(suite.task, suite.data.resolution, suite.model.latent_dim, seed=0).to(device).train()
+    rows = time_entries([(MODEL_ENTRY, _TrainingStep(model))], batch_size=suite.train.batch_size,
+                        resolution=suite.data.resolution, device=device, variants=variants,
+                        warmup=suite.timing.warmup, min_repeats=suite.timing.min_repeats,
+                        min_time_s=suite.timing.min_time_s)
+    frame = pd.DataFrame([row for row in rows if row["phase"] == "total"]).assign(phase="train_step")
+    frame.insert(1, "loss_weights", "none")
     return frame
 
 

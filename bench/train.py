@@ -49,7 +49,8 @@ def reconstruct(model: nn.Module, spec: RunSpec, images: torch.Tensor, batch_siz
 
 def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images: ImageSet,
           device: torch.device, show_progress: bool = True) -> TrainResult:
-    model = copy.deepcopy(initial_model).to(device).train()
+    memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
+    model = copy.deepcopy(initial_model).to(device, memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr)  # the model's parameters only, never the loss nets
     train_images, eval_images = images.train.to(device), images.eval.to(device)
     schedule = batch_schedule(len(train_images), spec.train.batch_size, spec.train.steps, spec.seed, spec.data.flip)
@@ -60,9 +61,10 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     progress = tqdm(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
                     disable=not show_progress, leave=False, dynamic_ncols=True)
     for step, (indices, flips) in enumerate(progress, start=1):
-        target = make_batch(train_images, indices, flips)
-        reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
-        loss, terms = loss_fn(reconstruction, target)
+        target = make_batch(train_images, indices, flips).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
+            reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
+            loss, terms = loss_fn(reconstruction, target)
         if spec.train.on_nan == "skip" and not torch.isfinite(loss).item():
             skipped_steps += 1
             continue
