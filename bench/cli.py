@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
     speed.add_argument("--train-step", action="store_true",
                        help="also time the model's training step (fwd+bwd) at the training size, per variant")
+    speed.add_argument("--references", action="store_true",
+                       help="also time other installed implementations (pytorch-msssim, piq, kornia, torchmetrics, "
+                            "lpips, focal-frequency-loss) of the same losses; writes speed_references.csv")
     speed.add_argument("--save-baseline", type=Path, metavar="FILE", help="also save the timings as a baseline")
     speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE")
     speed.add_argument("--tolerance", type=float, default=0.25, help="with --check: allowed slowdown (default 0.25)")
@@ -271,6 +274,12 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
         speed = pd.concat([speed, time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
     results.write_table(folder, "speed", speed)
     _print_speed(speed)
+    if args.references:
+        from bench.references import time_references
+
+        references = time_references(suite, device)
+        results.write_table(folder, "speed_references", references)
+        print(references[["loss", "implementation", "median_ms", "ratio_to_fastest"]].to_string(index=False))
     print(f"\nspeed table: {folder / 'speed.csv'}")
     if args.save_baseline:
         save_baseline(speed, args.save_baseline, suite=str(args.suite))

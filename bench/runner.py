@@ -122,11 +122,15 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
 
         untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
         if timing and untimed:
+            from bench.references import time_references
             from bench.speed import time_suite, time_training_step
 
             speed = pd.concat([speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log),
                                time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
             results.write_table(folder, "speed", speed)
+            references = time_references(suite, device, log=log)
+            if not references.empty:
+                results.write_table(folder, "speed_references", references)
     except KeyboardInterrupt:
         raise RunInterrupted(folder) from None
     quality = pd.DataFrame(quality_rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, Sequence
 
@@ -22,17 +23,24 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
     log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
         f"variants {', '.join(variants)} on {device}")
     losses = build_suite_losses(suite, timing.resolution, device)
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(timing.threads or default_threads)
-    try:
+    with timing_threads(timing.threads):
         rows = time_entries(list(losses.items()), batch_size=timing.batch_size, resolution=timing.resolution,
                             device=device, variants=variants, log=lambda line: log(f"  {line}"),
                             warmup=timing.warmup, min_repeats=timing.min_repeats, min_time_s=timing.min_time_s)
-    finally:
-        torch.set_num_threads(default_threads)
     frame = pd.DataFrame(rows)
     frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
     return frame
+
+
+@contextlib.contextmanager
+def timing_threads(threads: int):
+    """CPU threads for a timed region (0: torch's default), restored afterwards."""
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(default)
 
 
 MODEL_ENTRY = "__model__"  # speed.csv's name for the training step; underscores keep it apart from entries

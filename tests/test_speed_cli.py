@@ -95,3 +95,14 @@ def test_fast_training_path_options_train_and_are_recorded(tmp_path):
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 0
     quality = pd.read_csv(next((tmp_path / "fast").iterdir()) / "quality.csv")
     assert (quality["status"] == "ok").all() and quality["bf16"].all() and quality["channels_last"].all()
+
+
+def test_other_implementations_are_timed_beside_ours(tmp_path):
+    suite = tmp_path / "refs.toml"
+    suite.write_text(SUITE.replace("win_size = 7\n", "") + "[[entry]]\nname = 'ffl'\nloss = 'focal_frequency'\n")
+    assert main(["speed", str(suite), "--device", "cpu", "--out", str(tmp_path), "--references"]) == 0
+    references = pd.read_csv(latest(tmp_path) / "speed_references.csv")
+    ssim = references[references["loss"] == "ssim"].set_index("implementation")
+    assert {"lossbench", "pytorch-msssim"} <= set(ssim.index)
+    assert ssim["ratio_to_fastest"].min() == 1.0 and (ssim["median_ms"] > 0).all()
+    assert "focal-frequency-loss" in set(references["implementation"])

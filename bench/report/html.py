@@ -13,10 +13,10 @@ from matplotlib.colors import to_hex
 from bench.errors import BenchInputError
 from bench.report import LABELS, Run, higher_is_better, label, load_run
 from bench.report import plots
-from bench.results import write_atomic
+from bench.results import read_table, write_atomic
 
-SECTION_IDS = ("run-summary", "summary-table", "quality-plots", "speed-plot", "pareto-plot", "training-curves",
-               "reconstructions")
+SECTION_IDS = ("run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
+               "training-curves", "reconstructions")
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; padding: 0 16px; color: #222; }
@@ -54,6 +54,7 @@ def render(run: Run, sort_by: str = "psnr") -> str:
         ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
                                                        "no entry finished training")),
         ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
+        ("other-implementations", "Other implementations of the same losses", _references(run)),
         ("pareto-plot", "Quality against cost", _figure(plots.pareto_chart(run, order, palette),
                                                         f"{no_timing}, or every entry failed")),
         ("training-curves", "Training curves", _figure(plots.training_curves(run, order, palette),
@@ -138,6 +139,22 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
               "mean over seeds, with its 95% confidence interval [low, high] where there are several seeds.")
     return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
             f'<p class="note">{legend}</p>')
+
+
+def _references(run: Run) -> str:
+    """LossBench's fwd+bwd time beside other packages' implementations of the same loss, timed in this run."""
+    references = read_table(run.folder, "speed_references")
+    if references.empty:
+        return '<p class="note">not timed in this run (no speed_references.csv)</p>'
+    rows = "".join(
+        f"<tr><td>{_esc(r['loss'])}</td><td>{'<b>' if r['implementation'] == 'lossbench' else ''}"
+        f"{_esc(r['implementation'])}{'</b>' if r['implementation'] == 'lossbench' else ''}</td>"
+        f"<td>{_number(r['median_ms'])}</td><td>{r['ratio_to_fastest']:.2f}x</td></tr>"
+        for _, r in references.iterrows())
+    first = references.iloc[0]
+    return (f'<p class="note">fwd+bwd median at {first["batch_size"]}x3x{first["resolution"]}x{first["resolution"]}, '
+            f"same inputs and settings; ratio to the fastest implementation of each loss.</p>"
+            f"<table><tr><th>loss</th><th>implementation</th><th>ms</th><th>vs fastest</th></tr>{rows}</table>")
 
 
 def _run_summary(run: Run) -> str:
