@@ -143,3 +143,10 @@ def test_bad_command_line_overrides_exit_2(tmp_path, capsys, flags, key):
     else:
         assert main(["validate", str(path), *flags]) == 2
     assert key in capsys.readouterr().err
+
+
+def test_readme_suite_example_is_valid(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    suite = load_suite(write(tmp_path, example))
+    assert [e.name for e in suite.entries] == ["ssim", "perceptual+mse", "l1-fast"]
