@@ -4,12 +4,12 @@ clamped [0, 1] images. SSIM and MS-SSIM are pytorch-msssim's: the mean of the sl
 
 from __future__ import annotations
 
-import math
 
 import torch
-from pytorch_msssim import ms_ssim, ssim
+from pytorch_msssim import ssim
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+from bench.losses.structural import most_levels, ms_ssim_index
+
 WINDOW = 11
 
 
@@ -27,20 +27,11 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
-def ms_ssim_levels(side: int, win_size: int = WINDOW) -> int:
-    """Most MS-SSIM scales an image of this side supports (pytorch-msssim needs side > (win-1) * 2**(levels-1))."""
-    return max(1, min(len(MS_SSIM_WEIGHTS), int(math.floor(math.log2((side - 1) / (win_size - 1)))) + 1))
-
-
 def ms_ssim_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
     """MS-SSIM with as many scales as the image allows (5 from 161 px up; pytorch-msssim refuses smaller
     images outright), its standard weights renormalised; the level count is returned to be reported."""
     x, y = _prepare(reconstruction, target)
-    levels = ms_ssim_levels(min(x.shape[-2:]))
-    if levels == len(MS_SSIM_WEIGHTS):
-        return ms_ssim(x, y, data_range=1.0, size_average=False), levels
-    from bench.losses.structural import ms_ssim_index
-
+    levels = most_levels(min(x.shape[-2:]), WINDOW)
     return ms_ssim_index(x, y, levels=levels, size_average=False), levels
 
 

@@ -10,7 +10,8 @@ import torch
 from pytorch_msssim import ms_ssim, ssim
 from skimage.metrics import peak_signal_noise_ratio
 
-from bench.metrics import QualityMetrics, ms_ssim_levels, ms_ssim_per_image, psnr
+from bench.losses.structural import most_levels
+from bench.metrics import QualityMetrics, ms_ssim_per_image, psnr
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_five_scale_ms_ssim_is_pytorch_msssims():
 
 @pytest.mark.parametrize("side, levels", [(32, 2), (64, 3), (128, 4), (160, 4), (161, 5), (512, 5)])
 def test_ms_ssim_levels_fit_the_image(side, levels):
-    assert ms_ssim_levels(side) == levels
+    assert most_levels(side, 11) == levels
 
 
 def test_every_metric_is_batch_size_independent(metrics):

@@ -139,7 +139,7 @@ def check_fits(side: int, win_size: int, levels: int) -> None:
         raise ValueError(f"SSIM with win_size={win_size} needs images of at least {win_size} px, got {side} px; "
                          f"use an odd win_size <= {_largest_window(side, 1)}")
     options = []
-    if (fitting := _most_levels(side, win_size)) > 0:
+    if (fitting := most_levels(side, win_size)) > 0:
         options.append(f"levels={fitting}")
     if (window := _largest_window(side, levels)) >= 3:
         options.append(f"win_size={window} with levels={levels}")
@@ -158,7 +158,7 @@ def resolve_levels(levels: Union[int, str], image_size: int, win_size: int) -> t
     """
     if levels == "auto":
         check_fits(image_size, win_size, 1)  # a valid window, and at least one scale
-        chosen = _most_levels(image_size, win_size)
+        chosen = most_levels(image_size, win_size)
         if chosen < MAX_LEVELS:
             warnings.warn(f"MS-SSIM: {image_size} px images fit {chosen} of {MAX_LEVELS} levels at "
                           f"win_size={win_size}; using levels={chosen}", stacklevel=3)
@@ -169,7 +169,7 @@ def resolve_levels(levels: Union[int, str], image_size: int, win_size: int) -> t
     return levels, ""
 
 
-def _most_levels(side: int, win_size: int) -> int:
+def most_levels(side: int, win_size: int) -> int:
     return max((n for n in range(1, MAX_LEVELS + 1) if side > (win_size - 1) * 2 ** (n - 1)), default=0)
 
 
