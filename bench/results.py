@@ -33,6 +33,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             file.write(content.encode("utf-8") if isinstance(content, str) else content)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes files private; results are meant to be shared and read
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
