@@ -26,8 +26,13 @@ TABLES = ("quality", "history", "speed", "summary")
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write ``path`` whole or not at all; a full disk or a read-only folder is the user's input error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise BenchInputError(f"cannot write here: {error.strerror}", where=str(path.parent),
+                              fix="choose a writable folder with --out") from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content.encode("utf-8") if isinstance(content, str) else content)
@@ -35,6 +40,11 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             os.fsync(file.fileno())
         os.chmod(temp, 0o644)  # mkstemp makes files private; results are meant to be shared and read
         os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        raise BenchInputError(f"cannot write: {error.strerror}", where=str(path),
+                              fix="free disk space or choose another folder with --out; files written before "
+                                  "are complete, so --resume can continue the run") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

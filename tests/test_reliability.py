@@ -205,3 +205,28 @@ def test_garbled_toml_text_is_valid_or_exit_2(tmp_path, text):
         load_suite(path)
     except BenchInputError as error:
         assert str(path) in str(error)
+
+
+def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import bench.results
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse")))
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def fsync_then_disk_full(fd):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the first files fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(bench.results.os, "fsync", fsync_then_disk_full)
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").rglob(".*.*"))  # no temp file left behind
+    for csv in (tmp_path / "out").rglob("*.csv"):
+        pd.read_csv(csv)  # anything that exists is whole
