@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -61,7 +62,8 @@ class Trainer:
             self._initial_models[key] = model
         return self._initial_models[key]
 
-    def run(self, spec: RunSpec) -> JobResult:
+    def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
+        """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every)."""
         images = self.images(spec)
         loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
         row = {
@@ -72,7 +74,8 @@ class Trainer:
             "loss_weights": loss_fn.weights_used, "train_images": len(images.train), "eval_images": len(images.eval),
         }
         try:
-            result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress)
+            checkpoint = checkpoints / f"{spec.entry.name}__seed{spec.seed}.pt" if checkpoints else None
+            result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
         except Diverged as error:
             return JobResult({**row, "status": "failed", "error": str(error), "failed_step": error.step}, [], None)
         except (RuntimeError, MemoryError) as error:  # out of memory and kernel errors: this entry only

@@ -102,7 +102,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
 
             outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus, log=log)
         else:
-            outcomes = map(trainer.run, todo)
+            outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
         for outcome in outcomes:
             row = outcome.row
             if outcome.reconstructions is not None:

@@ -53,6 +53,7 @@ class TrainConfig:
     on_nan: str = "stop"  # a NaN/inf loss: "stop" fails the entry; "skip" drops that step (a host sync per step)
     bf16: bool = False  # bf16 autocast for the model's forward (losses that need float32 keep it themselves)
     channels_last: bool = False  # channels-last memory format for the model and its batches
+    checkpoint_every: int = 0  # save model + optimizer every N steps so --resume continues mid-entry (0: never)
 
 
 @dataclass(frozen=True)

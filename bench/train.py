@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import io
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +16,7 @@ from bench.data import ImageSet, add_noise, batch_schedule, make_batch
 from bench.losses import WeightedSum
 from bench.metrics import psnr
 from bench.plan import RunSpec
+from bench.results import write_atomic
 
 EVAL_NOISE_SEED = 1_000_003  # the held-out noisy inputs of the denoise task are the same for every run
 
@@ -48,19 +51,27 @@ def reconstruct(model: nn.Module, spec: RunSpec, images: torch.Tensor, batch_siz
 
 
 def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images: ImageSet,
-          device: torch.device, show_progress: bool = True) -> TrainResult:
+          device: torch.device, show_progress: bool = True, checkpoint: Path | None = None) -> TrainResult:
+    """``checkpoint``: where to save model and optimizer state every ``train.checkpoint_every`` steps; if the
+    file exists, training continues from it, exactly as if it had never stopped."""
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
     model = copy.deepcopy(initial_model).to(device, memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr)  # the model's parameters only, never the loss nets
     train_images, eval_images = images.train.to(device), images.eval.to(device)
     schedule = batch_schedule(len(train_images), spec.train.batch_size, spec.train.steps, spec.seed, spec.data.flip)
-    history: list[dict] = []
+    saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.is_file() else {}
+    if saved:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    history: list[dict] = saved.get("history", [])
+    done_steps, skipped_steps = saved.get("step", 0), saved.get("skipped_steps", 0)
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
-    skipped_steps = 0
-    started, eval_seconds = time.perf_counter(), 0.0  # eval time is left out of the training clock
+    started, eval_seconds = time.perf_counter() - saved.get("seconds", 0.0), 0.0  # eval time is left out
     progress = tqdm(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
                     disable=not show_progress, leave=False, dynamic_ncols=True)
     for step, (indices, flips) in enumerate(progress, start=1):
+        if step <= done_steps:
+            continue  # drawn but already trained on before the checkpoint: the batch order stays the seed's
         target = make_batch(train_images, indices, flips).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
             reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
@@ -86,6 +97,16 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
                 eval_seconds += time.perf_counter() - eval_started
             history.append(row)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
+        if checkpoint and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0 and not is_last:
+            if non_finite.item():
+                raise Diverged(step)
+            buffer = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "history": history, "skipped_steps": skipped_steps,
+                        "seconds": time.perf_counter() - started - eval_seconds}, buffer)
+            write_atomic(checkpoint, buffer.getvalue())
     progress.close()
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started - eval_seconds,
                        skipped_steps=skipped_steps)

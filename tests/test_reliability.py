@@ -230,3 +230,33 @@ def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(
     assert not list((tmp_path / "out").rglob(".*.*"))  # no temp file left behind
     for csv in (tmp_path / "out").rglob("*.csv"):
         pd.read_csv(csv)  # anything that exists is whole
+
+
+def test_checkpoint_lets_resume_continue_mid_entry(tmp_path):
+    suite = tmp_path / "s.toml"
+    text = SUITE.format(steps=400, entries=entries("mse:mse")).replace("seeds = [0, 1]", "seeds = [0]")
+    suite.write_text(text.replace("eval_every = 10", "eval_every = 100\ncheckpoint_every = 20"))
+    base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
+    assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
+    (full,) = (tmp_path / "full" / "rel").iterdir()
+    assert not list(full.glob("checkpoints/*.pt"))  # removed once the entry finished
+
+    process = subprocess.Popen([*base, "--out", str(tmp_path / "cut")], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if list((tmp_path / "cut").glob("rel/*/checkpoints/mse__seed0.pt")):
+                break
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    (cut,) = (tmp_path / "cut" / "rel").iterdir()
+    assert (cut / "checkpoints" / "mse__seed0.pt").is_file() and not (cut / "quality.csv").exists(), \
+        "the entry finished before it could be killed mid-way"
+
+    resumed = subprocess.run([*base, "--resume", str(cut)], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for name, table in _tables(cut).items():
+        pd.testing.assert_frame_equal(table, _tables(full)[name], check_exact=True)
