@@ -63,11 +63,11 @@ def time_to_quality(history: pd.DataFrame, targets) -> pd.DataFrame:
     PSNR reached the target; NaN where it never did. Resolution is the suite's eval_every."""
     if history.empty or "eval_psnr" not in history or not len(targets):
         return pd.DataFrame()
-    evaluated = history.dropna(subset=["eval_psnr"]).sort_values("step")
+    evaluated = history.dropna(subset=["eval_psnr"])
     rows = []
-    for (entry, seed), runs in evaluated.groupby(["entry", "seed"], sort=False):
+    for (entry, seed), runs in evaluated.groupby(["entry", "seed"], sort=False):  # in the history's (plan) order
         for target in targets:
-            reached = runs[runs["eval_psnr"] >= target]
+            reached = runs[runs["eval_psnr"] >= target].sort_values("step")
             first = reached.iloc[0] if len(reached) else None
             rows.append({"entry": entry, "seed": seed, "psnr_target": target,
                          "step": first["step"] if first is not None else math.nan,
