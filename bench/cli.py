@@ -210,13 +210,12 @@ def _print_summary(summary) -> None:
 
 def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.plan import make_plan
-    from bench.suite import suite_for_device, validate_settings
+    from bench.suite import profile_name, suite_for_device
 
     suite = load_with_overrides(args)
     for device_type in ("cpu", "cuda"):
         resolved = suite_for_device(suite, device_type)
-        validate_settings(resolved, where=f"{suite.path}" + (f": profile.{device_type}" if device_type in suite.profiles else ""))
-        plan = make_plan(resolved, device_type if device_type in suite.profiles else "none")
+        plan = make_plan(resolved, profile_name(suite, device_type))
         print(f"{suite.path}: on {device_type}: {len(plan)} trainings at {resolved.data.resolution}px, "
               f"{resolved.train.steps} steps; timing at {resolved.timing.resolution}px batch {resolved.timing.batch_size}")
     for entry in suite.entries:
@@ -257,11 +256,11 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
 
     from bench.speed import time_suite, time_training_step, with_timing
     from bench.speedcheck import save_baseline
-    from bench.suite import suite_for_device, validate_settings
+    from bench.suite import profile_name, suite_for_device, validate_settings
 
     suite = load_with_overrides(args)
     device = resolve_device(suite.device)
-    profile = device.type if device.type in suite.profiles else "none"
+    profile = profile_name(suite, device.type)
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
     suite = with_timing(suite_for_device(suite, device.type), batch_size=args.batch, resolution=args.resolution,
                         variants=variants)

@@ -64,9 +64,9 @@ class QualityMetrics:
         return values
 
     def _lpips(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per image, one at a time (batch-size independent); NaN below the backbone's smallest input."""
+        """One value per image; NaN below the backbone's smallest input."""
         from bench.losses.perceptual import lpips_per_image
 
         if min(x.shape[-2:]) < self.lpips_min_side:
             return torch.full((len(x),), float("nan"))
-        return torch.cat([lpips_per_image(self.lpips, a[None], b[None]) for a, b in zip(x, y)])
+        return lpips_per_image(self.lpips, x, y)  # per image: no batch statistics inside LPIPS

@@ -18,7 +18,7 @@ from bench.errors import BenchInputError
 from bench.jobs import Trainer
 from bench.plan import RunSpec, make_plan
 from bench.stats import paired_comparisons, time_to_quality
-from bench.suite import Suite, suite_for_device
+from bench.suite import Suite, profile_name, suite_for_device
 from bench.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
 
 
@@ -63,7 +63,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
               resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
               ray_address: str | None = None, gpus: str | None = None, log=print) -> RunOutcome:
     device = resolve_device(suite.device)
-    profile = device.type if device.type in suite.profiles else "none"
+    profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
     if profile != "none":
         log(f"[profile.{profile}] applied: training at {suite.data.resolution}x{suite.data.resolution}, "
@@ -123,10 +123,12 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
         if timing and untimed:
             from bench.references import time_references
-            from bench.speed import time_suite, time_training_step
+            from bench.speed import MODEL_ENTRY, time_suite, time_training_step
 
-            speed = pd.concat([speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log),
-                               time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
+            timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
+            if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
+                timed.append(time_training_step(suite, device, suite.timing.variants))
+            speed = pd.concat(timed, ignore_index=True)
             results.write_table(folder, "speed", speed)
             references = time_references(suite, device, log=log)
             if not references.empty:

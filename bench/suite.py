@@ -248,6 +248,11 @@ def resolve_weights_path(weights: Any, suite_dir: Path) -> Any:
     return str((suite_dir / weights).resolve())
 
 
+def profile_name(suite: Suite, device_type: str) -> str:
+    """Which [profile.*] table applies on this device type: "cpu", "cuda", or "none"."""
+    return device_type if device_type in suite.profiles else "none"
+
+
 def suite_for_device(suite: Suite, device_type: str) -> Suite:
     """The suite with the profile of this device type (``cpu`` / ``cuda``) applied, if it has one."""
     overrides = suite.profiles.get(device_type)
