@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", type=Path)
     compare.add_argument("--out", type=Path, help="also write the table to this CSV file")
     compare.set_defaults(handler=_cmd_compare)
+
+    doctor = commands.add_parser("doctor", help="what a run here would use and what is missing (always exits 0)",
+                                 description="Devices, torch/CUDA/cuDNN versions, cached ImageNet weights, optional "
+                                             "packages and data sources; nothing is downloaded or written.")
+    doctor.add_argument("--no-network", action="store_true",
+                        help="do not probe whether the weights' download host is reachable")
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 
@@ -238,6 +245,13 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.report import write_report
 
     print(write_report(args.run_dir, sort_by=args.sort_by))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.doctor import report
+
+    print("\n".join(report(network_check=not args.no_network)))
     return 0
 
 
