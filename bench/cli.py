@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also time the model's training step (fwd+bwd) at the training size, per variant")
     speed.add_argument("--references", action="store_true",
                        help="also time other installed implementations (pytorch-msssim, piq, kornia, torchmetrics, "
-                            "lpips, focal-frequency-loss) of the same losses; writes speed_references.csv")
+                            "lpips, focal-frequency-loss; on CUDA fussim, fused-ssim) of the same losses; "
+                            "writes speed_references.csv")
     speed.add_argument("--save-baseline", type=Path, metavar="FILE", help="also save the timings as a baseline")
     speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE")
     speed.add_argument("--tolerance", type=float, default=0.25, help="with --check: allowed slowdown (default 0.25)")
