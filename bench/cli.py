@@ -83,18 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also time other installed implementations (pytorch-msssim, piq, kornia, torchmetrics, "
                             "lpips, focal-frequency-loss; on CUDA fussim, fused-ssim) of the same losses; "
                             "writes speed_references.csv")
-    speed.add_argument("--save-baseline", type=Path, metavar="FILE", help="also save the timings as a baseline")
-    speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE")
-    speed.add_argument("--tolerance", type=float, default=0.25, help="with --check: allowed slowdown (default 0.25)")
+    speed.add_argument("--save-baseline", type=Path, metavar="FILE",
+                       help="also save a baseline record (times and the code's commit) to FILE")
+    speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE, "
+                                                                       "a run folder or speed.csv")
+    _add_verdict_options(speed)
     speed.set_defaults(handler=_cmd_speed, seed=None, seeds=None, steps=None)
 
-    check = commands.add_parser("check", help="fail (exit 1) when a loss got slower than a baseline",
-                                description="Compare each loss's time, as a ratio to the calibration workload "
-                                            "timed in the same run, with a baseline; exit 1 on a slowdown "
-                                            "beyond the tolerance.")
-    check.add_argument("speed", type=Path, help="a run folder or its speed.csv")
-    check.add_argument("--baseline", type=Path, required=True, help="baseline JSON (see `bench speed --save-baseline`)")
-    check.add_argument("--tolerance", type=float, default=0.25, help="allowed slowdown, 0.25 = 25%% (default)")
+    check = commands.add_parser(
+        "check", help="fail (exit 1) when a loss got slower",
+        description="Exit 1 when a loss is slower than its baseline by more than --min-factor AND a one-sided "
+                    "Mann-Whitney U test says so at --alpha. With --against REV (what CI runs): time SUITE's "
+                    "losses from the code of git revision REV and from the running code, interleaved on this "
+                    "machine now. With --baseline: compare two speed tables already timed (both on one machine).")
+    check.add_argument("source", type=Path, help="with --against: a suite file; with --baseline: the candidate's "
+                                                 "run folder or speed.csv")
+    mode = check.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--against", metavar="REV", help="a git revision (commit, tag, branch), or a baseline record "
+                                                       "JSON whose commit to use, e.g. results/baselines/cpu.json")
+    mode.add_argument("--baseline", type=Path, help="the baseline's run folder or speed.csv")
+    gate = check.add_argument_group("with --against")
+    gate.add_argument("--candidate", metavar="REV", help="time this git revision's code instead of the running code")
+    gate.add_argument("--rounds", type=int, default=15, help="interleaved timing blocks per side and loss (default 15)")
+    gate.add_argument("--block-ms", type=float, default=40.0, help="shortest timing block, ms (default 40)")
+    gate.add_argument("--processes", type=int, default=2, help="worker processes per side (default 2)")
+    gate.add_argument("--device", default="cpu", help='"cpu" (default), "cuda" or "cuda:N"')
+    gate.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
+    _add_verdict_options(check)
     check.set_defaults(handler=_cmd_check)
 
     report = commands.add_parser("report", help="(re)build report.html of a run folder from its tables",
@@ -118,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not probe whether the weights' download host is reachable")
     doctor.set_defaults(handler=_cmd_doctor)
     return parser
+
+
+def _add_verdict_options(command: argparse.ArgumentParser) -> None:
+    from bench.speedstats import ALPHA, MIN_FACTOR
+
+    command.add_argument("--min-factor", type=float, default=MIN_FACTOR,
+                         help=f"smallest slowdown that fails, as candidate / baseline (default {MIN_FACTOR})")
+    command.add_argument("--alpha", type=float, default=ALPHA,
+                         help=f"significance level of the Mann-Whitney U test (default {ALPHA})")
 
 
 def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
@@ -299,7 +323,7 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
         save_baseline(speed, args.save_baseline, suite=str(args.suite))
         print(f"baseline saved: {args.save_baseline}")
     if args.check:
-        return _check(folder, args.check, args.tolerance)
+        return _check(folder, args.check, args.min_factor, args.alpha)
     return 0
 
 
@@ -324,16 +348,42 @@ def _print_speed(speed) -> None:
 
 
 def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
-    return _check(args.speed, args.baseline, args.tolerance)
+    if args.baseline:
+        return _check(args.source, args.baseline, args.min_factor, args.alpha)
+    from bench import results
+    from bench.speedcheck import baseline_commit
+    from bench.speedgate import GateSettings, run_gate
+    from bench.speedstats import format_verdicts
+    from bench.suite import load_suite, suite_for_device
+
+    revision = baseline_commit(args.against) if args.against.endswith(".json") else args.against
+    suite = load_suite(args.source)
+    suite = suite_for_device(suite, args.device.split(":")[0])
+    folder = results.new_run_folder(args.out, suite.name)
+    results.copy_suite(suite.path, folder)
+    settings = GateSettings(rounds=args.rounds, target_ms=args.block_ms, processes=args.processes, min_factor=args.min_factor, alpha=args.alpha)
+    verdicts, samples = run_gate(suite, revision, candidate_ref=args.candidate, device=args.device, settings=settings,
+                                 log_dir=folder)
+    results.write_table(folder, "speed_gate", verdicts)
+    results.write_table(folder, "speed_gate_samples", samples)
+    print(format_verdicts(verdicts))
+    print(f"tables: {folder / 'speed_gate.csv'}")
+    return _verdict(verdicts, args.min_factor, args.alpha)
 
 
-def _check(speed_source: Path, baseline: Path, tolerance: float) -> int:
-    from bench.speedcheck import check_against_baseline, format_check_table
+def _check(candidate: Path, baseline: Path, min_factor: float, alpha: float) -> int:
+    from bench.speedcheck import check_tables
+    from bench.speedstats import format_verdicts
 
-    if not baseline.is_file():
-        raise BenchInputError("baseline file not found", where=str(baseline),
-                              fix="make one with `python -m bench speed SUITE --save-baseline FILE`")
-    table, passed = check_against_baseline(speed_source, baseline, tolerance=tolerance)
-    print(format_check_table(table))
-    print("speed check: " + ("passed" if passed else f"FAILED (a loss is more than {tolerance:.0%} slower)"))
-    return 0 if passed else 1
+    table, _ = check_tables(candidate, baseline, min_factor=min_factor, alpha=alpha)
+    print(format_verdicts(table))
+    return _verdict(table, min_factor, alpha)
+
+
+def _verdict(table, min_factor: float, alpha: float) -> int:
+    slower = table.loc[table["verdict"] == "SLOWER", "entry"].tolist()
+    if slower:
+        print(f"speed check: FAILED: {', '.join(slower)} slower by more than {min_factor:g}x (p < {alpha:g})")
+        return 1
+    print("speed check: passed")
+    return 0

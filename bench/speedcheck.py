@@ -1,16 +1,12 @@
-"""The speed regression gate: compare a run's loss timings with a saved baseline.
+"""Speed tables compared, and the baseline record.
 
-Raw milliseconds do not carry from one machine to another, so the gate compares each loss's total
-(fwd+bwd) time divided by the calibration workload's, measured interleaved with it (``bench.timing``).
-A baseline saved on a laptop then still holds on a CI runner of another speed, as long as device type,
-batch size and resolution match; those are checked.
+``check_tables`` compares two ``speed.csv`` tables (a user's own runs, e.g. before and after a change) per
+entry x variant with ``bench.speedstats.compare_samples`` on their fwd+bwd repeats (``samples_ms``). The
+two runs were not interleaved, so time them on the same quiet machine; CI's gate (``bench.speedgate``)
+times both code versions interleaved instead.
 
-The ratio is of minimums (``min_ms / calibration_min_ms``), not medians. When other processes share the
-cores, a step's chance of being preempted grows with its length, so the median of a long loss over a
-short calibration grows with the load: with a 2-thread job beside it on 2 cores, an SSIM-like loss's
-median ratio read anywhere from 0.3 to 10 (2.6 on a quiet machine), while the ratio of the fastest,
-undisturbed steps stayed within 5% of 2.6. That holds while some steps do run undisturbed: steps of
-a few ms or less, or a machine with a core to spare. Medians stay in the baseline for reading.
+``save_baseline`` writes a record of one run (the commit, each loss's times and its ratio to the
+calibration workload) for reports and for the gate, which takes its baseline commit from it.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,14 +22,14 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.results import write_atomic
+from bench.speedstats import ALPHA, MIN_FACTOR, compare_samples
 
-REGENERATE = "python -m bench speed {suite} --save-baseline {path}"
-STATUSES = ("ok", "SLOWER", "new", "missing")
+REGENERATE = "python -m bench speed {suite} --device cpu --save-baseline {path}"
 _KEY = ["entry", "variant"]
 _REQUIRED = ("entry", "variant", "phase", "min_ms", "calibration_min_ms", "batch_size", "resolution", "device")
 _INFORMATIVE = ("min_ms", "calibration_min_ms", "median_ms", "calibration_ms")
-_MUST_MATCH = ("device_type", "batch_size", "resolution")  # ratios from different regimes do not compare
-_FORMAT = 1
+_MUST_MATCH = ("device_type", "batch_size", "resolution")  # times from different regimes do not compare
+_FORMAT = 2
 
 SpeedSource = pd.DataFrame | Iterable[dict[str, Any]] | str | Path
 
@@ -58,7 +55,8 @@ def load_speed(source: SpeedSource) -> pd.DataFrame:
 
 
 def save_baseline(speed: SpeedSource, path: str | Path, *, suite: str = "SUITE") -> dict[str, Any]:
-    """Write (atomically) and return the baseline JSON: each entry x variant's time / calibration time."""
+    """Write (atomically) and return the baseline record: the commit of the running code (CI's gate
+    compares against that code) and each entry x variant's times and time / calibration time."""
     totals = _totals(load_speed(speed))
     meta = {column: _single_value(totals, column) for column in
             ("device", "device_name", "threads", "batch_size", "resolution", "torch_version")
@@ -66,6 +64,7 @@ def save_baseline(speed: SpeedSource, path: str | Path, *, suite: str = "SUITE")
     baseline = _plain({
         "format": _FORMAT,
         "metric": "total (fwd+bwd) min_ms / calibration_min_ms, per entry and variant",
+        **_code_commit(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "regenerate": REGENERATE.format(suite=suite, path=path),
         **meta,
@@ -79,58 +78,60 @@ def save_baseline(speed: SpeedSource, path: str | Path, *, suite: str = "SUITE")
     return baseline
 
 
-def load_baseline(path: str | Path) -> dict[str, Any]:
+def _code_commit() -> dict[str, Any]:
+    """``commit`` (None outside a git checkout) and ``commit_dirty`` of the running ``bench`` package."""
+    import bench
+
+    root = Path(bench.__file__).parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--", "bench")
+    return {"commit": commit, "commit_dirty": bool(dirty) if commit else None}
+
+
+def baseline_commit(path: str | Path) -> str:
+    """The commit a baseline record was made from: the code CI's speed gate compares against."""
     path = Path(path)
-    fix = f"make one with `{REGENERATE.format(suite='SUITE', path=path)}`"
-    if not path.is_file():
-        raise BenchInputError("no speed baseline here", where=str(path), fix=fix)
+    fix = f"make one with `{REGENERATE.format(suite='SUITE', path=path)}` in a git checkout"
     try:
         baseline = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise BenchInputError(f"speed baseline is not valid JSON ({error})", where=str(path), fix=fix) from None
-    if not isinstance(baseline, dict) or baseline.get("format") != _FORMAT or "entries" not in baseline:
-        raise BenchInputError(f"not a format-{_FORMAT} speed baseline", where=str(path), fix=fix)
-    return baseline
+    except (OSError, json.JSONDecodeError) as error:
+        raise BenchInputError(f"cannot read the baseline record ({error})", where=str(path), fix=fix) from None
+    if not isinstance(baseline, dict) or not baseline.get("commit"):
+        raise BenchInputError("baseline record names no commit", where=str(path), fix=fix)
+    return baseline["commit"]
 
 
-def check_against_baseline(
-    speed: SpeedSource, baseline_path: str | Path, tolerance: float = 0.25
-) -> tuple[pd.DataFrame, bool]:
-    """Compare the run's ratios with the baseline's; fail if any entry is more than ``1 + tolerance`` slower.
+def check_tables(candidate: SpeedSource, baseline: SpeedSource, *, min_factor: float = MIN_FACTOR,
+                 alpha: float = ALPHA) -> tuple[pd.DataFrame, bool]:
+    """Each entry x variant of two speed tables compared on their fwd+bwd repeats; passed = none SLOWER.
 
-    Returns the table (columns entry, variant, baseline_ratio, current_ratio, slowdown = current /
-    baseline, status in ``STATUSES``) and whether the check passed. Entries on one side only are listed
-    as ``new`` or ``missing`` and do not fail the check.
+    Columns: entry, variant, then ``bench.speedstats.compare_samples``'s. Entries in one table only are
+    ``new`` or ``missing`` and do not fail the check.
     """
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    baseline = load_baseline(baseline_path)
-    current = _totals(load_speed(speed))
-    _check_comparable(baseline, current, baseline_path)
-
-    saved = pd.DataFrame(baseline["entries"], columns=[*_KEY, "ratio"]).rename(columns={"ratio": "baseline_ratio"})
-    table = saved.merge(current[[*_KEY, "ratio"]].rename(columns={"ratio": "current_ratio"}),
-                        on=_KEY, how="outer", sort=False)
-    table["slowdown"] = table["current_ratio"] / table["baseline_ratio"]
-    table["status"] = "ok"
-    table.loc[table["slowdown"] > 1 + tolerance, "status"] = "SLOWER"
-    table.loc[table["baseline_ratio"].isna(), "status"] = "new"
-    table.loc[table["current_ratio"].isna(), "status"] = "missing"
-    return table, not (table["status"] == "SLOWER").any()
-
-
-def format_check_table(table: pd.DataFrame) -> str:
-    """The check table as aligned text, with a count of each status underneath."""
-    def number(value: float) -> str:
-        return "-" if pd.isna(value) else f"{value:.4g}"
-
-    def factor(value: float) -> str:
-        return "-" if pd.isna(value) else f"{value:.2f}x"
-
-    text = table.to_string(index=False, formatters={"baseline_ratio": number, "current_ratio": number,
-                                                    "slowdown": factor})
-    counts = table["status"].value_counts()
-    return text + "\n" + ", ".join(f"{counts.get(status, 0)} {status}" for status in STATUSES)
+    tables = {"candidate": _totals(load_speed(candidate)), "baseline": _totals(load_speed(baseline))}
+    for column in _MUST_MATCH:
+        values = {side: _single_value(table, column) for side, table in tables.items()}
+        if values["candidate"] != values["baseline"]:
+            raise BenchInputError(f"the baseline was timed with {column} {values['baseline']}, the candidate with "
+                                  f"{values['candidate']}: times do not compare", where="bench check",
+                                  fix="time both with the same settings (--batch, --resolution, --device)")
+    samples = {side: {tuple(key): _samples(text, side) for *key, text in
+                      table[[*_KEY, "samples_ms"]].itertuples(index=False)} for side, table in tables.items()}
+    keys = list(dict.fromkeys([*samples["baseline"], *samples["candidate"]]))
+    rows = [{"entry": entry, "variant": variant,
+             **compare_samples(samples["baseline"].get((entry, variant), []),
+                               samples["candidate"].get((entry, variant), []), min_factor=min_factor, alpha=alpha)}
+            for entry, variant in keys]
+    table = pd.DataFrame(rows)
+    return table, not (table["verdict"] == "SLOWER").any()
 
 
 def _totals(frame: pd.DataFrame) -> pd.DataFrame:
@@ -149,17 +150,11 @@ def _totals(frame: pd.DataFrame) -> pd.DataFrame:
     return totals.reset_index(drop=True)
 
 
-def _check_comparable(baseline: dict[str, Any], current: pd.DataFrame, baseline_path: str | Path) -> None:
-    saved = {"device_type": str(baseline.get("device", "")).split(":")[0],
-             "batch_size": baseline.get("batch_size"), "resolution": baseline.get("resolution")}
-    for column in _MUST_MATCH:
-        now = _single_value(current, column)
-        if now != saved[column]:
-            raise BenchInputError(
-                f"baseline was timed with {column} {saved[column]}, this run with {now}: ratios do not compare",
-                where=str(baseline_path),
-                fix=f"time with the baseline's settings, or regenerate it: {baseline.get('regenerate')}",
-            )
+def _samples(text: Any, side: str) -> list[float]:
+    if not isinstance(text, str) or not text.strip():
+        raise BenchInputError(f"the {side} speed table has no per-repeat times (samples_ms)", where="bench check",
+                              fix="time it again with this version of `python -m bench speed`")
+    return [float(value) for value in text.split()]
 
 
 def _single_value(frame: pd.DataFrame, column: str) -> Any:

@@ -9,7 +9,8 @@ How it measures (the choices follow ``triton.testing.do_bench`` and ``torch.util
   from ``seed``. The reconstruction's gradient is dropped between repeats, outside the timed region.
 * Warm-up steps run first and are not recorded. Then steps repeat until both ``min_repeats`` and
   ``min_time_s`` are reached, or ``max_repeats``. Statistics are median, IQR and min: a median resists the
-  occasional slow outlier (a page fault, another process) that drags a mean.
+  occasional slow outlier (a page fault, another process) that drags a mean. ``samples_ms`` keeps every
+  repeat (space-separated), so ``bench check`` can test two tables with ``bench.speedstats``.
 * CUDA: ``torch.cuda.Event`` pairs around forward and backward, synchronised only after a step, so the
   timed region is GPU time with no host round-trip in it. The L2 cache is flushed before each step by
   zeroing a 256 MB buffer, so a loss cannot look fast by finding its inputs still cached. cuDNN autotuning
@@ -30,8 +31,9 @@ How it measures (the choices follow ``triton.testing.do_bench`` and ``torch.util
 * Calibration (``calibrate=True``, always on in ``time_entries``): a step of ``CalibrationLoss`` (fp32,
   eager) runs before each step of the loss; ``calibration_ms`` and ``calibration_min_ms`` are its
   total-phase median and min. Interleaved step by step, both see the same machine: on a shared machine,
-  load comes and goes in bursts that a calibration timed before or after the loss would miss. The
-  regression gate (``bench.speedcheck``) compares ``min_ms / calibration_min_ms`` across machines.
+  load comes and goes in bursts that a calibration timed before or after the loss would miss.
+  ``min_ms / calibration_min_ms`` is a rough machine-independent speed, kept in the baseline record
+  (``bench.speedcheck.save_baseline``); it is not what the regression gate compares (``bench.speedgate``).
 
 Variants (``VARIANTS``): ``fp32``; ``tf32`` (TF32 matmul and cuDNN on CUDA; on CPU identical to fp32 but
 labelled so); ``bf16`` (``torch.autocast`` to bfloat16 around the forward); ``channels_last`` (inputs and a
@@ -62,7 +64,7 @@ PHASES = ("forward", "backward", "total")
 COLUMNS = (
     "entry", "variant", "phase", "median_ms", "iqr_ms", "min_ms", "images_per_s", "repeats",
     "batch_size", "resolution", "device", "device_name", "peak_mem_mb", "memory_method", "threads",
-    "cudnn_benchmark", "tf32", "compile_s", "calibration_ms", "calibration_min_ms", "torch_version",
+    "cudnn_benchmark", "tf32", "compile_s", "calibration_ms", "calibration_min_ms", "torch_version", "samples_ms",
 )
 CALIBRATION_ENTRY = "__calibration__"  # the entry of time_calibration's records
 _L2_FLUSH_BYTES = 256 * 2**20
@@ -145,6 +147,7 @@ def time_loss(
                 taken.append(each())
 
     calibration = _stats([s[2] for s in samples[0]], batch_size) if calibrate else {}
+    calibration.pop("samples_ms", None)
     common = dict(
         batch_size=batch_size, resolution=resolution, device=str(device), device_name=device_name(device),
         peak_mem_mb=peak_mem_mb, memory_method=memory_method, threads=torch.get_num_threads(),
@@ -346,4 +349,5 @@ def _stats(samples_ms: list[float], batch_size: int) -> dict[str, Any]:
     return dict(
         median_ms=median, iqr_ms=q75 - q25, min_ms=min(samples_ms),
         images_per_s=batch_size / (median / 1e3) if median > 0 else math.inf, repeats=len(samples_ms),
+        samples_ms=" ".join(f"{sample:.6g}" for sample in samples_ms),
     )

@@ -32,47 +32,49 @@ def gate(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
     suite = root / "gate.toml"
     suite.write_text(SUITE)
-    baseline = root / "baseline.json"
-    assert main(["speed", str(suite), "--device", "cpu", "--out", str(root), "--save-baseline", str(baseline)]) == 0
-    return suite, baseline, root
+    record = root / "baseline.json"
+    assert main(["speed", str(suite), "--device", "cpu", "--out", str(root), "--save-baseline", str(record)]) == 0
+    return suite, latest(root), root
 
 
 def latest(root: Path) -> Path:
     return sorted((root / "gate").iterdir())[-1]
 
 
-def test_speed_writes_table_with_every_phase(gate, capsys):
+def test_speed_writes_table_with_every_phase_and_its_repeats(gate, capsys):
     suite, baseline, root = gate
-    speed = pd.read_csv(latest(root) / "speed.csv")
+    speed = pd.read_csv(baseline / "speed.csv")
     assert set(speed["phase"]) == {"forward", "backward", "total"}
     assert set(speed["entry"]) == {"ssim", "mse"}
     assert (speed["median_ms"] > 0).all() and (speed["threads"] == 1).all()
-    assert (latest(root) / "environment.json").is_file()
+    repeats = speed["samples_ms"].str.split().map(len)
+    assert (repeats == speed["repeats"]).all() and (repeats >= 15).all()
+    assert (baseline / "environment.json").is_file()
 
 
-def test_unchanged_losses_pass_twice(gate):
+def test_a_table_checked_against_itself_passes(gate):
     suite, baseline, root = gate
-    for _ in range(2):  # no flake on a second try
-        assert main(["speed", str(suite), "--device", "cpu", "--out", str(root), "--check", str(baseline)]) == 0
+    assert main(["check", str(baseline), "--baseline", str(baseline / "speed.csv")]) == 0
 
 
-def test_doubled_work_fails_the_gate(gate, capsys):
+def test_doubled_work_fails_the_check_and_names_the_loss(gate, capsys):
     """Twice the work on the timed loss: the SSIM entry becomes two SSIMs summed (weights 0.5 + 0.5)."""
     suite, baseline, root = gate
     slow = suite.parent / "slow.toml"
     slow.write_text(SUITE.replace('name = "ssim"\nloss = "ssim"\nwin_size = 7',
                                   'name = "ssim"\nterms = [{ loss = "ssim", weight = 0.5, win_size = 7 }, '
                                   '{ loss = "ssim", weight = 0.5, win_size = 7 }]'))
-    assert main(["speed", str(slow), "--device", "cpu", "--out", str(root), "--check", str(baseline)]) == 1
+    assert main(["speed", str(slow), "--device", "cpu", "--out", str(root), "--only", "ssim",
+                 "--check", str(baseline)]) == 1
     out = capsys.readouterr().out
-    assert "SLOWER" in out and "FAILED" in out
+    assert "SLOWER" in out and "FAILED: ssim slower" in out
     assert main(["check", str(latest(root)), "--baseline", str(baseline)]) == 1
 
 
 def test_missing_baseline_is_input_error(gate, capsys):
     suite, baseline, root = gate
-    assert main(["check", str(latest(root)), "--baseline", str(root / "absent.json")]) == 2
-    assert "--save-baseline" in capsys.readouterr().err
+    assert main(["check", str(baseline), "--baseline", str(root / "absent")]) == 2
+    assert "no speed table" in capsys.readouterr().err
 
 
 def test_training_step_is_timed_per_variant(tmp_path):

@@ -1,134 +1,210 @@
-import json
+"""The speed gate's statistics (against hand-computed values), the interleaved A/B gate between two git
+revisions, and checks of two speed tables. Nothing here asserts on how long anything took."""
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
-import torch
-import torch.nn.functional as F
 
+import bench
 from bench.errors import BenchInputError
-from bench.speedcheck import check_against_baseline, format_check_table, load_speed, save_baseline
-from bench.timing import time_entries
-
-# Small steps, many of them. With other jobs saturating both cores of a 2-vCPU runner, nearly every step of
-# several ms was preempted, so even the min ratio drifted (2.5 -> 9); at 1 x 32 x 32 (under 1 ms a step)
-# enough steps ran undisturbed to hold the ratio within 3% of its quiet value.
-SIZE = dict(batch_size=1, resolution=32, warmup=2, min_repeats=60, min_time_s=0.2)
+from bench.speedcheck import baseline_commit, check_tables, load_speed, save_baseline
+from bench.speedgate import GateSettings, extract_revision, run_gate
+from bench.speedstats import compare_samples, format_verdicts, ratio_interval
+from bench.suite import load_suite
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On small shared VMs an intra-op parallel region can stall for a whole scheduler tick (16 ms seen on
-    # a 2-vCPU runner); one thread keeps the ratios steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# --- statistics -------------------------------------------------------------------------------------------
+
+def test_mann_whitney_p_value_matches_the_exact_hand_count():
+    # Candidate all above baseline, 3 + 3 samples: U = 9, the most extreme of C(6, 3) = 20 equally likely
+    # rank splits, so the exact one-sided p is 1/20. One sample swapped (U = 8): 2/20.
+    assert compare_samples([1, 2, 3], [4, 5, 6])["p_slower"] == pytest.approx(1 / 20)
+    assert compare_samples([1, 2, 4], [3, 5, 6])["p_slower"] == pytest.approx(2 / 20)
+    assert compare_samples([1, 2, 3], [4, 5, 6])["p_faster"] == pytest.approx(1.0)
 
 
-def ssim_like(reconstruction, target):
-    """SSIM's windowed statistics: five 11x11 depthwise box filters and elementwise algebra."""
-    window = torch.full((3, 1, 11, 11), 1 / 121)
-
-    def local_mean(images):
-        return F.conv2d(images, window, padding=5, groups=3)
-
-    mean_x, mean_y = local_mean(reconstruction), local_mean(target)
-    var_x = local_mean(reconstruction * reconstruction) - mean_x**2
-    var_y = local_mean(target * target) - mean_y**2
-    cov = local_mean(reconstruction * target) - mean_x * mean_y
-    ssim = ((2 * mean_x * mean_y + 1e-4) * (2 * cov + 9e-4)) / ((mean_x**2 + mean_y**2 + 1e-4) * (var_x + var_y + 9e-4))
-    return 1 - ssim.mean()
+def test_ratio_interval_is_the_hodges_lehmann_interval_counted_by_hand():
+    # 2 x 2 samples give 4 log-ratios; with n*m = 4, k = floor(2 - 1.96 * sqrt(4 * 5 / 12)) < 0 -> 0, so the
+    # 95% interval is the whole range of pairwise ratios: min 3/2, max 8/1... here (4/2, 8/1).
+    low, high = ratio_interval(np.array([1.0, 2.0]), np.array([4.0, 8.0]))
+    assert (low, high) == pytest.approx((2.0, 8.0))
+    # 10 + 10 identical-shape samples shifted by exactly 2x: every pairwise log-ratio is centred on log 2.
+    base = np.linspace(1.0, 1.5, 10)
+    low, high = ratio_interval(base, 2 * base)
+    assert low < 2 < high and high / low < 1.6
 
 
-def ssim_like_twice(reconstruction, target):
-    """The same loss doing twice the work: the regression the gate must catch."""
-    return (ssim_like(reconstruction, target) + ssim_like(reconstruction, target)) / 2
+def test_twice_as_slow_is_slower_and_a_small_or_noisy_change_is_not():
+    rng = np.random.default_rng(0)
+    base = rng.lognormal(0, 0.05, 15)
+    slower = compare_samples(base, 2 * rng.lognormal(0, 0.05, 15))
+    assert slower["verdict"] == "SLOWER" and slower["ratio"] == pytest.approx(2, rel=0.1)
+    assert slower["ratio_ci_low"] < 2 < slower["ratio_ci_high"] or slower["ratio_ci_low"] > 1.5
+    # significant but small: 10% is within the minimum factor
+    small = compare_samples(base, 1.1 * rng.lognormal(0, 0.01, 15))
+    assert small["p_slower"] < 0.01 and small["verdict"] == "ok"
+    # large but not significant: two samples a side cannot reach alpha
+    assert compare_samples([1.0, 1.1], [2.0, 2.2])["verdict"] == "ok"
+    assert compare_samples(2 * base, base)["verdict"] == "faster"
 
 
-def timed(loss):
-    return time_entries([("ssim_like", loss)], **SIZE)
+def test_one_sided_entries_are_new_or_missing():
+    assert compare_samples([], [1.0, 2.0])["verdict"] == "new"
+    assert compare_samples([1.0, 2.0], [])["verdict"] == "missing"
+    with pytest.raises(ValueError, match="finite and positive"):
+        compare_samples([1.0, float("nan")], [1.0, 2.0])
+
+
+# --- the interleaved gate between two revisions -----------------------------------------------------------
+
+GATE_SUITE = """
+name = "gate"
+[timing]
+resolution = 32
+batch_size = 1
+threads = 1
+[[entry]]
+name = "mse"
+loss = "mse"
+[[entry]]
+name = "l1"
+loss = "l1"
+"""
+DOUBLED_MSE = "    return PixelLoss(lambda reconstruction, target: (mse(reconstruction, target) + mse(reconstruction, target)) / 2)\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    path = tmp_path_factory.mktemp("speed") / "baseline.json"
-    save_baseline(timed(ssim_like), path, suite="smoke")
-    return path
+def revisions(tmp_path_factory):
+    """A repository of this bench package in three commits: without the l1 loss, as it is, mse doing twice
+    the work. Returns the repository and the three commits."""
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(Path(bench.__file__).parent, repo / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    pixel = repo / "bench" / "losses" / "pixel.py"
+    source = pixel.read_text()
+    assert '@register_loss("l1",' in source and "    return PixelLoss(mse)\n" in source
+    git(repo, "init", "-q")
+    commits = []
+    for text, message in ((source.replace('@register_loss("l1",', '@register_loss("l1_renamed",'), "no l1"),
+                          (source, "as it is"), (source.replace("    return PixelLoss(mse)\n", DOUBLED_MSE), "mse twice")):
+        pixel.write_text(text)
+        git(repo, "add", "bench")
+        git(repo, "commit", "-q", "-m", message)
+        commits.append(git(repo, "rev-parse", "HEAD"))
+    return repo, *commits
 
 
-def test_unmodified_loss_passes_every_time(baseline):
-    for _ in range(2):
-        table, passed = check_against_baseline(timed(ssim_like), baseline)
-        assert passed, format_check_table(table)
-        assert table["status"].tolist() == ["ok"]
+def gate(repo, baseline, candidate, tmp_path, **settings):
+    suite_file = tmp_path / "gate.toml"
+    suite_file.write_text(GATE_SUITE)
+    settings = GateSettings(**{"rounds": 10, "target_ms": 10, "processes": 2, **settings})
+    return run_gate(load_suite(suite_file), baseline, candidate_ref=candidate, settings=settings, repo=repo,
+                    log_dir=tmp_path, log=lambda line: None)
 
 
-def test_twice_the_work_fails(baseline):
-    table, passed = check_against_baseline(timed(ssim_like_twice), baseline)
-    assert not passed
-    assert table["status"].tolist() == ["SLOWER"]
-    assert table["slowdown"].iloc[0] > 1.5, format_check_table(table)
+def test_gate_flags_a_doubled_loss_and_names_it(revisions, tmp_path):
+    repo, _, as_is, doubled = revisions
+    verdicts, samples = gate(repo, as_is, doubled, tmp_path)
+    verdict = verdicts.set_index("entry")
+    assert verdict.loc["mse", "verdict"] == "SLOWER", format_verdicts(verdicts)
+    # twice the loss's own work; the fixed cost around it (autograd, the weighted sum) is not doubled
+    assert verdict.loc["mse", "ratio"] > 1.3 and verdict.loc["mse", "p_slower"] < 0.01
+    assert verdict.loc["l1", "verdict"] == "ok", format_verdicts(verdicts)
+    assert (verdicts["baseline_commit"] == as_is).all() and (verdicts["candidate_commit"] == doubled).all()
+    # both sides, both processes of each, every round
+    assert samples.groupby(["entry", "side"]).size().eq(10).all() and set(samples["process"]) == {0, 1}
 
 
-def rows(ratios: dict, *, resolution=64, device="cpu"):
-    """A hand-made speed table: calibration 10 ms, each entry's total time = 10 ms x its ratio."""
+def test_gate_passes_unchanged_code_measured_twice(revisions, tmp_path):
+    repo, _, as_is, _ = revisions
+    verdicts, _ = gate(repo, as_is, as_is, tmp_path)
+    assert (verdicts["verdict"] == "ok").all(), format_verdicts(verdicts)
+
+
+def test_a_loss_the_baseline_lacks_is_new_and_the_running_code_is_the_default_candidate(revisions, tmp_path):
+    repo, without_l1, *_ = revisions
+    verdicts, samples = gate(repo, without_l1, None, tmp_path, rounds=2, target_ms=1, processes=1)
+    assert verdicts.set_index("entry")["verdict"].to_dict() == {"mse": "ok", "l1": "new"}
+    assert (verdicts["candidate_commit"] == "running code").all() and set(samples["entry"]) == {"mse"}
+
+
+def test_unknown_revision_is_an_input_error(revisions, tmp_path):
+    repo, *_ = revisions
+    with pytest.raises(BenchInputError, match="not in the history") as error:
+        extract_revision("no-such-ref", repo, tmp_path / "x")
+    assert "--unshallow" in error.value.fix
+
+
+# --- two speed tables -------------------------------------------------------------------------------------
+
+def table(times: dict, *, resolution=64, device="cpu"):
+    """A hand-made speed table: each entry's repeats are ``times[entry]`` x (1.00, 1.01, ..., 1.19)."""
+    repeats = np.linspace(1.0, 1.19, 20)
     return pd.DataFrame([
-        dict(entry=entry, variant="fp32", phase=phase, min_ms=10 * ratio, calibration_min_ms=10.0,
-             median_ms=11 * ratio, calibration_ms=11.0, batch_size=2, resolution=resolution, device=device,
-             device_name="test cpu", threads=1, torch_version="x")
-        for entry, ratio in ratios.items() for phase in ("forward", "backward", "total")
+        dict(entry=entry, variant="fp32", phase=phase, min_ms=ms, calibration_min_ms=10.0, median_ms=1.1 * ms,
+             calibration_ms=11.0, batch_size=2, resolution=resolution, device=device, device_name="test cpu",
+             threads=1, torch_version="x", samples_ms=" ".join(f"{ms * r:.6g}" for r in repeats))
+        for entry, ms in times.items() for phase in ("forward", "backward", "total")
     ])
 
 
-def test_baseline_file_holds_ratios_and_metadata(tmp_path):
-    path = tmp_path / "baseline.json"
-    save_baseline(rows({"mse": 0.5, "ssim": 2.0}), path, suite="smoke")
-    saved = json.loads(path.read_text())
-    assert [(e["entry"], e["ratio"]) for e in saved["entries"]] == [("mse", 0.5), ("ssim", 2.0)]
-    assert saved["entries"][0]["median_ms"] == 5.5 and saved["entries"][0]["calibration_min_ms"] == 10
-    assert (saved["device"], saved["device_name"], saved["threads"]) == ("cpu", "test cpu", 1)
-    assert (saved["batch_size"], saved["resolution"], saved["torch_version"]) == (2, 64, "x")
-    assert saved["regenerate"] == f"python -m bench speed smoke --save-baseline {path}"
-    assert saved["created"]
-    assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # the temp file was renamed, not left
-
-
-def test_one_sided_entries_are_reported_but_do_not_fail(tmp_path):
-    save_baseline(rows({"mse": 1.0, "gone": 1.0, "ssim": 1.0}), tmp_path / "b.json")
-    table, passed = check_against_baseline(rows({"mse": 1.2, "ssim": 0.5, "added": 9.0}), tmp_path / "b.json")
+def test_two_tables_pass_when_equal_and_fail_on_the_slower_entry():
+    table_ok, passed = check_tables(table({"mse": 1.0, "ssim": 5.0}), table({"mse": 1.0, "ssim": 5.0}))
+    assert passed and (table_ok["verdict"] == "ok").all()
+    verdicts, passed = check_tables(table({"mse": 2.0, "ssim": 5.0}), table({"mse": 1.0, "ssim": 5.0}))
+    assert not passed and verdicts.set_index("entry")["verdict"].to_dict() == {"mse": "SLOWER", "ssim": "ok"}
+    assert verdicts.set_index("entry").loc["mse", "ratio"] == pytest.approx(2.0)
+    lenient, passed = check_tables(table({"mse": 2.0}), table({"mse": 1.0}), min_factor=2.5)
     assert passed
-    statuses = dict(zip(table["entry"], table["status"]))
-    assert statuses == {"mse": "ok", "ssim": "ok", "gone": "missing", "added": "new"}
-    text = format_check_table(table)
-    assert "1.20x" in text and "0 SLOWER" in text and "1 new" in text and "1 missing" in text
 
 
-def test_slowdown_beyond_tolerance_fails(tmp_path):
-    save_baseline(rows({"mse": 1.0, "ssim": 1.0}), tmp_path / "b.json")
-    table, passed = check_against_baseline(rows({"mse": 1.3, "ssim": 1.0}), tmp_path / "b.json", tolerance=0.25)
-    assert not passed and table.set_index("entry")["status"].to_dict() == {"mse": "SLOWER", "ssim": "ok"}
-    assert check_against_baseline(rows({"mse": 1.3, "ssim": 1.0}), tmp_path / "b.json", tolerance=0.5)[1]
+def test_one_sided_entries_are_reported_but_do_not_fail():
+    verdicts, passed = check_tables(table({"mse": 1.0, "added": 9.0}), table({"mse": 1.0, "gone": 1.0}))
+    assert passed
+    assert verdicts.set_index("entry")["verdict"].to_dict() == {"mse": "ok", "gone": "missing", "added": "new"}
+    text = format_verdicts(verdicts)
+    assert "1.000x" in text and "0 SLOWER" in text and "1 new" in text and "1 missing" in text
 
 
 def test_run_folder_and_csv_path_are_both_accepted(tmp_path):
-    save_baseline(rows({"mse": 1.0}), tmp_path / "b.json")
     run = tmp_path / "run"
     run.mkdir()
-    rows({"mse": 1.0}).to_csv(run / "speed.csv", index=False)
+    table({"mse": 1.0}).to_csv(run / "speed.csv", index=False)
     for source in (run, run / "speed.csv", str(run)):
-        assert check_against_baseline(source, tmp_path / "b.json")[1]
+        assert check_tables(source, table({"mse": 1.0}))[1]
     assert len(load_speed(run)) == 3
 
 
 def test_incomparable_or_absent_inputs_are_input_errors(tmp_path):
-    save_baseline(rows({"mse": 1.0}), tmp_path / "b.json")
-    with pytest.raises(BenchInputError, match="resolution 64, this run with 128"):
-        check_against_baseline(rows({"mse": 1.0}, resolution=128), tmp_path / "b.json")
-    with pytest.raises(BenchInputError, match="device_type cpu, this run with cuda"):
-        check_against_baseline(rows({"mse": 1.0}, device="cuda:0"), tmp_path / "b.json")
-    with pytest.raises(BenchInputError, match="no speed baseline"):
-        check_against_baseline(rows({"mse": 1.0}), tmp_path / "absent.json")
+    with pytest.raises(BenchInputError, match="resolution 64, the candidate with 128"):
+        check_tables(table({"mse": 1.0}, resolution=128), table({"mse": 1.0}))
+    with pytest.raises(BenchInputError, match="device_type cpu, the candidate with cuda"):
+        check_tables(table({"mse": 1.0}, device="cuda:0"), table({"mse": 1.0}))
     with pytest.raises(BenchInputError, match="no speed table"):
-        check_against_baseline(tmp_path / "no-run", tmp_path / "b.json")
-    with pytest.raises(BenchInputError, match="lacks columns calibration_min_ms"):
-        load_speed(rows({"mse": 1.0}).drop(columns="calibration_min_ms"))
+        check_tables(tmp_path / "no-run", table({"mse": 1.0}))
+    with pytest.raises(BenchInputError, match="no per-repeat times"):
+        check_tables(table({"mse": 1.0}).assign(samples_ms=""), table({"mse": 1.0}))
+
+
+def test_baseline_record_holds_the_commit_and_the_times(tmp_path):
+    path = tmp_path / "baseline.json"
+    save_baseline(table({"mse": 5.0, "ssim": 20.0}), path, suite="smoke")
+    saved = json.loads(path.read_text())
+    assert [(e["entry"], e["ratio"]) for e in saved["entries"]] == [("mse", 0.5), ("ssim", 2.0)]
+    assert (saved["device"], saved["threads"], saved["batch_size"], saved["resolution"]) == ("cpu", 1, 2, 64)
+    head = subprocess.run(["git", "-C", str(Path(bench.__file__).parent), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert saved["commit"] == head and baseline_commit(path) == head
+    assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # the temp file was renamed, not left
+    path.write_text(json.dumps({**saved, "commit": None}))
+    with pytest.raises(BenchInputError, match="names no commit"):
+        baseline_commit(path)
