@@ -316,8 +316,11 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
         from bench.references import time_references
 
         references = time_references(suite, device)
-        results.write_table(folder, "speed_references", references)
-        print(references[["loss", "implementation", "median_ms", "ratio_to_fastest"]].to_string(index=False))
+        if references.empty:
+            print("no other implementation of these losses is installed (or runs here): nothing to compare")
+        else:
+            results.write_table(folder, "speed_references", references)
+            print(references[["loss", "implementation", "median_ms", "ratio_to_fastest"]].to_string(index=False))
     print(f"\nspeed table: {folder / 'speed.csv'}")
     if args.save_baseline:
         save_baseline(speed, args.save_baseline, suite=str(args.suite))

@@ -63,3 +63,13 @@ def test_a_reference_that_fails_to_load_or_run_is_left_out(monkeypatch, tmp_path
     log = "\n".join(lines)
     assert "breaks-at-import is installed but failed to load (ImportError: undefined symbol" in log
     assert "breaks-at-run failed (RuntimeError: no kernel image" in log
+
+
+def test_speed_references_on_losses_nobody_else_implements(tmp_path, capsys):
+    from bench.cli import main
+
+    (tmp_path / "refs.toml").write_text(SUITE)
+    assert main(["speed", str(tmp_path / "refs.toml"), "--device", "cpu", "--out", str(tmp_path), "--references"]) == 0
+    assert "nothing to compare" in capsys.readouterr().out
+    (folder,) = (tmp_path / "refs").iterdir()
+    assert (folder / "speed.csv").is_file() and not (folder / "speed_references.csv").exists()
