@@ -106,7 +106,7 @@ def test_cuda_event_timing_agrees_with_torch_utils_benchmark():
 
 @pytest.mark.parametrize("name", ["mse", "ssim", "perceptual"])
 def test_l2_flush_changes_nothing_but_cache_state(name):
-    from bench.timing import _L2_FLUSH_BYTES, _inputs, _make_step
+    from bench.timing import _L2_FLUSH_BYTES, _cuda_backend, _inputs, _make_step, _set_tf32
 
     l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)
     assert _L2_FLUSH_BYTES >= 2 * l2_bytes, f"flush buffer {_L2_FLUSH_BYTES} B does not cover L2 ({l2_bytes} B)"
@@ -122,7 +122,11 @@ def test_l2_flush_changes_nothing_but_cache_state(name):
 
     flush = torch.full((_L2_FLUSH_BYTES // 4,), 7, dtype=torch.int32, device=CUDA)
     grads = []
-    with cudnn_deterministic():
+    # The CUDA step turns TF32 off (fp32 variant); the step without a flush buffer does not, so TF32 is off for
+    # both, and deterministic cuDNN: only the flush differs. _cuda_backend restores the TF32 switches after (a
+    # leaked new-API setting makes later reads of the legacy allow_tf32 flags raise).
+    with _cuda_backend(), cudnn_deterministic():
+        _set_tf32(False)
         for buffer in (None, flush, None, flush):
             _make_step(recorded, "fp32", (reconstruction, target), buffer)()
             grads.append(reconstruction.grad.clone())
