@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, Sequence
 
+import torch
+
 from bench.errors import BenchInputError
 from bench.jobs import JobResult
 from bench.plan import RunSpec
@@ -41,7 +43,10 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
     # One GPU per actor on GPU runs (Ray sets CUDA_VISIBLE_DEVICES per actor, so "cuda" is that actor's GPU).
     resources = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
     trainer_actor = ray.remote(**resources)(_TrainerActor)
-    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device) for _ in range(max(1, workers))]
+    # Ray caps each actor at its num_cpus threads (OMP_NUM_THREADS=1); the driver's count keeps CPU float
+    # reductions in the order a single-process run uses, so the tables match it exactly.
+    threads = torch.get_num_threads()
+    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device, threads) for _ in range(max(1, workers))]
     log(f"Ray: {len(actors)} workers ({'1 GPU' if on_gpu else '1 CPU'} each) on {address or 'a local instance'}")
     pool = ray.util.ActorPool(actors)
     try:
@@ -52,9 +57,10 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
 
 
 class _TrainerActor:
-    def __init__(self, suite: Suite, device: str) -> None:
+    def __init__(self, suite: Suite, device: str, threads: int) -> None:
         from bench.jobs import Trainer
 
+        torch.set_num_threads(threads)
         self.trainer = Trainer(suite, device, show_progress=False)
 
     def run(self, spec: RunSpec) -> JobResult:

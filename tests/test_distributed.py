@@ -28,7 +28,7 @@ def test_two_ray_workers_give_the_single_process_tables(tmp_path):
     for table in ("quality", "history", "summary"):
         a, b = (pd.read_csv(folder / f"{table}.csv") for folder in (single, parallel))
         a, b = (frame.drop(columns=[c for c in frame if c in WALL_CLOCK]) for frame in (a, b))
-        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5)  # rows in the same (plan) order
+        pd.testing.assert_frame_equal(a, b, check_exact=True)  # bit-identical, rows in the same (plan) order
     assert sorted(p.name for p in (parallel / "reconstructions").iterdir()) == \
         sorted(p.name for p in (single / "reconstructions").iterdir())
 
