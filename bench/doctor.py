@@ -147,23 +147,25 @@ def packages() -> list[str]:
 
 
 def data_sources() -> list[str]:
-    from bench.data import BUNDLED_PHOTOS
+    from bench import data
 
-    try:
-        from skimage import data as skdata
-    except ImportError as error:
-        return [f'source = "bundled": scikit-image missing ({error}); only procedural images would work',
-                _folder_line()]
+    names = list(data.BUNDLED_PHOTOS) + list(getattr(data, "OTHER_PHOTOS", ()))
+    load = getattr(data, "bundled_photo", None)
+    if load is None:
+        def load(name: str):
+            from skimage import data as skdata
+
+            return getattr(skdata, name)()
     usable, broken = [], []
-    for name in BUNDLED_PHOTOS:
+    for name in names:
         try:
-            getattr(skdata, name)()
+            load(name)
             usable.append(name)
-        except Exception as error:  # a file scikit-image would have to download, or a broken install
+        except Exception as error:  # a file that would have to be downloaded, scikit-image missing or broken
             broken.append(f"{name} ({type(error).__name__})")
-    line = (f'source = "bundled": {len(usable)} of {len(BUNDLED_PHOTOS)} scikit-image photos available offline, '
-            "then procedural images (any number)")
-    return [line] + ([f"  unavailable photos: {', '.join(broken)}"] if broken else []) + [_folder_line()]
+    then = ", then procedural images (any number)" if hasattr(data, "procedural_image") else ""
+    line = f'source = "bundled": {len(usable)} of {len(names)} photographs available offline{then}'
+    return [line] + ([f"  unavailable: {', '.join(broken)}"] if broken else []) + [_folder_line()]
 
 
 def _folder_line() -> str:

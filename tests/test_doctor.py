@@ -72,7 +72,8 @@ def test_says_what_happens_to_missing_weights_offline(capsys, monkeypatch):
 
 def test_names_the_data_sources(capsys):
     out = run_doctor(capsys)
-    assert 'source = "bundled": ' in out and "scikit-image photos available offline" in out
+    assert 'source = "bundled": ' in out and "photographs available offline" in out
+    assert "unavailable:" not in out  # every bundled photograph ships with the installed packages
     assert 'source = "folder"' in out
 
 
