@@ -147,7 +147,7 @@ def test_resume_refuses_a_changed_suite(tmp_path, capsys):
 
 def test_sigint_prints_how_to_resume(tmp_path):
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=400, entries=entries("mse:mse", "l1:l1")))
+    suite.write_text(SUITE.format(steps=100_000, entries=entries("mse:mse", "l1:l1")))  # minutes: SIGINT lands mid-run
     process = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path), "--no-progress",
                                 "--no-timing"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300  # generous: on a 2-core machine under load, importing torch alone took a minute
