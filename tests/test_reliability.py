@@ -148,8 +148,11 @@ def test_resume_refuses_a_changed_suite(tmp_path, capsys):
 def test_sigint_prints_how_to_resume(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE.format(steps=100_000, entries=entries("mse:mse", "l1:l1")))  # minutes: SIGINT lands mid-run
+    # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and an
+    # ignored signal stays ignored in the child, where Python then never raises KeyboardInterrupt.
     process = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path), "--no-progress",
-                                "--no-timing"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--no-timing"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300  # generous: on a 2-core machine under load, importing torch alone took a minute
     while time.time() < deadline and not list(tmp_path.glob("rel/*/environment.json")):
         time.sleep(0.1)
