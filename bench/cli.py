@@ -157,7 +157,7 @@ def load_with_overrides(args: argparse.Namespace):
     """The suite as the user asked for it: file, then CLI overrides (which win over device profiles)."""
     import dataclasses
 
-    from bench.suite import _parse_seeds, load_suite
+    from bench.suite import _parse_seeds, load_suite, without_profile_seeds
 
     suite = load_suite(args.suite)
     changes: dict[str, Any] = {}
@@ -171,6 +171,8 @@ def load_with_overrides(args: argparse.Namespace):
         if args.seeds < 1:
             raise BenchInputError(f"--seeds must be at least 1, got {args.seeds}", where="--seeds", fix="e.g. --seeds 3")
         changes["seeds"] = tuple(range(args.seeds))
+    if "seeds" in changes:
+        suite = without_profile_seeds(suite)  # seeds from the command line hold on every device
     if args.only:
         wanted = [name.strip() for name in args.only.split(",") if name.strip()]
         known = {entry.name for entry in suite.entries}
@@ -233,8 +235,8 @@ def _make_deterministic() -> None:
 def _print_summary(summary) -> None:
     import pandas as pd
 
-    columns = [c for c in ("entry", "psnr", "ssim", "ms_ssim", "lpips", "loss_fwd_bwd_ms", "train_seconds",
-                           "failed", "loss_weights") if c in summary]
+    columns = [c for c in ("entry", "psnr", "ssim", "ms_ssim", "lpips", "learned", "psnr_gain_last20",
+                           "loss_fwd_bwd_ms", "train_seconds", "failed", "loss_weights") if c in summary]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print()
         print(summary[columns].to_string(index=False))

@@ -1,8 +1,12 @@
-"""Images for training and evaluation, offline: scikit-image's bundled photographs, procedural images, or a folder.
+"""Training crops and held-out evaluation crops, offline: bundled photographs or a folder of images.
 
-All images become float32 tensors 3 x R x R in [0, 1]: centre square crop, then antialiased resize to R
-(images smaller than R are upscaled bilinearly, and a warning says so). The train/eval split is fixed by the
-image list, not by the run seed, so every seed evaluates on the same held-out images.
+Photographs are split once, by name, into training and held-out photographs (the same for every seed). Training
+draws random crops of the training resolution from the training photographs, at ``data.scale`` of their native
+size, with random horizontal flips and quarter turns: the crop sequence comes from the run seed alone, so every
+entry of a seed sees the same crops in the same order. Evaluation uses a fixed set of ``data.eval_crops`` crops of
+the held-out photographs, drawn from a fixed generator (the same for every seed and entry), never flipped.
+
+Images are float32 tensors 3 x H x W in [0, 1]; grayscale photographs are expanded to RGB.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,24 +23,32 @@ import torch.nn.functional as F
 from bench.errors import BenchInputError
 from bench.suite import DataConfig
 
-# Sample photographs that ship inside the scikit-image wheel (no download); grayscale ones are expanded to RGB.
+# Photographs that ship inside scikit-image's wheel (no download), held-out ones first: with data.eval_images = N
+# the first N are never trained on. Grayscale ones are expanded to RGB.
 BUNDLED_PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-    "camera", "moon", "brick", "grass", "gravel", "coins", "cell", "text", "page",
+    "astronaut", "coffee", "chelsea", "camera",
+    "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "moon", "brick", "grass", "gravel", "coins",
+    "cell", "clock", "text", "page",
 )
+# Two more colour photographs from installed packages: matplotlib's sample data and scikit-image's stereo pair
+# (its left view only: the right view is nearly the same picture).
+OTHER_PHOTOS = ("grace_hopper", "motorcycle")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+EVAL_CROP_SEED = 20_240_601  # the held-out crops' positions: fixed, whatever the run seed
+EVAL_NOISE_SEED = 1_000_003  # the held-out noisy inputs of the denoise task: the same for every run
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    train: torch.Tensor  # N x 3 x R x R, float32 in [0, 1]
-    eval: torch.Tensor
-    train_names: tuple[str, ...]
-    eval_names: tuple[str, ...]
+    train: tuple[torch.Tensor, ...]  # training photographs, 3 x H x W each (H, W >= the training resolution)
+    eval: torch.Tensor  # N x 3 x R x R held-out evaluation crops
+    train_names: tuple[str, ...]  # one per training photograph
+    eval_names: tuple[str, ...]  # one per evaluation crop: "photo@top,left"
+    eval_photos: tuple[str, ...]  # the held-out photographs the evaluation crops come from
 
 
-def to_square_tensor(image: np.ndarray, resolution: int) -> torch.Tensor:
-    """HxW, HxWx3 or HxWx4 array (uint8, bool or float) -> 3 x R x R float32 in [0, 1]."""
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxW, HxWx3 or HxWx4 array (uint8, bool or float) -> 3 x H x W float32 in [0, 1]."""
     array = np.asarray(image)
     if array.dtype == bool:
         array = array.astype(np.float32)
@@ -44,60 +56,49 @@ def to_square_tensor(image: np.ndarray, resolution: int) -> torch.Tensor:
         array = array.astype(np.float32) / np.iinfo(array.dtype).max
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if tensor.ndim == 2:
-        tensor = tensor[None].expand(3, -1, -1)
-    else:
-        tensor = tensor[..., :3].permute(2, 0, 1)
-        if tensor.shape[0] == 1:
-            tensor = tensor.expand(3, -1, -1)
-    height, width = tensor.shape[1:]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = tensor[:, top:top + side, left:left + side][None]
-    resized = F.interpolate(square, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return resized[0].clamp(0, 1).contiguous()
+        return tensor[None].expand(3, -1, -1).contiguous()
+    tensor = tensor[..., :3].permute(2, 0, 1)
+    return (tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor).contiguous()
 
 
-def procedural_image(index: int, resolution: int) -> torch.Tensor:
-    """Deterministic synthetic image: smooth colour gradients, sharp shapes and fine texture, so that
-    pixel, structural and frequency losses all have something to reconstruct."""
-    generator = torch.Generator().manual_seed(10_000 + index)
-    axis = torch.linspace(0, 1, resolution)
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    colours = torch.rand(3, 3, generator=generator)
-    angle = torch.rand(1, generator=generator).item() * 2 * torch.pi
-    ramp = (x * np.cos(angle) + y * np.sin(angle)).clamp(0, 1)
-    image = colours[0][:, None, None] * (1 - ramp) + colours[1][:, None, None] * ramp
-    for _ in range(6):  # discs and rectangles with hard edges
-        cx, cy, size = torch.rand(3, generator=generator).tolist()
-        colour = torch.rand(3, 1, 1, generator=generator)
-        if torch.rand(1, generator=generator).item() < 0.5:
-            mask = ((x - cx) ** 2 + (y - cy) ** 2) < (0.05 + 0.2 * size) ** 2
-        else:
-            mask = ((x - cx).abs() < 0.05 + 0.15 * size) & ((y - cy).abs() < 0.05 + 0.1 * size)
-        image = torch.where(mask, colour, image)
-    frequency = 8 + 40 * torch.rand(1, generator=generator).item()
-    stripes = 0.08 * torch.sin(2 * torch.pi * frequency * (x + 0.5 * y))
-    return (image + stripes).clamp(0, 1)
+def rescale(photo: torch.Tensor, scale: float, min_side: int) -> tuple[torch.Tensor, bool]:
+    """``photo`` resized by ``scale`` (antialiased), or enlarged so its shorter side is ``min_side`` if it would
+    be smaller; the flag says whether it had to be enlarged."""
+    height, width = photo.shape[-2:]
+    factor = scale
+    enlarged = min(height, width) * scale < min_side
+    if enlarged:
+        factor = min_side / min(height, width)
+    if factor == 1.0:
+        return photo, enlarged
+    size = (max(min_side, round(height * factor)), max(min_side, round(width * factor)))
+    resized = F.interpolate(photo[None], size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].clamp(0, 1).contiguous(), enlarged
 
 
-def bundled_images(count: int, resolution: int) -> tuple[list[torch.Tensor], list[str]]:
+def bundled_photo(name: str) -> np.ndarray:
     from skimage import data as skdata
 
-    images, names = [], []
-    for name in BUNDLED_PHOTOS[:count]:
-        images.append(to_square_tensor(getattr(skdata, name)(), resolution))
-        names.append(f"skimage:{name}")
-    for index in range(count - len(images)):
-        images.append(procedural_image(index, resolution))
-        names.append(f"procedural:{index}")
-    return images, names
+    if name == "grace_hopper":
+        from matplotlib.cbook import get_sample_data
+        from PIL import Image
+
+        with get_sample_data("grace_hopper.jpg") as file, Image.open(file) as image:
+            return np.asarray(image.convert("RGB"))
+    if name == "motorcycle":
+        return skdata.stereo_motorcycle()[0]
+    return getattr(skdata, name)()
 
 
-def folder_images(folder: Path, resolution: int) -> tuple[list[torch.Tensor], list[str]]:
+def bundled_names(count: int) -> list[str]:
+    return list(BUNDLED_PHOTOS + OTHER_PHOTOS)[:count]
+
+
+def folder_photos(folder: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
     from PIL import Image, UnidentifiedImageError
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    images, names = [], []
+    photos = []
     for file in files:
         try:
             with Image.open(file) as opened:
@@ -105,56 +106,93 @@ def folder_images(folder: Path, resolution: int) -> tuple[list[torch.Tensor], li
         except (UnidentifiedImageError, OSError) as error:
             warnings.warn(f"skipping unreadable image {file}: {error}")
             continue
-        if min(array.shape[:2]) < resolution:
-            warnings.warn(f"{file} is {array.shape[1]}x{array.shape[0]}, smaller than {resolution}: upscaled")
-        images.append(to_square_tensor(array, resolution))
-        names.append(str(file.relative_to(folder)))
-    return images, names
+        photos.append((str(file.relative_to(folder)), lambda array=array: array))
+    return photos
+
+
+def split_photos(names: list[str], eval_count: int, source: str) -> tuple[list[int], list[int]]:
+    """(train, eval) indices: bundled photographs hold out the first ``eval_count`` (BUNDLED_PHOTOS lists them
+    first); a folder holds out every k-th file in name order, so both sets span the folder."""
+    if source == "bundled":
+        return list(range(eval_count, len(names))), list(range(eval_count))
+    stride = len(names) / eval_count
+    held_out = sorted({int(i * stride + stride / 2) for i in range(eval_count)})
+    return [i for i in range(len(names)) if i not in held_out], held_out
+
+
+def eval_crop_positions(sizes: list[tuple[int, int]], resolution: int, count: int) -> list[tuple[int, int, int]]:
+    """(photo, top, left) of ``count`` crops, round-robin over the photographs, from a fixed generator."""
+    generator = torch.Generator().manual_seed(EVAL_CROP_SEED)
+    positions = []
+    for index in range(count):
+        photo = index % len(sizes)
+        height, width = sizes[photo]
+        top, left = (int(torch.randint(0, side - resolution + 1, (1,), generator=generator)) for side in (height, width))
+        positions.append((photo, top, left))
+    return positions
 
 
 def load_images(config: DataConfig, folder: Path | None = None) -> ImageSet:
     if config.source == "folder":
-        images, names = folder_images(folder, config.resolution)
-        where = f"data.path ({folder})"
+        sources = folder_photos(folder)
+        where, fix = f"data.path ({folder})", "add images to the folder or lower data.eval_images"
     else:
-        images, names = bundled_images(config.images, config.resolution)
-        where = "data.images"
-    if len(images) <= config.eval_images:
-        raise BenchInputError(
-            f"found {len(images)} usable images, need more than eval_images = {config.eval_images}",
-            where=where, fix="add images or lower data.eval_images",
-        )
-    # Every k-th image is held out, so both sets mix photographs and procedural images.
-    stride = len(images) / config.eval_images
-    eval_index = {int(i * stride + stride / 2) for i in range(config.eval_images)}
-    train_index = [i for i in range(len(images)) if i not in eval_index]
-    ordered_eval = sorted(eval_index)
+        available = len(BUNDLED_PHOTOS + OTHER_PHOTOS)
+        if config.images > available:
+            raise BenchInputError(f"there are {available} bundled photographs, {config.images} were asked for",
+                                  where="data.images", fix=f"use at most {available}, or a folder source")
+        sources = [(name, lambda name=name: bundled_photo(name)) for name in bundled_names(config.images)]
+        where, fix = "data.images", "use more photographs or lower data.eval_images"
+    if len(sources) <= config.eval_images:
+        raise BenchInputError(f"found {len(sources)} usable images, need more than eval_images = {config.eval_images}",
+                              where=where, fix=fix)
+    names = [name for name, _ in sources]
+    photos = []
+    for name, load in sources:
+        photo, enlarged = rescale(to_tensor(load()), config.scale, config.resolution)
+        if enlarged:
+            warnings.warn(f"{name} is smaller than {config.resolution} px at scale {config.scale}: enlarged to fit")
+        photos.append(photo)
+    train_index, eval_index = split_photos(names, config.eval_images, config.source)
+    positions = eval_crop_positions([tuple(photos[i].shape[-2:]) for i in eval_index], config.resolution,
+                                    config.eval_crops)
+    side = config.resolution
+    crops = [photos[eval_index[p]][:, top:top + side, left:left + side] for p, top, left in positions]
     return ImageSet(
-        train=torch.stack([images[i] for i in train_index]),
-        eval=torch.stack([images[i] for i in ordered_eval]),
+        train=tuple(photos[i] for i in train_index),
+        eval=torch.stack(crops).contiguous(),
         train_names=tuple(names[i] for i in train_index),
-        eval_names=tuple(names[i] for i in ordered_eval),
+        eval_names=tuple(f"{names[eval_index[p]]}@{top},{left}" for p, top, left in positions),
+        eval_photos=tuple(names[i] for i in eval_index),
     )
 
 
-def batch_schedule(num_images: int, batch_size: int, steps: int, seed: int, flip: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(indices, flip mask) per step, from the seed alone: every entry of a seed sees the same batches.
-
-    Epochs are reshuffled permutations; a batch larger than the set draws with repetition across epochs.
-    """
+def crop_schedule(sizes: list[tuple[int, int]], resolution: int, batch_size: int, steps: int, seed: int,
+                  flip: bool, rotate: bool) -> Iterator[torch.Tensor]:
+    """Per step, a batch_size x 5 integer tensor (photo, top, left, flip, quarter turns), from the seed alone:
+    every entry of a seed trains on the same crops in the same order. Photographs are drawn uniformly."""
     generator = torch.Generator().manual_seed(seed)
-    order = torch.empty(0, dtype=torch.long)
+    heights = torch.tensor([h for h, _ in sizes])
+    widths = torch.tensor([w for _, w in sizes])
     for _ in range(steps):
-        while order.numel() < batch_size:
-            order = torch.cat([order, torch.randperm(num_images, generator=generator)])
-        indices, order = order[:batch_size], order[batch_size:]
-        flips = torch.rand(batch_size, generator=generator) < 0.5 if flip else torch.zeros(batch_size, dtype=torch.bool)
-        yield indices, flips
+        photo = torch.randint(0, len(sizes), (batch_size,), generator=generator)
+        where = torch.rand(batch_size, 2, generator=generator)
+        top = (where[:, 0] * (heights[photo] - resolution + 1)).long()
+        left = (where[:, 1] * (widths[photo] - resolution + 1)).long()
+        flips = torch.rand(batch_size, generator=generator) < 0.5
+        turns = torch.randint(0, 4, (batch_size,), generator=generator)
+        yield torch.stack([photo, top, left, flips.long() * flip, turns * rotate], dim=1)
 
 
-def make_batch(images: torch.Tensor, indices: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    batch = images[indices.to(images.device)]
-    return torch.where(flips.to(images.device)[:, None, None, None], batch.flip(-1), batch)
+def make_batch(photos: tuple[torch.Tensor, ...], crops: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The crops one ``crop_schedule`` step names, flipped and turned, as an N x 3 x R x R batch."""
+    batch = []
+    for photo, top, left, flip, turns in crops.tolist():
+        crop = photos[photo][:, top:top + resolution, left:left + resolution]
+        if flip:
+            crop = crop.flip(-1)
+        batch.append(torch.rot90(crop, turns, dims=(-2, -1)) if turns else crop)
+    return torch.stack(batch)
 
 
 def add_noise(images: torch.Tensor, std: float, seed: int) -> torch.Tensor:

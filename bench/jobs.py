@@ -7,11 +7,12 @@ records, and the driver alone writes the run folder.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from bench.baselines import Baseline
 from bench.data import ImageSet, load_images
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.metrics import QualityMetrics
@@ -19,6 +20,7 @@ from bench.model import build_model
 from bench.plan import RunSpec
 from bench.suite import Suite, resolve_data_path
 from bench.train import Diverged, reconstruct, train
+from bench.verdicts import trained_on
 
 
 @dataclass
@@ -26,6 +28,13 @@ class JobResult:
     row: dict  # one quality.csv row
     history: list[dict]  # history.csv rows
     reconstructions: torch.Tensor | None  # held-out reconstructions on the CPU; None if the entry failed
+    per_image: list[dict] = field(default_factory=list)  # per_image.csv rows: every metric of every eval crop
+
+
+def per_image_rows(entry: str, seed: int, crop_names, values: dict[str, torch.Tensor]) -> list[dict]:
+    return [{"entry": entry, "seed": seed, "crop": index, "crop_name": name,
+             **{metric: float(column[index]) for metric, column in values.items()}}
+            for index, name in enumerate(crop_names)]
 
 
 class Trainer:
@@ -53,25 +62,42 @@ class Trainer:
         return self._images[spec.data]
 
     def initial_model(self, spec: RunSpec) -> torch.nn.Module:
-        key = (spec.seed, spec.task, spec.data.resolution, spec.model.latent_dim)
+        key = (spec.seed, spec.task, spec.data.resolution, spec.model)
         if key not in self._initial_models:
-            model = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed)
+            model = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed,
+                                spec.model.bottleneck, spec.model.width)
             # One throwaway fwd+bwd on a copy: one-off kernel and allocator set-up is not billed to an entry.
             scratch = copy.deepcopy(model).to(self.device).train()
-            scratch(self.images(spec).train[:2].to(self.device)).mean().backward()
+            scratch(self.images(spec).eval[:2].to(self.device)).mean().backward()
             self._initial_models[key] = model
         return self._initial_models[key]
+
+    def baseline(self, baseline: Baseline, spec: RunSpec) -> JobResult:
+        """A baseline scored like an entry, on ``spec``'s evaluation crops, as a row for ``spec``'s seed."""
+        images = self.images(spec)
+        eval_images = images.eval.to(self.device)
+        reconstructions = baseline.reconstruct(eval_images)
+        row = {"entry": baseline.name, "seed": spec.seed, "kind": "baseline", "formula": baseline.formula,
+               "trained_on": "", "task": spec.task, "profile": spec.profile, "resolution": spec.data.resolution,
+               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", "train_photos": len(images.train),
+               "eval_photos": len(images.eval_photos), "eval_crops": len(images.eval), "status": "ok", "error": "",
+               "failed_step": None, "train_seconds": 0.0, **self.metrics(reconstructions, eval_images)}
+        values, _ = self.metrics.per_image(reconstructions, eval_images)
+        return JobResult(row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values))
 
     def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
         """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every)."""
         images = self.images(spec)
         loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
         row = {
-            "entry": spec.entry.name, "seed": spec.seed, "formula": spec.entry.formula, "task": spec.task,
-            "profile": spec.profile, "resolution": spec.data.resolution, "steps": spec.train.steps,
-            "batch_size": spec.train.batch_size, "lr": spec.train.lr, "on_nan": spec.train.on_nan,
+            "entry": spec.entry.name, "seed": spec.seed, "kind": "trained", "formula": spec.entry.formula,
+            "trained_on": trained_on(spec.entry), "task": spec.task, "profile": spec.profile,
+            "resolution": spec.data.resolution, "scale": spec.data.scale, "bottleneck": spec.model.bottleneck,
+            "width": spec.model.width, "latent_dim": spec.model.latent_dim, "steps": spec.train.steps,
+            "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
-            "loss_weights": loss_fn.weights_used, "train_images": len(images.train), "eval_images": len(images.eval),
+            "loss_weights": loss_fn.weights_used, "train_photos": len(images.train), "eval_photos": len(images.eval_photos),
+            "eval_crops": len(images.eval),
         }
         try:
             checkpoint = checkpoints / f"{spec.entry.name}__seed{spec.seed}.pt" if checkpoints else None
@@ -88,4 +114,6 @@ class Trainer:
         row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds,
                    skipped_steps=result.skipped_steps, **self.metrics(reconstructions, eval_images))
         history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
-        return JobResult(row, history, reconstructions.cpu())
+        values, _ = self.metrics.per_image(reconstructions, eval_images)
+        return JobResult(row, history, reconstructions.cpu(),
+                         per_image_rows(spec.entry.name, spec.seed, images.eval_names, values))

@@ -49,9 +49,18 @@ class QualityMetrics:
 
     @torch.no_grad()
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """The mean of every metric over the images, and how the metrics were computed."""
+        values, levels = self.per_image(reconstruction, target)
+        means = {name: value.mean().item() for name, value in values.items()}  # NaN where not computable
+        means.update(ms_ssim_levels=levels, lpips_net=self.lpips_net, lpips_weights=self.lpips_weights_used)
+        return means
+
+    @torch.no_grad()
+    def per_image(self, reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
+        """One value per image for each metric (on the CPU), and the MS-SSIM level count used."""
         x, y = _prepare(reconstruction, target)
         ms_values, levels = ms_ssim_per_image(x, y)
-        per_image = {
+        values = {
             "psnr": psnr(x, y),
             "ssim": ssim(x, y, data_range=1.0, size_average=False),
             "ms_ssim": ms_values,
@@ -59,9 +68,7 @@ class QualityMetrics:
             "l1": (x - y).abs().flatten(1).mean(1),
             "mse": (x - y).pow(2).flatten(1).mean(1),
         }
-        values = {name: value.mean().item() for name, value in per_image.items()}  # NaN where not computable
-        values.update(ms_ssim_levels=levels, lpips_net=self.lpips_net, lpips_weights=self.lpips_weights_used)
-        return values
+        return {name: value.float().cpu() for name, value in values.items()}, levels
 
     def _lpips(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One value per image; NaN below the backbone's smallest input."""

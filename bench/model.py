@@ -1,8 +1,13 @@
 """The autoencoder every entry trains, and a small fully convolutional net for the denoising task.
 
-The decoder follows the seed design (Linear latent -> 8x8x512 -> stride-2 ConvTranspose2d + BatchNorm + ReLU
-stages) but with as many stages as the resolution needs: log2(R / 8), so 6 for 512x512 (the seed's 4 stages
-reach only 128x128). A sigmoid keeps outputs in [0, 1], the range every loss and metric expects.
+The decoder follows the seed design (latent -> 8x8x512 map -> stride-2 ConvTranspose2d + norm + ReLU stages) with
+as many stages as the resolution needs: log2(R / 8), so 6 for 512x512 (the seed's 4 stages reach only 128x128).
+A sigmoid keeps outputs in [0, 1], the range every loss and metric expects. Two bottlenecks (``model.bottleneck``):
+
+- ``"linear"``, the seed's: the encoder's 8x8x512 map flattened through a Linear layer to ``latent_dim`` numbers
+  and back, with BatchNorm in the stages;
+- ``"conv"``: the latent is itself an 8x8 map of ``latent_dim / 64`` channels, reached by 1x1 convolutions in and
+  out, with GroupNorm in the stages (no batch statistics, so evaluation behaves as training).
 """
 
 from __future__ import annotations
@@ -15,53 +20,79 @@ from torch import nn
 BASE_SIDE = 8
 BASE_CHANNELS = 512
 MIN_CHANNELS = 16
+GROUPS = 32  # GroupNorm groups (fewer where a stage has fewer channels)
 
 
-def stage_channels(resolution: int) -> list[int]:
-    """Channels at each decoder stage input, from the 8x8x512 map up: 512, 256, ... (never below 16)."""
+def stage_channels(resolution: int, width: int = BASE_CHANNELS) -> list[int]:
+    """Channels at each decoder stage input, from the 8x8 map of ``width`` channels up: 512, 256, ... (never
+    below 16)."""
     stages = math.log2(resolution / BASE_SIDE)
     if stages < 1 or stages != int(stages):
         raise ValueError(f"resolution must be 8 * 2**k with k >= 1 (16, 32, ..., 512), got {resolution}")
-    return [max(BASE_CHANNELS >> i, MIN_CHANNELS) for i in range(int(stages))]
+    return [max(width >> i, MIN_CHANNELS) for i in range(int(stages))]
+
+
+def norm_layer(bottleneck: str, channels: int) -> nn.Module:
+    """BatchNorm for the seed's linear bottleneck; GroupNorm of at least 8 channels per group otherwise (one
+    channel per group would be instance norm, which discards each channel's brightness)."""
+    if bottleneck == "linear":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(max(1, min(GROUPS, channels // 8)), channels)
 
 
 class Encoder(nn.Module):
-    """Mirror of the decoder: stride-2 Conv + BatchNorm + ReLU stages down to 8x8x512, then Linear to the latent."""
+    """Mirror of the decoder: stride-2 Conv + norm + ReLU stages down to 8x8x512, then to the latent."""
 
-    def __init__(self, resolution: int, latent_dim: int) -> None:
+    def __init__(self, resolution: int, latent_dim: int, bottleneck: str = "conv", width: int = BASE_CHANNELS) -> None:
         super().__init__()
-        channels = [3] + stage_channels(resolution)[::-1]
+        channels = [3] + stage_channels(resolution, width)[::-1]
         self.stages = nn.Sequential(*[
-            nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+            nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm_layer(bottleneck, c_out), nn.ReLU())
             for c_in, c_out in zip(channels[:-1], channels[1:])
         ])
-        self.linear = nn.Linear(BASE_SIDE * BASE_SIDE * BASE_CHANNELS, latent_dim)
+        if bottleneck == "linear":
+            self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(BASE_SIDE * BASE_SIDE * width, latent_dim))
+        else:
+            self.to_latent = nn.Conv2d(width, latent_channels(latent_dim), 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.stages(images).flatten(1))
+        return self.to_latent(self.stages(images))
 
 
 class Decoder(nn.Module):
-    def __init__(self, resolution: int, latent_dim: int) -> None:
+    def __init__(self, resolution: int, latent_dim: int, bottleneck: str = "conv", width: int = BASE_CHANNELS) -> None:
         super().__init__()
-        channels = stage_channels(resolution)
-        self.linear = nn.Linear(latent_dim, BASE_SIDE * BASE_SIDE * BASE_CHANNELS)
+        channels = stage_channels(resolution, width)
+        if bottleneck == "linear":
+            self.from_latent = nn.Sequential(nn.Linear(latent_dim, BASE_SIDE * BASE_SIDE * width),
+                                             nn.Unflatten(1, (width, BASE_SIDE, BASE_SIDE)))
+        else:
+            self.from_latent = nn.Conv2d(latent_channels(latent_dim), width, 1)
         self.stages = nn.Sequential(*[
-            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), norm_layer(bottleneck, c_out),
+                          nn.ReLU())
             for c_in, c_out in zip(channels[:-1], channels[1:])
         ])
         self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, 4, stride=2, padding=1)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        features = self.linear(latent).view(-1, BASE_CHANNELS, BASE_SIDE, BASE_SIDE)
-        return torch.sigmoid(self.to_rgb(self.stages(features)))
+        return torch.sigmoid(self.to_rgb(self.stages(self.from_latent(latent))))
+
+
+def latent_channels(latent_dim: int) -> int:
+    if latent_dim % (BASE_SIDE * BASE_SIDE):
+        raise ValueError(f"a conv bottleneck needs latent_dim divisible by {BASE_SIDE * BASE_SIDE}, got {latent_dim}")
+    return latent_dim // (BASE_SIDE * BASE_SIDE)
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, resolution: int = 512, latent_dim: int = 256) -> None:
+    def __init__(self, resolution: int = 512, latent_dim: int = 256, bottleneck: str = "conv",
+                 width: int = BASE_CHANNELS) -> None:
         super().__init__()
-        self.encoder = Encoder(resolution, latent_dim)
-        self.decoder = Decoder(resolution, latent_dim)
+        if bottleneck not in ("conv", "linear"):
+            raise ValueError(f"bottleneck must be 'conv' or 'linear', got {bottleneck!r}")
+        self.encoder = Encoder(resolution, latent_dim, bottleneck, width)
+        self.decoder = Decoder(resolution, latent_dim, bottleneck, width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(images))
@@ -84,10 +115,11 @@ class Denoiser(nn.Module):
         return torch.sigmoid(logits - self.body(noisy))
 
 
-def build_model(task: str, resolution: int, latent_dim: int, seed: int) -> nn.Module:
+def build_model(task: str, resolution: int, latent_dim: int, seed: int, bottleneck: str = "conv",
+                width: int = BASE_CHANNELS) -> nn.Module:
     """The initial model for a seed: built under its own RNG so every entry can start from a copy of it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if task == "denoise":
             return Denoiser()
-        return Autoencoder(resolution, latent_dim)
+        return Autoencoder(resolution, latent_dim, bottleneck, width)

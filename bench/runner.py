@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 
 from bench import results
+from bench.baselines import LEARNED_MARGIN_DB, baselines_for
 from bench.errors import BenchInputError
 from bench.jobs import Trainer
 from bench.plan import RunSpec, make_plan
-from bench.stats import paired_comparisons, time_to_quality
+from bench.stats import time_to_quality
 from bench.suite import Suite, profile_name, suite_for_device
-from bench.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
-
+from bench.tables import summarize_with_pairs
+from bench.verdicts import headline
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -66,9 +67,10 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
     if profile != "none":
-        log(f"[profile.{profile}] applied: training at {suite.data.resolution}x{suite.data.resolution}, "
-            f"{suite.train.steps} steps, batch {suite.train.batch_size}; loss timing at "
-            f"{suite.timing.resolution}x{suite.timing.resolution}, batch {suite.timing.batch_size}")
+        log(f"[profile.{profile}] applied: training on {suite.data.resolution}x{suite.data.resolution} crops at "
+            f"scale {suite.data.scale:g}, {suite.train.steps} steps, batch {suite.train.batch_size}, "
+            f"{len(suite.seeds)} seed(s); loss timing at {suite.timing.resolution}x{suite.timing.resolution}, "
+            f"batch {suite.timing.batch_size}")
     plan = make_plan(suite, profile)
     distributed = workers > 1 or ray_address is not None
     trainer = Trainer(suite, str(device), show_progress and not distributed)
@@ -77,13 +79,16 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     images = {spec.data: trainer.images(spec) for spec in plan}
     env = results.environment(device, suite, profile, argv)
     env["plan_sha256"] = plan_hash(suite, plan)
+    first = images[plan[0].data]
+    env.update(train_photos=list(first.train_names), eval_photos=list(first.eval_photos),
+               eval_crops=len(first.eval), model=dataclasses.asdict(plan[0].model))
 
     if resume is None:
         folder = results.new_run_folder(results_root, suite.name)
-        quality_rows, history_rows, speed = [], [], pd.DataFrame()
+        quality_rows, history_rows, image_rows, speed = [], [], [], pd.DataFrame()
     else:
         folder = resume
-        quality_rows, history_rows, speed = _completed(folder, env["plan_sha256"], force)
+        quality_rows, history_rows, image_rows, speed = _completed(folder, env["plan_sha256"], force)
     results.copy_suite(suite.path, folder)
     results.write_json(folder / "environment.json", env)
     done = {(row["entry"], row["seed"]) for row in quality_rows}
@@ -94,9 +99,24 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
 
     order = {(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)}
-    in_plan_order = lambda rows: sorted(rows, key=lambda row: (order[(row["entry"], row["seed"])], row.get("step", 0)))
+    in_plan_order = lambda rows: sorted(rows, key=lambda row: (order[(row["entry"], row["seed"])],
+                                                               row.get("step", 0), row.get("crop", 0)))
     started = time.perf_counter()
     try:
+        baselines = [trainer.baseline(baseline, spec)
+                     for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
+                     for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
+        trivial_psnr = baselines[0].row["psnr"]
+        for index, outcome in enumerate(baselines):
+            row = outcome.row
+            order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
+            if row["seed"] == plan[0].seed:
+                results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
+                                 outcome.reconstructions)
+                log(f"  {row['entry']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, LPIPS {row['lpips']:.4f} "
+                    f"({row['formula']})")
+        quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
+        image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
         if distributed:
             from bench.distributed import run_on_ray
 
@@ -110,15 +130,20 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
                                  outcome.reconstructions)
             quality_rows = in_plan_order(quality_rows + [row])
             history_rows = in_plan_order(history_rows + outcome.history)
+            image_rows = in_plan_order(image_rows + outcome.per_image)
             results.write_table(folder, "history", history_rows)
+            results.write_table(folder, "per_image", image_rows)
             results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
             if row["status"] != "ok":
                 log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})")
                 if fail_fast:
                     break
             else:
+                flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
                 log(f"  {row['entry']} seed {row['seed']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                    f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s)")
+                    f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s){flag}")
+        results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
+        results.write_table(folder, "quality", quality_rows)
 
         untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
         if timing and untimed:
@@ -136,22 +161,25 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     except KeyboardInterrupt:
         raise RunInterrupted(folder) from None
     quality = pd.DataFrame(quality_rows)
-    summary = summarize(quality, speed)
+    summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows))
     results.write_table(folder, "summary", summary)
+    if not pairs.empty:
+        results.write_table(folder, "pairwise", pairs)
     reached = time_to_quality(pd.DataFrame(history_rows), suite.metrics.psnr_targets)
     if not reached.empty:
         results.write_table(folder, "time_to_quality", reached)
-    if not quality.empty and quality.loc[quality["status"] == "ok", "seed"].nunique() > 1:
-        results.write_table(folder, "pairwise", pd.concat(
-            [paired_comparisons(quality, metric, HIGHER_IS_BETTER[metric]) for metric in QUALITY_COLUMNS]))
+    verdict = headline(summary)
+    if verdict:
+        log("\nverdict:\n" + "\n".join(f"  {line}" for line in verdict))
     env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
     results.write_json(folder / "environment.json", env)
     failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
     return RunOutcome(folder=folder, failed=failed, summary=summary)
 
 
-def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], pd.DataFrame]:
-    """Rows of the entries that finished in an earlier, interrupted run of the same plan."""
+def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame]:
+    """Rows of the entries that finished in an earlier, interrupted run of the same plan (baselines are
+    evaluated afresh)."""
     env_path = folder / "environment.json"
     if not env_path.is_file():
         raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
@@ -161,13 +189,12 @@ def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict
         raise BenchInputError("the suite or its overrides changed since this run started, so results would mix",
                               where=str(folder), fix="run without --resume, or add --force to mix them anyway")
     quality = results.read_table(folder, "quality")
-    ok = quality[quality["status"] == "ok"] if not quality.empty else quality
+    ok = quality[(quality["status"] == "ok") & (quality.get("kind", "trained") != "baseline")] if not quality.empty else quality
     done = set(zip(ok.get("entry", []), ok.get("seed", [])))
-    history = results.read_table(folder, "history")
-    if not history.empty:
-        history = history[[(e, s) in done for e, s in zip(history["entry"], history["seed"])]]
+    kept = lambda frame: frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
     records = lambda frame: [{k: v for k, v in row.items() if not _is_missing(v)} for row in frame.to_dict("records")]
-    return records(ok), records(history), results.read_table(folder, "speed")
+    return (records(ok), records(kept(results.read_table(folder, "history"))),
+            records(kept(results.read_table(folder, "per_image"))), results.read_table(folder, "speed"))
 
 
 def _is_missing(value) -> bool:

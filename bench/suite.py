@@ -23,6 +23,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
+LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
+BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.baselines)
+BOTTLENECKS = ("conv", "linear")
 TASKS = ("autoencode", "denoise")
 NA_LIKE_NAMES = {"", "nan", "-nan", "na", "n/a", "#na", "#n/a", "<na>", "null", "none"}  # pandas.read_csv's NA
 
@@ -31,16 +34,21 @@ NA_LIKE_NAMES = {"", "nan", "-nan", "na", "n/a", "#na", "#n/a", "<na>", "null", 
 class DataConfig:
     source: str = "bundled"  # "bundled" (offline sample photos + procedural images) or "folder"
     path: str | None = None  # folder of png/jpg images (source = "folder"), relative to the suite file
-    resolution: int = 512
-    images: int = 24  # how many bundled images to use (ignored for folders: all are used)
-    eval_images: int = 4  # held out from training, evaluated after it
-    flip: bool = True  # random horizontal flips of training batches, drawn from the seed
+    resolution: int = 512  # side of the square training and evaluation crops
+    scale: float = 1.0  # photographs are resized by this factor before cropping (0.5: half their native size)
+    images: int = 19  # how many bundled photographs to use (ignored for folders: all are used)
+    eval_images: int = 4  # photographs held out from training; the evaluation crops come from these only
+    eval_crops: int = 24  # fixed evaluation crops, taken round-robin from the held-out photographs
+    flip: bool = True  # random horizontal flips of training crops, drawn from the seed
+    rotate: bool = True  # random quarter turns of training crops, drawn from the seed
     noise_std: float = 0.1  # Gaussian noise added to inputs when task = "denoise"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    latent_dim: int = 256
+    latent_dim: int = 256  # numbers in the latent code
+    bottleneck: str = "conv"  # "conv": an 8x8 latent map (latent_dim / 64 channels), GroupNorm; "linear": the seed's
+    width: int = 512  # channels of the 8x8 map the decoder starts from (halved per stage, never below 16)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast for the model's forward (losses that need float32 keep it themselves)
     channels_last: bool = False  # channels-last memory format for the model and its batches
     checkpoint_every: int = 0  # save model + optimizer every N steps so --resume continues mid-entry (0: never)
+    ema: float = 0.0  # evaluate an exponential moving average of the weights with this decay, e.g. 0.99 (0: off)
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,7 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suit
         **sections,
     )
     for profile in profiles:  # a profile must yield a valid suite too
-        validate_settings(apply_overrides(suite, profiles[profile], where=f"{where}: profile.{profile}"),
-                          where=f"{where}: profile.{profile}")
+        validate_settings(suite_for_device(suite, profile), where=f"{where}: profile.{profile}")
     validate_settings(suite, where=where)
     return suite
 
@@ -195,16 +203,28 @@ def validate_settings(suite: Suite, *, where: str) -> None:
         if not folder.is_dir():
             raise BenchInputError(f"image folder {str(folder)!r} does not exist", where=f"{where}: data.path",
                                   fix="point data.path at a folder of .png/.jpg images (relative to the suite file)")
-    positive = [("data.images", data.images), ("data.eval_images", data.eval_images),
+    positive = [("data.images", data.images), ("data.eval_images", data.eval_images), ("data.eval_crops", data.eval_crops),
                 ("train.steps", suite.train.steps), ("train.batch_size", suite.train.batch_size),
                 ("train.log_every", suite.train.log_every), ("timing.batch_size", suite.timing.batch_size),
-                ("timing.min_repeats", suite.timing.min_repeats), ("model.latent_dim", suite.model.latent_dim)]
+                ("timing.min_repeats", suite.timing.min_repeats), ("model.latent_dim", suite.model.latent_dim),
+                ("model.width", suite.model.width)]
     for key, value in positive:
         if value < 1:
             raise BenchInputError(f"{key} must be at least 1, got {value}", where=f"{where}: {key}", fix="use a positive integer")
     if data.source == "bundled" and data.eval_images >= data.images:
         raise BenchInputError(f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
                               where=f"{where}: data.eval_images", fix="hold out fewer images or use more")
+    if not (data.scale > 0 and math.isfinite(data.scale)):
+        raise BenchInputError(f"data.scale must be a positive number, got {data.scale}", where=f"{where}: data.scale",
+                              fix="use e.g. 1.0 (native size) or 0.5 (half size)")
+    model = suite.model
+    if model.bottleneck not in BOTTLENECKS:
+        raise BenchInputError(f"unknown bottleneck {model.bottleneck!r}", where=f"{where}: model.bottleneck",
+                              fix=f"use one of {', '.join(BOTTLENECKS)}")
+    if suite.task == "autoencode" and model.bottleneck == "conv" and model.latent_dim % LATENT_SIDE**2:
+        raise BenchInputError(f"a conv bottleneck is an {LATENT_SIDE}x{LATENT_SIDE} map, so latent_dim must be a "
+                              f"multiple of {LATENT_SIDE**2}, got {model.latent_dim}", where=f"{where}: model.latent_dim",
+                              fix=f"use e.g. 256 ({LATENT_SIDE}x{LATENT_SIDE}x4), or bottleneck = \"linear\"")
     if suite.train.on_nan not in ("stop", "skip"):
         raise BenchInputError(f"unknown on_nan policy {suite.train.on_nan!r}", where=f"{where}: train.on_nan",
                               fix='use "stop" (fail the entry) or "skip" (drop the step and count it)')
@@ -214,6 +234,9 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     if suite.train.lr <= 0 or not math.isfinite(suite.train.lr):
         raise BenchInputError(f"train.lr must be a positive number, got {suite.train.lr}", where=f"{where}: train.lr",
                               fix="use e.g. 2e-4")
+    if not 0 <= suite.train.ema < 1:
+        raise BenchInputError(f"train.ema must be in [0, 1), got {suite.train.ema}", where=f"{where}: train.ema",
+                              fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights")
     if data.noise_std < 0:
         raise BenchInputError("data.noise_std must be >= 0", where=f"{where}: data.noise_std", fix="use e.g. 0.1")
     for variant in suite.timing.variants:
@@ -254,9 +277,19 @@ def profile_name(suite: Suite, device_type: str) -> str:
 
 
 def suite_for_device(suite: Suite, device_type: str) -> Suite:
-    """The suite with the profile of this device type (``cpu`` / ``cuda``) applied, if it has one."""
-    overrides = suite.profiles.get(device_type)
+    """The suite with the profile of this device type (``cpu`` / ``cuda``) applied, if it has one: its
+    section settings and, if it names them, its seeds."""
+    overrides = dict(suite.profiles.get(device_type, {}))
+    if "seeds" in overrides:
+        suite = dataclasses.replace(suite, seeds=tuple(overrides.pop("seeds")))
     return apply_overrides(suite, overrides, where=f"{suite.path}: profile.{device_type}") if overrides else suite
+
+
+def without_profile_seeds(suite: Suite) -> Suite:
+    """``suite`` with the seeds of its profiles dropped, so that seeds given on the command line hold everywhere."""
+    profiles = {name: {key: value for key, value in table.items() if key != "seeds"}
+                for name, table in suite.profiles.items()}
+    return dataclasses.replace(suite, profiles=profiles)
 
 
 # --- parsing helpers -------------------------------------------------------------------------------------
@@ -336,8 +369,11 @@ def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any
             raise BenchInputError(f"unknown profile {device_type!r}", where=key, fix="profiles are [profile.cpu] and [profile.cuda]")
         if not isinstance(overrides, dict):
             raise BenchInputError("a profile must be a table", where=key, fix="e.g. [profile.cpu] with data.resolution = 128")
-        _reject_unknown(overrides, SECTIONS, key)
+        _reject_unknown(overrides, {*SECTIONS, "seeds"}, key)
         for section, values in overrides.items():
+            if section == "seeds":  # a profile may run another number of seeds, e.g. fewer on a CPU
+                _parse_seeds(values, f"{key}.seeds")
+                continue
             if not isinstance(values, dict):
                 raise BenchInputError(f"{section} must be a table of settings", where=f"{key}.{section}",
                                       fix=f"e.g. {section}.some_key = value")
@@ -368,6 +404,9 @@ def _parse_entries(raw_entries: Any, path: Path) -> tuple[Entry, ...]:
                                   where=f"{key}.name", fix="choose another name, e.g. 'nan-loss'")
         if name in seen:
             raise BenchInputError(f"duplicate entry name {name!r}", where=f"{key}.name", fix="give each entry a unique name")
+        if name.startswith(BASELINE_PREFIX):
+            raise BenchInputError(f"entry names starting with {BASELINE_PREFIX!r} are reserved for the baselines",
+                                  where=f"{key}.name", fix=f"rename it, e.g. {name[len(BASELINE_PREFIX):] or 'mine'!r}")
         seen.add(name)
         entries.append(_parse_entry(name, raw, key, path.parent))
     return tuple(entries)

@@ -1,23 +1,34 @@
-"""Result tables derived from the per-run records: the summary that joins quality and speed per entry."""
+"""Result tables derived from the per-run records: the summary that joins quality, speed and verdicts per entry."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from bench.stats import confidence_table
+from bench.verdicts import add_verdicts
 
 QUALITY_COLUMNS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "l1": False, "mse": False}
 
 
-def summarize(quality: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
-    """One row per entry: mean quality over seeds, the loss's fwd+bwd time, and a rank per column (1 = best)."""
+def summarize(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
+              history: pd.DataFrame | None = None) -> pd.DataFrame:
+    return summarize_with_pairs(quality, speed, per_image, history)[0]
+
+
+def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
+                         history: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per entry and baseline: mean quality over seeds with its 95% interval, the loss's fwd+bwd time,
+    the verdicts of ``bench.verdicts`` and a rank by mean among the entries that learned (1 = best); and the
+    pairwise comparisons (pairwise.csv) behind the verdicts."""
     if quality.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame()
+    quality = quality if "kind" in quality else quality.assign(kind="trained")  # runs from before baselines
     ok = quality[quality["status"] == "ok"]
+    columns = {"kind": ("kind", "first"), "formula": ("formula", "first")}
+    columns.update({c: (c, "first") for c in ("trained_on", "loss_weights") if c in quality})
     summary = quality.groupby("entry", sort=False).agg(
-        formula=("formula", "first"), loss_weights=("loss_weights", "first"),
-        seeds=("seed", "nunique"), failed=("status", lambda s: int((s != "ok").sum())),
+        **columns, seeds=("seed", "nunique"), failed=("status", lambda s: int((s != "ok").sum())),
     )
     if not ok.empty:
         summary = summary.join(ok.groupby("entry", sort=False)[["train_seconds"]].mean())
@@ -29,7 +40,13 @@ def summarize(quality: pd.DataFrame, speed: pd.DataFrame) -> pd.DataFrame:
     if not speed.empty:
         total = speed[(speed["phase"] == "total") & (speed["variant"] == speed["variant"].iloc[0])]
         summary = summary.join(total.set_index("entry")[["median_ms"]].rename(columns={"median_ms": "loss_fwd_bwd_ms"}))
+    summary = summary.reset_index()
+    pairs = pd.DataFrame()
+    if "psnr" in summary:
+        summary, pairs = add_verdicts(summary, per_image if per_image is not None else pd.DataFrame(),
+                                      history if history is not None else pd.DataFrame(), HIGHER_IS_BETTER)
+    ranked = (summary["kind"] != "baseline") & summary.get("learned", pd.Series(True, index=summary.index)).fillna(True).astype(bool)
     for column, higher in {**HIGHER_IS_BETTER, "loss_fwd_bwd_ms": False}.items():
         if column in summary:
-            summary[f"rank_{column}"] = summary[column].rank(ascending=not higher, method="min").astype("Int64")
-    return summary.reset_index()
+            summary[f"rank_{column}"] = summary[column].where(ranked).rank(ascending=not higher, method="min").astype("Int64")
+    return summary, pairs

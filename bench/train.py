@@ -10,15 +10,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from bench.data import ImageSet, add_noise, batch_schedule, make_batch
+from bench.data import EVAL_NOISE_SEED, ImageSet, add_noise, crop_schedule, make_batch
 from bench.losses import WeightedSum
 from bench.metrics import psnr
 from bench.plan import RunSpec
 from bench.results import write_atomic
-
-EVAL_NOISE_SEED = 1_000_003  # the held-out noisy inputs of the denoise task are the same for every run
 
 
 class Diverged(RuntimeError):
@@ -31,7 +30,7 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    model: nn.Module
+    model: nn.Module  # the trained model, or the moving average of its weights with train.ema
     history: list[dict]
     seconds: float
     skipped_steps: int  # steps dropped for a NaN/inf loss under on_nan = "skip"
@@ -57,22 +56,30 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
     model = copy.deepcopy(initial_model).to(device, memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr)  # the model's parameters only, never the loss nets
-    train_images, eval_images = images.train.to(device), images.eval.to(device)
-    schedule = batch_schedule(len(train_images), spec.train.batch_size, spec.train.steps, spec.seed, spec.data.flip)
+    # With train.ema, an exponential moving average of the weights (and buffers) is what gets evaluated.
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec.train.ema), use_buffers=True)
+                if spec.train.ema else None)
+    evaluated = averaged.module if averaged is not None else model
+    photos, eval_images = tuple(photo.to(device) for photo in images.train), images.eval.to(device)
+    side = spec.data.resolution
+    schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in photos], side, spec.train.batch_size,
+                             spec.train.steps, spec.seed, spec.data.flip, spec.data.rotate)
     saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.is_file() else {}
     if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if averaged is not None:
+            averaged.load_state_dict(saved["averaged"])
     history: list[dict] = saved.get("history", [])
     done_steps, skipped_steps = saved.get("step", 0), saved.get("skipped_steps", 0)
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
     started, eval_seconds = time.perf_counter() - saved.get("seconds", 0.0), 0.0  # eval time is left out
     progress = tqdm(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
                     disable=not show_progress, leave=False, dynamic_ncols=True)
-    for step, (indices, flips) in enumerate(progress, start=1):
+    for step, crops in enumerate(progress, start=1):
         if step <= done_steps:
-            continue  # drawn but already trained on before the checkpoint: the batch order stays the seed's
-        target = make_batch(train_images, indices, flips).contiguous(memory_format=memory_format)
+            continue  # drawn but already trained on before the checkpoint: the crop order stays the seed's
+        target = make_batch(photos, crops, side).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
             reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
             loss, terms = loss_fn(reconstruction, target)
@@ -82,6 +89,8 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         non_finite |= ~torch.isfinite(loss.detach())
 
         is_last = step == spec.train.steps
@@ -93,7 +102,7 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
             row.update({f"term_{label}": value.item() for label, value in terms.items()})
             if evaluate:
                 eval_started = time.perf_counter()
-                row["eval_psnr"] = psnr(reconstruct(model, spec, eval_images), eval_images).mean().item()
+                row["eval_psnr"] = psnr(reconstruct(evaluated, spec, eval_images), eval_images).mean().item()
                 eval_seconds += time.perf_counter() - eval_started
             history.append(row)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
@@ -102,11 +111,12 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
                 raise Diverged(step)
             buffer = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "averaged": averaged.state_dict() if averaged is not None else None,
                         "history": history, "skipped_steps": skipped_steps,
                         "seconds": time.perf_counter() - started - eval_seconds}, buffer)
             write_atomic(checkpoint, buffer.getvalue())
     progress.close()
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
-    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started - eval_seconds,
+    return TrainResult(model=evaluated, history=history, seconds=time.perf_counter() - started - eval_seconds,
                        skipped_steps=skipped_steps)

@@ -30,7 +30,8 @@ resolution = 16
 images = 6
 eval_images = 2
 [model]
-latent_dim = 8
+latent_dim = 64
+width = 32
 [train]
 steps = {steps}
 batch_size = 2
@@ -81,7 +82,8 @@ def test_fail_fast_stops_at_first_failure(tmp_path):
     suite.write_text(SUITE.format(steps=4, entries=entries("diverges:test_nan", "mse:mse")))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--fail-fast"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
-    assert list(pd.read_csv(folder / "quality.csv")["entry"]) == ["diverges"]
+    quality = pd.read_csv(folder / "quality.csv")
+    assert list(quality.loc[quality["kind"] == "trained", "entry"]) == ["diverges"]
 
 
 def test_skip_policy_counts_dropped_steps(tmp_path):

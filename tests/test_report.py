@@ -46,7 +46,7 @@ def edit_quality(run: Path, edit) -> None:
 
 def summary_order(page: str) -> list[str]:
     table = re.search(r'<section id="summary-table">(.*?)</section>', page, re.S).group(1)
-    return re.findall(r'class="swatch"[^>]*></span>([^<]+)</td>', table)
+    return re.findall(r'class="swatch"[^>]*></span>([^<]+?)(?: <span class="badge[^"]*">[^<]*</span>)?</td>', table)
 
 
 def test_report_has_every_section_and_entry(report):
@@ -122,10 +122,12 @@ def test_compare_flags_only_changes_beyond_the_seed_spread(smoke_run, tmp_path):
     edit_quality(run_b, lambda q: q.assign(psnr=q["psnr"] + np.where(q["entry"] == "l1", 1.0, 0.0)))
 
     frame = compare_runs(run_a, run_b).set_index("entry")
-    assert list(frame.index) == list(ENTRIES)
+    assert list(frame.index) == [*ENTRIES, "baseline-mean-colour", "baseline-bicubic"]  # baselines last, untimed
     assert frame.loc["l1", "psnr_diff"] == pytest.approx(1.0)
-    assert frame["psnr_changed"].to_dict() == {"mse": False, "l1": True, "bce": False, "mix": False}
-    assert not frame["ssim_changed"].any() and (frame["speed_ratio"] == 1).all() and not frame["speed_changed"].any()
+    assert frame["psnr_changed"].to_dict() == {"mse": False, "l1": True, "bce": False, "mix": False,
+                                               "baseline-mean-colour": False, "baseline-bicubic": False}
+    trained = frame.loc[list(ENTRIES)]
+    assert not frame["ssim_changed"].any() and (trained["speed_ratio"] == 1).all() and not frame["speed_changed"].any()
     text = format_comparison(frame.reset_index())
     assert "+1 *" in text and all(entry in text for entry in ENTRIES)
 

@@ -6,8 +6,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bench.cli import main
 
@@ -42,9 +44,9 @@ def test_environment_records_device_profile_and_suite_hash(smoke_run):
 
 def test_quality_table_is_sane(smoke_run):
     quality = pd.read_csv(smoke_run / "quality.csv")
-    assert sorted(quality["entry"]) == ["bce", "l1", "mix", "mse"]
+    assert sorted(quality["entry"]) == ["baseline-bicubic", "baseline-mean-colour", "bce", "l1", "mix", "mse"]
     assert (quality["status"] == "ok").all()
-    assert (quality["resolution"] == 32).all() and (quality["steps"] == 12).all()
+    assert (quality["resolution"] == 32).all() and (quality.loc[quality["kind"] == "trained", "steps"] == 12).all()
     for metric in ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse"):
         assert quality[metric].map(math.isfinite).all(), metric
     assert quality["psnr"].between(5, 60).all()
@@ -66,10 +68,13 @@ def test_history_shows_loss_decreasing(smoke_run):
 
 def test_summary_has_one_row_per_entry_with_ranks(smoke_run):
     summary = pd.read_csv(smoke_run / "summary.csv")
-    assert sorted(summary["entry"]) == ["bce", "l1", "mix", "mse"]
-    assert set(summary["rank_psnr"]) <= {1, 2, 3, 4} and summary["rank_psnr"].min() == 1
-    best = summary.loc[summary["psnr"].idxmax(), "entry"]
-    assert summary.set_index("entry").loc[best, "rank_psnr"] == 1
+    assert sorted(summary["entry"]) == ["baseline-bicubic", "baseline-mean-colour", "bce", "l1", "mix", "mse"]
+    ranked = summary[summary["rank_psnr"].notna()]  # the entries that learned; never the baselines
+    assert set(ranked["entry"]) <= {"bce", "l1", "mix", "mse"}
+    if not ranked.empty:
+        assert set(ranked["rank_psnr"]) <= {1, 2, 3, 4} and ranked["rank_psnr"].min() == 1
+        best = ranked.loc[ranked["psnr"].idxmax(), "entry"]
+        assert summary.set_index("entry").loc[best, "rank_psnr"] == 1
 
 
 def test_entries_share_initial_weights_and_batches(tmp_path):
@@ -102,4 +107,70 @@ def test_seeds_change_initial_weights_and_batches(tmp_path):
     history = pd.read_csv(folder / "history.csv")
     first_loss = history[history["step"] == 1].set_index("seed")["loss"]
     assert first_loss[0] != first_loss[1]
-    assert (folder / "pairwise.csv").is_file()  # several seeds: paired comparisons are written
+    summary = pd.read_csv(folder / "summary.csv").set_index("entry")
+    assert summary.loc["mse", "seeds"] == 2 and summary.loc["mse", "psnr_ci_low"] < summary.loc["mse", "psnr_ci_high"]
+
+
+def test_every_entry_of_a_seed_trains_on_the_same_crops(tmp_path, monkeypatch):
+    """The crops (and their flips and turns) come from the seed alone: two different losses see identical
+    batches in the same order; another seed sees other crops."""
+    import bench.jobs
+    import bench.train
+
+    batches: dict[tuple[str, int], list] = {}
+    running = {}
+    real_train, real_make_batch = bench.jobs.train, bench.train.make_batch
+
+    def train(spec, *args, **kwargs):
+        running["job"] = (spec.entry.name, spec.seed)
+        return real_train(spec, *args, **kwargs)
+
+    def make_batch(*args):
+        batch = real_make_batch(*args)
+        batches.setdefault(running["job"], []).append(batch.clone())
+        return batch
+
+    monkeypatch.setattr(bench.jobs, "train", train)
+    monkeypatch.setattr(bench.train, "make_batch", make_batch)
+    assert main(["run", str(SMOKE), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse,l1",
+                 "--seeds", "2", "--steps", "3"]) == 0
+    assert set(batches) == {("mse", 0), ("l1", 0), ("mse", 1), ("l1", 1)}
+    for seed in (0, 1):
+        assert len(batches[("mse", seed)]) == 3
+        assert all(torch.equal(a, b) for a, b in zip(batches[("mse", seed)], batches[("l1", seed)]))
+    assert not torch.equal(batches[("mse", 0)][0], batches[("mse", 1)][0])
+
+
+def test_baselines_are_scored_in_every_table(smoke_run):
+    """Mean colour and bicubic rows in quality.csv (one per seed), per_image.csv and summary.csv; the mean-colour
+    PSNR is checked against skimage on the suite's own held-out crops."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from bench.data import load_images
+    from bench.suite import load_suite
+
+    quality = pd.read_csv(smoke_run / "quality.csv").set_index("entry")
+    assert quality.loc["baseline-mean-colour", "kind"] == "baseline" and quality.loc["mse", "kind"] == "trained"
+    assert quality.loc["baseline-bicubic", "formula"].startswith("bicubic down to 5x5")  # 3 * 5 * 5 ~ latent 64
+    crops = load_images(load_suite(SMOKE).data).eval.numpy()
+    means = crops.mean(axis=(2, 3), keepdims=True) * np.ones_like(crops)
+    expected = np.mean([peak_signal_noise_ratio(c, m, data_range=1.0) for c, m in zip(crops, means)])
+    assert quality.loc["baseline-mean-colour", "psnr"] == pytest.approx(expected, abs=1e-3)
+    assert quality.loc["baseline-bicubic", "psnr"] > quality.loc["baseline-mean-colour", "psnr"]
+    per_image = pd.read_csv(smoke_run / "per_image.csv")
+    assert len(per_image[per_image["entry"] == "baseline-bicubic"]) == len(crops)
+    assert set(per_image["entry"]) == set(quality.index)
+    summary = pd.read_csv(smoke_run / "summary.csv").set_index("entry")
+    assert summary.loc["baseline-bicubic", "kind"] == "baseline" and pd.isna(summary.loc["baseline-bicubic", "rank_psnr"])
+    assert (smoke_run / "reconstructions" / "baseline-bicubic__seed0.png").is_file()
+
+
+def test_bicubic_baseline_keeps_smooth_images_and_mean_colour_is_per_crop():
+    from bench.baselines import bicubic, mean_colour
+
+    axis = torch.linspace(0, 1, 64)
+    smooth = (0.5 + 0.3 * torch.sin(3 * axis)[None, :] * torch.cos(2 * axis)[:, None]).expand(2, 3, 64, 64)
+    error = (bicubic(smooth, 9) - smooth).abs()
+    assert bicubic(smooth, 9).shape == smooth.shape and error.mean() < 0.01 and error.max() < 0.05
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(mean_colour(images)[1, 2], images[1, 2].mean().expand(8, 8))

@@ -79,7 +79,7 @@ def test_missing_baseline_is_input_error(gate, capsys):
 
 def test_training_step_is_timed_per_variant(tmp_path):
     suite = tmp_path / "step.toml"
-    suite.write_text(SUITE + "[data]\nresolution = 16\nimages = 4\neval_images = 1\n[model]\nlatent_dim = 8\n"
+    suite.write_text(SUITE + "[data]\nresolution = 16\nimages = 4\neval_images = 1\n[model]\nlatent_dim = 64\nwidth = 32\n"
                              "[train]\nbatch_size = 2\n")
     assert main(["speed", str(suite), "--device", "cpu", "--out", str(tmp_path), "--only", "mse", "--train-step",
                  "--variants", "fp32,channels_last"]) == 0
@@ -91,7 +91,7 @@ def test_training_step_is_timed_per_variant(tmp_path):
 
 def test_fast_training_path_options_train_and_are_recorded(tmp_path):
     suite = tmp_path / "fast.toml"
-    suite.write_text("[data]\nresolution = 32\nimages = 5\neval_images = 1\n[model]\nlatent_dim = 8\n"
+    suite.write_text("[data]\nresolution = 32\nimages = 5\neval_images = 1\n[model]\nlatent_dim = 64\nwidth = 32\n"
                      "[train]\nsteps = 3\nbatch_size = 2\nbf16 = true\nchannels_last = true\n"
                      "[[entry]]\nname = 'mse'\nloss = 'mse'\n[[entry]]\nname = 'ssim'\nloss = 'ssim'\nwin_size = 7\n")
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 0

@@ -68,6 +68,16 @@ def test_cpu_profile_applies_only_on_cpu(tmp_path):
     assert suite_for_device(suite, "cuda").data.resolution == 64
 
 
+def test_profile_seeds_apply_on_their_device_and_the_command_line_wins(tmp_path):
+    path = write(tmp_path, VALID.replace("[profile.cpu]\n", "[profile.cpu]\nseeds = [3, 4, 5]\n"))
+    suite = load_suite(path)
+    assert suite_for_device(suite, "cpu").seeds == (3, 4, 5) and suite_for_device(suite, "cuda").seeds == (0, 1)
+    from bench.cli import build_parser, load_with_overrides
+
+    args = build_parser().parse_args(["run", str(path), "--seeds", "1"])
+    assert suite_for_device(load_with_overrides(args), "cpu").seeds == (0,)
+
+
 def test_shipped_suites_are_valid():
     for path in sorted((REPO / "suites").glob("*.toml")):
         assert main(["validate", str(path)]) == 0, path
@@ -94,6 +104,13 @@ BAD_SUITES = {
     "bad seeds": ("seeds = [0, -1]\n[[entry]]\nname='a'\nloss='mse'\n", "seeds", "non-negative"),
     "entry name read as NaN": ("[[entry]]\nname='NaN'\nloss='mse'\n", "entry[0] (NaN).name", "missing value"),
     "bad timing variant": ("[timing]\nvariants=['fp64']\n[[entry]]\nname='a'\nloss='mse'\n", "timing.variants", "bf16"),
+    "unknown bottleneck": ("[model]\nbottleneck='mlp'\n[[entry]]\nname='a'\nloss='mse'\n", "model.bottleneck", "conv, linear"),
+    "conv latent not a map": ("[model]\nlatent_dim=100\n[[entry]]\nname='a'\nloss='mse'\n", "model.latent_dim", "multiple of 64"),
+    "zero scale": ("[data]\nscale=0\n[[entry]]\nname='a'\nloss='mse'\n", "data.scale", "positive"),
+    "ema of one": ("[train]\nema=1.0\n[[entry]]\nname='a'\nloss='mse'\n", "train.ema", "[0, 1)"),
+    "no eval crops": ("[data]\neval_crops=0\n[[entry]]\nname='a'\nloss='mse'\n", "data.eval_crops", "at least 1"),
+    "baseline name": ("[[entry]]\nname='baseline-mine'\nloss='mse'\n", "entry[0] (baseline-mine).name", "reserved"),
+    "bad profile seeds": ("[profile.cpu]\nseeds=[1, 1]\n[[entry]]\nname='a'\nloss='mse'\n", "profile.cpu.seeds", "repeat"),
 }
 
 

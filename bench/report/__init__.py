@@ -21,6 +21,7 @@ RUN_FIX = "give a run folder, results/<suite>/<timestamp>/, as printed at the en
 LABELS = {
     "psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "l1": "L1", "mse": "MSE",
     "train_seconds": "train time (s)", "loss_fwd_bwd_ms": "loss fwd+bwd (ms)",
+    "psnr_gain_last20": "PSNR gain, last 20% of steps (dB)",
 }
 
 
@@ -81,10 +82,10 @@ def load_run(folder: Path) -> Run:
     except json.JSONDecodeError as error:
         raise BenchInputError(f"environment.json is not valid JSON ({error})", where=str(env_path),
                               fix="restore it from the run, or delete it to report without run details") from None
-    speed = read_table(folder, "speed")
+    speed, history = read_table(folder, "speed"), read_table(folder, "history")
     if summary.empty:  # summary.csv is written last: a run stopped early still has its quality rows
-        summary = summarize(quality, speed)
-    return Run(folder, env, quality, read_table(folder, "history"), speed, summary)
+        summary = summarize(quality, speed, read_table(folder, "per_image"), history)
+    return Run(folder, env, quality, history, speed, summary)
 
 
 # Imported last: the submodules use the helpers above.

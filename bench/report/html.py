@@ -13,10 +13,12 @@ from matplotlib.colors import to_hex
 from bench.errors import BenchInputError
 from bench.report import LABELS, Run, higher_is_better, label, load_run
 from bench.report import plots
+from bench.baselines import LEARNED_MARGIN_DB
 from bench.results import read_table, write_atomic
+from bench.verdicts import headline
 
-SECTION_IDS = ("run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
-               "training-curves", "reconstructions")
+SECTION_IDS = ("verdict", "run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
+               "psnr-curves", "training-curves", "reconstructions")
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; padding: 0 16px; color: #222; }
@@ -27,6 +29,12 @@ td.entry { white-space: nowrap; } .ci { color: #777; font-size: 11px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th { background: #f4f4f4; } th.sorted { background: #e2e8f0; }
 td.best { background: #d9f2d9; font-weight: bold; }
+td.own { outline: 2px dashed #8e44ad; outline-offset: -3px; } .own-mark { color: #8e44ad; font-weight: bold; }
+.rank { color: #555; font-size: 11px; }
+tr.baseline td { background: #f3f6fa; font-style: italic; color: #445; }
+tr.dnl td { color: #999; } .badge { font-size: 11px; font-weight: bold; padding: 1px 5px; border-radius: 3px; }
+.badge.dnl { background: #c0392b; color: white; } .badge.base { background: #5d6d7e; color: white; }
+.verdict li { margin: 3px 0; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .box { padding: 8px 12px; margin: 8px 0; border-left: 5px solid; }
 .warn { background: #fff4d6; border-color: #e0a800; } .fail { background: #fde4e1; border-color: #c0392b; }
@@ -49,6 +57,7 @@ def render(run: Run, sort_by: str = "psnr") -> str:
     palette = plots.entry_palette(run.entries)
     no_timing = "no speed.csv: the loss timing was skipped (--no-timing)"
     sections = [
+        ("verdict", "Verdict", _verdict(run)),
         ("run-summary", "Run", _run_summary(run)),
         ("summary-table", f"Summary (sorted by {label(sort_by)})", _summary_table(run, table, sort_by, palette)),
         ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
@@ -57,6 +66,8 @@ def render(run: Run, sort_by: str = "psnr") -> str:
         ("other-implementations", "Other implementations of the same losses", _references(run)),
         ("pareto-plot", "Quality against cost", _figure(plots.pareto_chart(run, order, palette),
                                                         f"{no_timing}, or every entry failed")),
+        ("psnr-curves", "Held-out PSNR during training", _figure(plots.psnr_curves(run, order, palette),
+                                                                 "no held-out evaluations during training")),
         ("training-curves", "Training curves", _figure(plots.training_curves(run, order, palette),
                                                        "no training history")),
         ("reconstructions", "Reconstructions of held-out images", _reconstructions(run, order, palette)),
@@ -100,17 +111,42 @@ def _number(value) -> str:
     return "" if pd.isna(value) else f"{value:.4g}"
 
 
+def _verdict(run: Run) -> str:
+    lines = headline(run.summary)
+    if not lines:
+        return '<p class="note">no verdict: this run has no baselines or no finished entry</p>'
+    seeds = run.ok["seed"].nunique() if "seed" in run.ok else 0
+    how = (f"Paired over {seeds} seed(s) and every held-out crop: a paired t-test, Holm-corrected for the number "
+           "of pairs, and the winner must lead on every seed. Entries that did not learn are not ranked.")
+    items = "".join(f"<li>{_esc(line)}</li>" for line in lines)
+    return f'<ul class="verdict">{items}</ul>\n<p class="note">{_esc(how)}</p>'
+
+
+def _plain(value) -> str:
+    """A number read back from CSV as float (32.0) shown as written (32); anything else as it is."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _flag(value) -> bool | None:
+    """A True/False verdict cell as read back from CSV or computed (NaN, None or <NA> where there is none)."""
+    return None if value is None or pd.isna(value) else bool(value)
+
+
+def _rank_text(row: pd.Series, column: str) -> str:
+    low, high = row.get(f"rank_{column}_low"), row.get(f"rank_{column}_high")
+    if low is None or pd.isna(low) or pd.isna(high):
+        return ""
+    text = f"rank {int(low)}" if low == high else f"rank {int(low)}\u2013{int(high)}"
+    return f'<br><span class="rank">{text}</span>'
+
+
 def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -> str:
     known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
-    # Ranks repeat the sort, intervals go into their metric's cell, and all-empty extras would only add width.
-    extras = [c for c in table if c not in known and not c.startswith("rank_")
+    # Ranks and verdicts go into their metric's cell, as do intervals; all-empty extras would only add width.
+    hidden = ("kind", "trained_on", "learned", "still_improving")
+    extras = [c for c in table if c not in known and c not in hidden and not c.startswith(("rank_", "best_"))
               and not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()]
     columns = [c for c in known if c in table] + extras
-    best = {}
-    for column in columns:
-        direction = higher_is_better(column)
-        if direction is not None and table[column].notna().any():
-            best[column] = table[column].max() if direction else table[column].min()
 
     def header(column: str) -> str:
         arrow = {True: " \u2191", False: " \u2193", None: ""}[higher_is_better(column)]
@@ -120,23 +156,50 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
     def cell(row: pd.Series, column: str) -> str:
         value = row[column]
         if column == "entry":
-            return f'<td class="entry">{_swatch(value, palette)}</td>'
+            badge = ""
+            if row.get("kind") == "baseline":
+                badge = ' <span class="badge base">baseline</span>'
+            elif _flag(row.get("learned")) is False:
+                badge = ' <span class="badge dnl">did not learn</span>'
+            return f'<td class="entry">{_swatch(value, palette)}{badge}</td>'
         if column == "failed":
             style = ' style="color:#c0392b;font-weight:bold"' if value else ""
             return f'<td class="num"{style}>{_esc(value)}</td>'
+        if column == "psnr_gain_last20":
+            if pd.isna(value):
+                return '<td class="num"></td>'
+            trend = " \u2197 still improving" if _flag(row.get("still_improving")) else ""
+            return f'<td class="num">{value:+.2f}{_esc(trend)}</td>'
         if not pd.api.types.is_number(value) or column == "seeds":
             return f"<td>{_esc(value)}</td>"
         if pd.isna(value):
             return '<td class="num note">failed</td>' if column in LABELS else '<td class="num"></td>'
         low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
-        interval = pd.notna(low) and pd.notna(high)
+        interval = pd.notna(low) and pd.notna(high) and row.get("kind") != "baseline"
         text = _esc(_number(value)) + (f'<br><span class="ci">[{low:.3g}, {high:.3g}]</span>' if interval else "")
-        marked = " best" if column in best and value == best[column] else ""
-        return f'<td class="num{marked}">{text}</td>'
+        classes = ["num"]
+        if row.get(f"best_{column}") == "best":
+            classes.append("best")
+        if column in str(row.get("trained_on", "")).split():
+            classes.append("own")
+            text += ' <span class="own-mark" title="trained on this metric">\u25c6</span>'
+        return f'<td class="{" ".join(classes)}">{text}{_rank_text(row, column)}</td>'
 
-    rows = "\n".join("<tr>" + "".join(cell(row, c) for c in columns) + "</tr>" for _, row in table.iterrows())
-    legend = ("\u2191 higher is better, \u2193 lower is better; best value per column highlighted; quality is the "
-              "mean over seeds, with its 95% confidence interval [low, high] where there are several seeds.")
+    def row_class(row: pd.Series) -> str:
+        if row.get("kind") == "baseline":
+            return ' class="baseline"'
+        return ' class="dnl"' if _flag(row.get("learned")) is False else ""
+
+    rows = "\n".join(f"<tr{row_class(row)}>" + "".join(cell(row, c) for c in columns) + "</tr>"
+                     for _, row in table.iterrows())
+    legend = ("\u2191 higher is better, \u2193 lower is better. Quality is the mean over seeds, with its 95% "
+              "confidence interval [low, high] where there are several seeds. A cell is highlighted only when its "
+              "entry beats every other entry beyond noise; \"rank 1\u20133\" is the range of ranks the entry could "
+              "hold given which differences are significant (ties are not highlighted). \u25c6 with a dashed "
+              "frame: the entry was trained on this metric (or a term of its loss is it), so a win there is "
+              "expected. Baselines need no training; an entry that does not beat the trivial baseline's PSNR by "
+              f"{LEARNED_MARGIN_DB:g} dB is marked \"did not learn\" and not ranked. PSNR gain: held-out PSNR over "
+              "the last 20% of training steps; \u2197 marks entries still improving at the end.")
     return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
             f'<p class="note">{legend}</p>')
 
@@ -163,7 +226,8 @@ def _run_summary(run: Run) -> str:
     def get(key: str):
         return env.get(key, "unknown")
 
-    first = run.quality.iloc[0] if not run.quality.empty else pd.Series(dtype=object)
+    trained = run.quality[run.quality["kind"] != "baseline"] if "kind" in run.quality else run.quality
+    first = trained.iloc[0] if not trained.empty else pd.Series(dtype=object)
     started, finished = (str(env.get(key, "not finished")).replace("T", " ") for key in ("started", "finished"))
     timed = run.speed.iloc[0] if not run.speed.empty else None
     seeds = ", ".join(str(s) for s in sorted(run.quality["seed"].unique())) if "seed" in run.quality else "unknown"
@@ -175,9 +239,15 @@ def _run_summary(run: Run) -> str:
         ("git commit", get("git_commit")),
         ("time", f"{started} to {finished}: {_duration(env)}"),
         ("profile", get("profile")),
-        ("training", f"{get('train_resolution')}\u00d7{get('train_resolution')} px, {first.get('steps', '?')} steps, "
-                     f"batch {first.get('batch_size', '?')}, lr {first.get('lr', '?')}, seeds {seeds}, "
-                     f"{first.get('train_images', '?')} training / {first.get('eval_images', '?')} held-out images"),
+        ("training", f"{get('train_resolution')}\u00d7{get('train_resolution')} px crops at scale "
+                     f"{_plain(first.get('scale', '?'))}, {_plain(first.get('steps', '?'))} steps, batch "
+                     f"{_plain(first.get('batch_size', '?'))}, lr {first.get('lr', '?')}, weight average (EMA) "
+                     f"{_plain(first.get('ema', 0))}, seeds {seeds}"),
+        ("model", f"{first.get('bottleneck', '?')} bottleneck, latent {_plain(first.get('latent_dim', '?'))} numbers, "
+                  f"decoder from an 8\u00d78\u00d7{_plain(first.get('width', '?'))} map"),
+        ("data", f"{_plain(first.get('train_photos', '?'))} training photographs; {_plain(first.get('eval_crops', '?'))} "
+                 f"evaluation crops of {_plain(first.get('eval_photos', '?'))} held-out photographs "
+                 f"({', '.join(env.get('eval_photos', [])) or 'names not recorded'})"),
         ("loss timing", "skipped" if timed is None else
          f"{timed.get('resolution')}\u00d7{timed.get('resolution')} px, batch {timed.get('batch_size')}, "
          f"{timed.get('variant')}, {timed.get('repeats')} repeats"),
@@ -251,11 +321,18 @@ def _reconstructions(run: Run, order: list[str], palette: dict) -> str:
     rows, zoom = plots.reconstruction_strips(run, order)
     if not rows:
         return '<p class="note">no reconstructions/original__*px.png in the run folder</p>'
-    caption = (f"Left: the held-out images; right: their centre crops (a quarter of the width) enlarged "
-               f"\u00d7{zoom:.0f} with nearest neighbour. Each entry shows its lowest seed.")
+    shown = min(plots.GRID_CROPS, run.env.get("eval_crops", plots.GRID_CROPS))
+    caption = (f"The first {shown} held-out crops (from photographs never trained on; the evaluation uses all "
+               f"{run.env.get('eval_crops', 'of them')})" + (f"; right: their centre crops (a quarter of the width) "
+               f"enlarged \u00d7{zoom:.0f} with nearest neighbour" if zoom else ", enlarged with nearest neighbour")
+               + ". Each entry shows its lowest seed; baselines need no training.")
+    learned = run.summary.set_index("entry")["learned"] if "learned" in run.summary else pd.Series(dtype=object)
     cells = []
     for name, seed, strip in rows:
         title = _swatch(name, palette) + (f'<br><span class="note">seed {seed}</span>' if seed is not None else "")
+        if _flag(learned.get(name)) is False:
+            title += '<br><span class="badge dnl">did not learn</span>'
+
         image = (f'<img class="strip" alt="{_esc(name)}" src="{strip}">' if strip
                  else '<span class="note">no reconstruction PNG: the training failed, or the file is missing</span>')
         cells.append(f"<tr><th>{title}</th><td>{image}</td></tr>")

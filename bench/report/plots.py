@@ -24,14 +24,20 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
+from bench.baselines import PREFIX as BASELINE_PREFIX
 from bench.report import Run, higher_is_better, label
 
 LOG_SCALE_RATIO = 30  # above this max/min spread, linear bars hide the cheap losses
 TILE_PX = 144  # one reconstruction tile on the page
+GRID_CROPS = 8  # held-out crops shown per row of the reconstruction grid (the first ones: they span the photos)
 
 
 def entry_palette(entries: list[str]) -> dict[str, tuple]:
-    """One colour per entry, in suite order, so an entry keeps its colour in every figure and whatever the sort."""
+    """One colour per entry, in suite order, so an entry keeps its colour in every figure and whatever the sort;
+    baselines are shades of grey."""
+    baselines = [e for e in entries if e.startswith(BASELINE_PREFIX)]
+    greys = dict(zip(baselines, sns.color_palette("Greys_r", len(baselines) + 2)))
+    entries = [e for e in entries if e not in greys]
     if len(entries) <= 10:
         colours = sns.color_palette("tab10", len(entries))
     elif len(entries) <= 20:  # tab20's dark shades first: neighbouring entries must not get a light/dark pair
@@ -39,7 +45,7 @@ def entry_palette(entries: list[str]) -> dict[str, tuple]:
         colours = pairs[0::2] + pairs[1::2]
     else:
         colours = sns.color_palette("husl", len(entries))
-    return dict(zip(entries, colours))
+    return {**dict(zip(entries, colours)), **greys}
 
 
 def png_uri(png: bytes) -> str:
@@ -198,23 +204,62 @@ def training_curves(run: Run, order: list[str], palette: dict) -> str | None:
     if not evals.empty:
         panels += [("step", "eval_psnr", evals, "eval PSNR (dB)"), ("seconds", "eval_psnr", evals, "eval PSNR (dB)")]
 
+    baselines = run.ok[run.ok["entry"].str.startswith(BASELINE_PREFIX)].groupby("entry", sort=False)["psnr"].mean()
+
     def draw(fig, axes):
         for ax, (x, y, data, ylabel) in zip(axes, panels):
             sns.lineplot(data=data, x=x, y=y, hue="entry", hue_order=present, palette=palette, units="seed",
                          estimator=None, marker="o", markersize=6, legend=False, ax=ax)
             ax.set(xlabel="training step" if x == "step" else "training time (s, eval excluded)", ylabel=ylabel)
+            if y == "eval_psnr":  # the baselines' held-out PSNR, which a trained entry should clear
+                for name, value in baselines.items():
+                    ax.axhline(value, ls="--", lw=1.2, color=palette.get(name, "0.4"))
+                    ax.annotate(name[len(BASELINE_PREFIX):], (0.01, value), xycoords=("axes fraction", "data"),
+                                xytext=(0, 2), textcoords="offset points", fontsize=7, color="0.3")
         axes[0].set_yscale("log")
         _entry_legend(fig, present, palette)
 
     return _render(draw, panels=len(panels), cols=len(panels), panel_size=(4.4, 3.6))
 
 
-def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, int | None, str | None]], float]:
-    """(name, seed, strip) rows, "original" first, and the crop zoom factor.
+def psnr_curves(run: Run, order: list[str], palette: dict) -> str | None:
+    """One small panel per entry: its held-out PSNR against training step (one line per seed), with the
+    baselines dashed, so a user sees whether each entry had converged or was still improving."""
+    history = run.history
+    if history.empty or "eval_psnr" not in history or history["eval_psnr"].isna().all():
+        return None
+    evals = history.dropna(subset=["eval_psnr"]).sort_values(["entry", "seed", "step"])
+    present = [e for e in order if e in set(evals["entry"])]
+    baselines = run.ok[run.ok["entry"].str.startswith(BASELINE_PREFIX)].groupby("entry", sort=False)["psnr"].mean()
+    gains = run.summary.set_index("entry").get("psnr_gain_last20", pd.Series(dtype=float))
+    values = pd.concat([evals["eval_psnr"], baselines])
+    low, high = values.min(), values.max()
+    pad = 0.05 * (high - low or 1.0)
 
-    A strip is the held-out images at TILE_PX and then their centre crops (a quarter of the width) enlarged
-    with nearest neighbour, so blur and texture differences between losses stay visible. The lowest seed
-    with a PNG stands for each entry; ``strip`` is None where an entry has none (it failed).
+    def draw(fig, axes):
+        for ax, entry in zip(axes, present):
+            for _, runs in evals[evals["entry"] == entry].groupby("seed"):
+                ax.plot(runs["step"], runs["eval_psnr"], color=palette[entry], marker="o", markersize=3, lw=1.5)
+            for name, value in baselines.items():
+                ax.axhline(value, ls="--", lw=1, color=palette.get(name, "0.4"))
+                ax.annotate(name[len(BASELINE_PREFIX):], (0.02, value), xycoords=("axes fraction", "data"),
+                            xytext=(0, 2), textcoords="offset points", fontsize=7, color="0.3")
+            gain = gains.get(entry, np.nan)
+            ax.set_title(entry + ("" if pd.isna(gain) else f"  ({gain:+.2f} dB in last 20%)"), fontsize=9)
+            ax.set_ylim(low - pad, high + pad)
+            ax.set(xlabel="step", ylabel="held-out PSNR (dB)")
+
+    cols = min(5, len(present))
+    return _render(draw, panels=len(present), cols=cols, panel_size=(3.2, 2.4))
+
+
+def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, int | None, str | None]], float]:
+    """(name, seed, strip) rows, "original" first, and the zoom factor of the centre crops (0: none).
+
+    A strip is the first GRID_CROPS held-out crops at TILE_PX (enlarged with nearest neighbour where they are
+    smaller) and, for crops larger than a tile, then their centre crops (a quarter of the width) enlarged with
+    nearest neighbour, so blur and texture differences between losses stay visible. The lowest seed with a PNG
+    stands for each entry; ``strip`` is None where an entry has none (it failed).
     """
     folder = run.folder / "reconstructions"
     originals = sorted(folder.glob("original__*px.png"))
@@ -224,27 +269,28 @@ def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, i
     original = wanted if wanted in originals else originals[0]
     with Image.open(original) as image:
         side = image.height
-    crop = max(side // 4, 1)
+    crop = max(side // 4, 1) if side > TILE_PX else 0
     rows: list[tuple[str, int | None, str | None]] = [("original", None, _strip(original, crop))]
     for entry in order:
         seeds = sorted((int(m.group(1)), path) for path in folder.glob(f"{glob.escape(entry)}__seed*.png")
                        if (m := re.fullmatch(rf"{re.escape(entry)}__seed(\d+)\.png", path.name)))
         rows.append((entry, seeds[0][0], _strip(seeds[0][1], crop)) if seeds else (entry, None, None))
-    return rows, TILE_PX / crop
+    return rows, (TILE_PX / crop if crop else 0.0)
 
 
 def _strip(path: Path, crop: int) -> str:
     with Image.open(path) as image:
         image = image.convert("RGB")
     side = image.height
-    tiles = [image.crop((i * side, 0, (i + 1) * side, side)) for i in range(image.width // side)]
+    tiles = [image.crop((i * side, 0, (i + 1) * side, side)) for i in range(min(image.width // side, GRID_CROPS))]
     shrink = Image.Resampling.LANCZOS if side > TILE_PX else Image.Resampling.NEAREST
     low = (side - crop) // 2
     cells = [t.resize((TILE_PX, TILE_PX), shrink) for t in tiles]
-    cells += [t.crop((low, low, low + crop, low + crop)).resize((TILE_PX, TILE_PX), Image.Resampling.NEAREST)
-              for t in tiles]
+    if crop:
+        cells += [t.crop((low, low, low + crop, low + crop)).resize((TILE_PX, TILE_PX), Image.Resampling.NEAREST)
+                  for t in tiles]
     gap, divider = 4, 20  # the wider gap separates whole images from crops
-    width = len(cells) * TILE_PX + (len(cells) - 2) * gap + divider
+    width = len(cells) * TILE_PX + (len(cells) - 1) * gap + (divider - gap if crop else 0)
     canvas = Image.new("RGB", (width, TILE_PX), "white")
     x = 0
     for index, cell in enumerate(cells):

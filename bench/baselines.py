@@ -1,0 +1,62 @@
+"""Answers that need no training, scored on the same held-out crops as every entry.
+
+A trained entry is worth reading only beside these. For the autoencoder task: each crop's mean colour, and a
+bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim).
+For the denoising task: the mean colour and the noisy input itself. The first baseline of a task is its trivial
+answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is marked "did not learn".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bench.data import EVAL_NOISE_SEED, add_noise
+from bench.suite import BASELINE_PREFIX
+
+PREFIX = BASELINE_PREFIX  # entry names starting with this are reserved for baselines
+LEARNED_MARGIN_DB = 1.0  # an entry "learned" when its mean PSNR beats the trivial baseline by at least this
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    formula: str  # what it does, in words (the summary's formula column)
+    reconstruct: Callable[[torch.Tensor], torch.Tensor]  # clean N x 3 x R x R crops -> reconstructions
+
+
+def mean_colour(images: torch.Tensor) -> torch.Tensor:
+    """Every pixel of each image set to that image's mean colour."""
+    return images.mean(dim=(-2, -1), keepdim=True).expand_as(images).contiguous()
+
+
+def bicubic_side(numbers: int) -> int:
+    """Side k of the RGB thumbnail that keeps about ``numbers`` values: 3 * k * k ~ numbers."""
+    return max(1, round(math.sqrt(numbers / 3)))
+
+
+def bicubic(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Antialiased bicubic downsample to side x side, bicubic upsample back, clamped to [0, 1]."""
+    small = F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+    return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def baselines_for(task: str, latent_dim: int, noise_std: float) -> tuple[Baseline, ...]:
+    """The task's baselines, its trivial answer first."""
+    mean = Baseline(f"{PREFIX}mean-colour", "each crop's mean colour", mean_colour)
+    if task == "denoise":
+        noisy = Baseline(f"{PREFIX}noisy-input", f"the noisy input itself (noise std {noise_std:g})",
+                         lambda images: add_noise(images, noise_std, EVAL_NOISE_SEED))
+        return noisy, mean
+    side = bicubic_side(latent_dim)
+    shrink = Baseline(f"{PREFIX}bicubic", f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, "
+                                          f"latent {latent_dim})", lambda images: bicubic(images, side))
+    return mean, shrink
+
+
+def trivial_name(task: str) -> str:
+    return baselines_for(task, 64, 0.1)[0].name

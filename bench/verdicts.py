@@ -1,0 +1,191 @@
+"""Verdicts a user can act on, from the result tables alone.
+
+- **Did it learn?** An entry whose mean held-out PSNR does not beat the task's trivial baseline (each crop's mean
+  colour; the noisy input when denoising) by ``LEARNED_MARGIN_DB`` "did not learn": it is never ranked.
+- **Still improving?** The gain in held-out PSNR over the last 20% of the training steps, mean over seeds.
+- **Who is best?** Every pair of ranked entries is compared per metric, paired over every (seed, evaluation crop):
+  a paired t-test on the differences, Holm-corrected for the number of pairs, and the winner must be ahead on
+  every seed's mean as well (so one lucky seed cannot decide). An entry's rank interval is
+  [1 + entries significantly better, entries ranked - entries significantly worse]; "best" is an interval of
+  [1, 1], "tied" for best is an interval starting at 1 that does not end there.
+- **Trained on the metric**: the metrics an entry's loss optimises (or a term of it does), whose wins are expected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.baselines import LEARNED_MARGIN_DB, PREFIX
+
+ALPHA = 0.05
+IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving
+LAST_FRACTION = 0.2
+# Metrics a loss optimises directly (PSNR is a function of each image's MSE); combinations take the union.
+OPTIMISES = {"mse": ("mse", "psnr"), "l1": ("l1",), "ssim": ("ssim",), "ms_ssim": ("ms_ssim",),
+             "ms_ssim_l1": ("ms_ssim", "l1"), "lpips": ("lpips",)}
+
+
+def trained_on(entry) -> str:
+    """Space-separated metrics that ``entry`` (a suite Entry) optimises, e.g. "mse psnr"; "" for none."""
+    metrics = {metric for term in entry.terms for metric in OPTIMISES.get(term.loss, ())}
+    return " ".join(sorted(metrics))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of ``p_values`` (family-wise error), in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def _paired_p(differences: np.ndarray) -> float:
+    if differences.size < 2:
+        return math.nan
+    if np.all(differences == differences[0]):  # no spread: identical answers, or a constant offset
+        return 1.0 if differences[0] == 0 else 0.0
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def pairwise(per_image: pd.DataFrame, metric: str, higher_is_better: bool, entries: list[str]) -> pd.DataFrame:
+    """Every pair of ``entries`` on ``metric``, paired over (seed, crop): mean difference a - b with a 95%
+    t-interval, p-value, Holm-adjusted p-value, whether every seed's mean difference has the overall sign, and
+    the verdict "a better" / "b better" / "tie (within noise)"."""
+    values = per_image[per_image["entry"].isin(entries)].pivot_table(index=["seed", "crop"], columns="entry",
+                                                                     values=metric)
+    rows = []
+    for a, b in itertools.combinations([e for e in entries if e in values], 2):
+        pair = values[[a, b]].dropna()
+        difference = (pair[a] - pair[b]).to_numpy()
+        mean = float(difference.mean()) if difference.size else math.nan
+        half = (stats.t.ppf(1 - ALPHA / 2, difference.size - 1) * difference.std(ddof=1) / math.sqrt(difference.size)
+                if difference.size >= 2 else math.nan)
+        per_seed = (pair[a] - pair[b]).groupby(level="seed").mean()
+        agree = bool(difference.size) and bool((np.sign(per_seed) == np.sign(mean)).all()) and mean != 0
+        rows.append({"metric": metric, "a": a, "b": b, "seeds": per_seed.size, "pairs": difference.size,
+                     "mean_difference": mean, "ci_low": mean - half, "ci_high": mean + half,
+                     "p_value": _paired_p(difference), "seeds_agree": agree})
+    frame = pd.DataFrame(rows, columns=["metric", "a", "b", "seeds", "pairs", "mean_difference", "ci_low", "ci_high",
+                                        "p_value", "seeds_agree"])
+    tested = frame["p_value"].notna()
+    frame["p_holm"] = math.nan
+    frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p_value"])
+    significant = (frame["p_holm"] < ALPHA) & frame["seeds_agree"]
+    a_ahead = (frame["mean_difference"] > 0) == higher_is_better
+    frame["verdict"] = np.where(~significant, "tie (within noise)",
+                                np.where(a_ahead, frame["a"] + " better", frame["b"] + " better"))
+    return frame
+
+
+def rank_intervals(pairs: pd.DataFrame, entries: list[str]) -> pd.DataFrame:
+    """Per entry: rank_low = 1 + entries significantly better, rank_high = len(entries) - entries worse."""
+    better = {entry: 0 for entry in entries}
+    worse = {entry: 0 for entry in entries}
+    for _, row in pairs.iterrows():
+        if row["verdict"].endswith(" better"):
+            winner = row["verdict"][: -len(" better")]
+            loser = row["b"] if winner == row["a"] else row["a"]
+            better[loser] += 1
+            worse[winner] += 1
+    return pd.DataFrame({"entry": entries, "rank_low": [1 + better[e] for e in entries],
+                         "rank_high": [len(entries) - worse[e] for e in entries]})
+
+
+def psnr_gain(history: pd.DataFrame) -> pd.Series:
+    """Per entry: held-out PSNR at the last evaluation minus at the last evaluation at or before 80% of the
+    steps, mean over seeds; NaN where evaluations were too sparse to tell."""
+    if history.empty or "eval_psnr" not in history:
+        return pd.Series(dtype=float)
+    gains = {}
+    for (entry, seed), runs in history.dropna(subset=["eval_psnr"]).groupby(["entry", "seed"], sort=False):
+        runs = runs.sort_values("step")
+        earlier = runs[runs["step"] <= (1 - LAST_FRACTION) * history.loc[history["entry"] == entry, "step"].max()]
+        if len(earlier) and runs["step"].iloc[-1] > earlier["step"].iloc[-1]:
+            gains.setdefault(entry, []).append(runs["eval_psnr"].iloc[-1] - earlier["eval_psnr"].iloc[-1])
+    return pd.Series({entry: float(np.mean(values)) for entry, values in gains.items()}, dtype=float)
+
+
+def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.DataFrame,
+                 metrics: dict[str, bool]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``summary`` (one row per entry, with ``kind`` and mean metrics) with verdict columns added, and the
+    pairwise comparisons behind them (pairwise.csv)."""
+    summary = summary.copy()
+    trained = summary["kind"] != "baseline"
+    trivial = summary.loc[~trained, "psnr"].iloc[0] if (~trained).any() and "psnr" in summary else math.nan
+    summary["learned"] = pd.Series(pd.NA, index=summary.index, dtype="boolean")
+    if not math.isnan(trivial):
+        summary.loc[trained, "learned"] = summary.loc[trained, "psnr"].fillna(-math.inf) >= trivial + LEARNED_MARGIN_DB
+    gain = psnr_gain(history)
+    summary["psnr_gain_last20"] = summary["entry"].map(gain)
+    summary["still_improving"] = (summary["psnr_gain_last20"] >= IMPROVING_DB).where(summary["psnr_gain_last20"].notna())
+    ranked = list(summary.loc[trained & (summary["learned"].fillna(True).astype(bool)) & summary.get(
+        "psnr", pd.Series(0, index=summary.index)).notna(), "entry"])
+    comparisons = []
+    for metric, higher in metrics.items():
+        summary[f"rank_{metric}_low"] = pd.Series(pd.NA, index=summary.index, dtype="Int64")
+        summary[f"rank_{metric}_high"] = pd.Series(pd.NA, index=summary.index, dtype="Int64")
+        summary[f"best_{metric}"] = ""
+        if per_image.empty or metric not in per_image or not ranked:
+            continue
+        pairs = pairwise(per_image, metric, higher, ranked)
+        comparisons.append(pairs)
+        scored = [e for e in ranked if per_image.loc[per_image["entry"] == e, metric].notna().any()]
+        intervals = rank_intervals(pairs[pairs["a"].isin(scored) & pairs["b"].isin(scored)], scored)
+        intervals = intervals.set_index("entry")
+        rows = summary["entry"].isin(scored)
+        summary.loc[rows, f"rank_{metric}_low"] = summary.loc[rows, "entry"].map(intervals["rank_low"]).astype("Int64")
+        summary.loc[rows, f"rank_{metric}_high"] = summary.loc[rows, "entry"].map(intervals["rank_high"]).astype("Int64")
+        low, high = summary[f"rank_{metric}_low"], summary[f"rank_{metric}_high"]
+        summary.loc[(low == 1) & (high == 1), f"best_{metric}"] = "best"
+        summary.loc[(low == 1) & (high > 1), f"best_{metric}"] = "tied"
+    return summary, (pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame())
+
+
+HEADLINE_METRICS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
+
+
+def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -> list[str]:
+    """The run's verdict in a few sentences, for the console and the top of the report."""
+    if summary.empty or "kind" not in summary:
+        return []
+    lines = []
+    trained = summary[summary["kind"] != "baseline"]
+    baselines = summary[summary["kind"] == "baseline"]
+    for metric, name in labels.items():
+        column = f"best_{metric}"
+        if column not in summary:
+            continue
+        best = list(summary.loc[summary[column] == "best", "entry"])
+        tied = list(summary.loc[summary[column] == "tied", "entry"])
+        if best:
+            lines.append(f"{name}: best is {best[0]} (ahead of every other entry beyond noise)")
+        elif tied:
+            lines.append(f"{name}: tied for best within noise: {', '.join(tied)}")
+    if "learned" in summary and not baselines.empty:
+        missed = list(trained.loc[trained["learned"].eq(False).fillna(False), "entry"])
+        trivial = baselines.iloc[0]
+        if missed:
+            lines.append(f"did not learn (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
+                         f"{trivial['entry'][len(PREFIX):]}, {trivial['psnr']:.2f} dB): {', '.join(missed)}")
+        parts = [f"{row['entry'][len(PREFIX):]} {row['psnr']:.2f} dB" for _, row in baselines.iterrows()]
+        if trained["psnr"].notna().any():
+            top = trained.loc[trained["psnr"].idxmax()]
+            parts.append(f"best trained entry {top['entry']} {top['psnr']:.2f} dB")
+        lines.append("held-out PSNR of the baselines: " + ", ".join(parts))
+    if "still_improving" in summary and trained["still_improving"].notna().any():
+        improving = list(trained.loc[trained["still_improving"].eq(True).fillna(False), "entry"])
+        known = int(trained["still_improving"].notna().sum())
+        lines.append(f"still improving at the end (held-out PSNR up >= {IMPROVING_DB:g} dB over the last "
+                     f"{LAST_FRACTION:.0%} of steps): {len(improving)} of {known} entries"
+                     + (f" ({', '.join(improving)}): the ranking is partly one of learning speed" if improving else
+                        ": the ranking is of models that had stopped improving"))
+    return lines
