@@ -69,13 +69,15 @@ resolution = 32
 batch_size = 1
 threads = 1
 [[entry]]
-name = "mse"
-loss = "mse"
+name = "ssim"
+loss = "ssim"
+win_size = 7
 [[entry]]
 name = "l1"
 loss = "l1"
 """
-DOUBLED_MSE = "    return PixelLoss(lambda reconstruction, target: (mse(reconstruction, target) + mse(reconstruction, target)) / 2)\n"
+SSIM_AS_IS = "    return PixelLoss(ssim_loss, **params)\n"
+SSIM_TWICE = "    return PixelLoss(lambda x, y, **p: (ssim_loss(x, y, **p) + ssim_loss(x, y, **p)) / 2, **params)\n"
 
 
 def git(repo: Path, *args: str) -> str:
@@ -85,18 +87,21 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def revisions(tmp_path_factory):
-    """A repository of this bench package in three commits: without the l1 loss, as it is, mse doing twice
+    """A repository of this bench package in three commits: without the l1 loss, as it is, SSIM doing twice
     the work. Returns the repository and the three commits."""
     repo = tmp_path_factory.mktemp("repo")
     shutil.copytree(Path(bench.__file__).parent, repo / "bench", ignore=shutil.ignore_patterns("__pycache__"))
-    pixel = repo / "bench" / "losses" / "pixel.py"
-    source = pixel.read_text()
-    assert '@register_loss("l1",' in source and "    return PixelLoss(mse)\n" in source
+    pixel, structural = (repo / "bench" / "losses" / name for name in ("pixel.py", "structural.py"))
+    pixel_source, structural_source = pixel.read_text(), structural.read_text()
+    assert '@register_loss("l1",' in pixel_source and SSIM_AS_IS in structural_source
     git(repo, "init", "-q")
     commits = []
-    for text, message in ((source.replace('@register_loss("l1",', '@register_loss("l1_renamed",'), "no l1"),
-                          (source, "as it is"), (source.replace("    return PixelLoss(mse)\n", DOUBLED_MSE), "mse twice")):
-        pixel.write_text(text)
+    for pixel_text, structural_text, message in (
+            (pixel_source.replace('@register_loss("l1",', '@register_loss("l1_renamed",'), structural_source, "no l1"),
+            (pixel_source, structural_source, "as it is"),
+            (pixel_source, structural_source.replace(SSIM_AS_IS, SSIM_TWICE), "ssim twice")):
+        pixel.write_text(pixel_text)
+        structural.write_text(structural_text)
         git(repo, "add", "bench")
         git(repo, "commit", "-q", "-m", message)
         commits.append(git(repo, "rev-parse", "HEAD"))
@@ -106,7 +111,7 @@ def revisions(tmp_path_factory):
 def gate(repo, baseline, candidate, tmp_path, **settings):
     suite_file = tmp_path / "gate.toml"
     suite_file.write_text(GATE_SUITE)
-    settings = GateSettings(**{"rounds": 10, "target_ms": 10, "processes": 2, **settings})
+    settings = GateSettings(**{"rounds": 30, "target_ms": 40, "processes": 2, **settings})
     return run_gate(load_suite(suite_file), baseline, candidate_ref=candidate, settings=settings, repo=repo,
                     log_dir=tmp_path, log=lambda line: None)
 
@@ -115,13 +120,12 @@ def test_gate_flags_a_doubled_loss_and_names_it(revisions, tmp_path):
     repo, _, as_is, doubled = revisions
     verdicts, samples = gate(repo, as_is, doubled, tmp_path)
     verdict = verdicts.set_index("entry")
-    assert verdict.loc["mse", "verdict"] == "SLOWER", format_verdicts(verdicts)
-    # twice the loss's own work; the fixed cost around it (autograd, the weighted sum) is not doubled
-    assert verdict.loc["mse", "ratio"] > 1.3 and verdict.loc["mse", "p_slower"] < 0.01
+    assert verdict.loc["ssim", "verdict"] == "SLOWER", format_verdicts(verdicts)
+    assert verdict.loc["ssim", "ratio"] > 1.5 and verdict.loc["ssim", "p_slower"] < 0.01
     assert verdict.loc["l1", "verdict"] == "ok", format_verdicts(verdicts)
     assert (verdicts["baseline_commit"] == as_is).all() and (verdicts["candidate_commit"] == doubled).all()
     # both sides, both processes of each, every round
-    assert samples.groupby(["entry", "side"]).size().eq(10).all() and set(samples["process"]) == {0, 1}
+    assert samples.groupby(["entry", "side"]).size().eq(30).all() and set(samples["process"]) == {0, 1}
 
 
 def test_gate_passes_unchanged_code_measured_twice(revisions, tmp_path):
@@ -133,8 +137,8 @@ def test_gate_passes_unchanged_code_measured_twice(revisions, tmp_path):
 def test_a_loss_the_baseline_lacks_is_new_and_the_running_code_is_the_default_candidate(revisions, tmp_path):
     repo, without_l1, *_ = revisions
     verdicts, samples = gate(repo, without_l1, None, tmp_path, rounds=2, target_ms=1, processes=1)
-    assert verdicts.set_index("entry")["verdict"].to_dict() == {"mse": "ok", "l1": "new"}
-    assert (verdicts["candidate_commit"] == "running code").all() and set(samples["entry"]) == {"mse"}
+    assert verdicts.set_index("entry")["verdict"].to_dict() == {"ssim": "ok", "l1": "new"}
+    assert (verdicts["candidate_commit"] == "running code").all() and set(samples["entry"]) == {"ssim"}
 
 
 def test_unknown_revision_is_an_input_error(revisions, tmp_path):
