@@ -191,6 +191,9 @@ def load_with_overrides(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.cpu import prefer_passive_waits
+
+    prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
     from bench.runner import RunInterrupted, run_suite
 
     suite = load_with_overrides(args)

@@ -115,6 +115,7 @@ def environment(device: torch.device, suite, profile: str, argv: list[str]) -> d
         "device_type": device.type,
         "device_name": device_name(device),
         "cpu_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": sys.version.split()[0],

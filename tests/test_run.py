@@ -174,3 +174,14 @@ def test_bicubic_baseline_keeps_smooth_images_and_mean_colour_is_per_crop():
     assert bicubic(smooth, 9).shape == smooth.shape and error.mean() < 0.01 and error.max() < 0.05
     images = torch.rand(2, 3, 8, 8)
     assert torch.allclose(mean_colour(images)[1, 2], images[1, 2].mean().expand(8, 8))
+
+
+def test_bench_run_makes_openmp_threads_sleep_before_torch_loads(smoke_run):
+    """OMP_WAIT_POLICY is read when torch's OpenMP loads, so the CLI must not import torch before `run` sets it."""
+    import subprocess
+    import sys
+
+    check = "import sys, bench.cli; assert 'torch' not in sys.modules, 'torch loaded before the run command'"
+    assert subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+    env = json.loads((smoke_run / "environment.json").read_text())
+    assert env["omp_wait_policy"] in ("PASSIVE", __import__("os").environ.get("OMP_WAIT_POLICY", "PASSIVE"))
