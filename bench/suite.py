@@ -36,7 +36,7 @@ class DataConfig:
     path: str | None = None  # folder of png/jpg images (source = "folder"), relative to the suite file
     resolution: int = 512  # side of the square training and evaluation crops
     scale: float = 1.0  # photographs are resized by this factor before cropping (0.5: half their native size)
-    images: int = 19  # how many bundled photographs to use (ignored for folders: all are used)
+    images: int = 10  # how many bundled photographs to use: held-out ones, then colour, then grayscale (max 19)
     eval_images: int = 4  # photographs held out from training; the evaluation crops come from these only
     eval_crops: int = 24  # fixed evaluation crops, taken round-robin from the held-out photographs
     flip: bool = True  # random horizontal flips of training crops, drawn from the seed

@@ -131,6 +131,16 @@ def test_every_bundled_photograph_loads_offline_as_rgb():
         assert photo.shape[0] == 3 and min(photo.shape[1:]) >= 16 and 0 <= photo.min() and photo.max() <= 1
 
 
+def test_default_bundled_training_photographs_are_colour():
+    """With the grayscale photographs in the default, most training crops were gray and L1-type losses learned
+    gray reconstructions of colour crops for hundreds of steps."""
+    images = load_images(DataConfig(resolution=16, scale=0.1))
+    assert len(images.train) == 6 and images.eval_photos == ("astronaut", "coffee", "chelsea", "camera")
+    for name, photo in zip(images.train_names, images.train):
+        chroma = (photo - photo.mean(0, keepdim=True)).abs()  # exactly 0 for a grayscale photograph
+        assert chroma.max() > 0.1 and chroma.mean() > 0.005, name
+
+
 def test_too_many_bundled_photographs_is_input_error():
     with pytest.raises(BenchInputError, match="bundled photographs"):
         load_images(DataConfig(resolution=16, images=99, eval_images=2))
