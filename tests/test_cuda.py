@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from bench.cli import main
 from bench.losses import LossContext, build_loss, get_loss_info, loss_names
-from bench.suite import load_suite
+from bench.suite import load_suite, suite_for_device
 from bench.timing import VARIANTS, scalar_loss, time_loss
 from test_reliability import TIMING_COLUMNS
 from test_run import REPO, SMOKE
@@ -215,8 +215,10 @@ def check_gpu_run(folder: Path, suite: Path) -> pd.DataFrame:
     quality = pd.read_csv(folder / "quality.csv")
     failed = quality.reindex(columns=["entry", "status", "error"])[quality["status"] != "ok"]
     assert failed.empty, failed.to_string()
-    expected = sorted(entry.name for entry in load_suite(suite).entries)  # one seed in these suites
-    assert sorted(e for e in quality["entry"] if e in expected) == expected, list(quality["entry"])
+    settings = suite_for_device(load_suite(suite), "cuda")
+    expected = sorted((entry.name, seed) for entry in settings.entries for seed in settings.seeds)
+    trained = quality[quality["kind"] == "trained"]
+    assert sorted(zip(trained["entry"], trained["seed"])) == expected, list(quality["entry"])
     assert quality["psnr"].map(math.isfinite).all()
     speed = pd.read_csv(folder / "speed.csv")
     assert (speed["memory_method"] == "cuda_max_allocated").all() and (speed["median_ms"] > 0).all()
@@ -235,8 +237,14 @@ def test_all_losses_suite_on_one_gpu(tmp_path):
     folder = only_run_folder(tmp_path, "all_losses")
     quality = check_gpu_run(folder, ALL_LOSSES)
     env = json.loads((folder / "environment.json").read_text())
-    assert env["profile"] != "cpu" and env["train_resolution"] == 512
-    assert (quality.loc[quality["entry"].isin([e.name for e in load_suite(ALL_LOSSES).entries]), "resolution"] == 512).all()
+    settings = suite_for_device(load_suite(ALL_LOSSES), "cuda")
+    assert env["profile"] != "cpu" and env["train_resolution"] == settings.data.resolution
+    assert (quality.loc[quality["kind"] == "trained", "resolution"] == settings.data.resolution).all()
+    assert len(settings.seeds) >= 3
+    summary = pd.read_csv(folder / "summary.csv").set_index("entry")
+    pixel_entries = ["mse", "l1", "bce", "charbonnier", "huber", "ssim", "ms_ssim", "ms_ssim_l1", "l1+gradient"]
+    assert summary.loc[pixel_entries, "learned"].all(), summary["learned"].to_string()
+    assert (summary.loc[["mse", "l1"], "psnr"] >= summary.loc["baseline-mean-colour", "psnr"] + 5).all()
 
 
 def ssim_same_padding(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
