@@ -165,7 +165,21 @@ def data_sources() -> list[str]:
             broken.append(f"{name} ({type(error).__name__})")
     then = ", then procedural images (any number)" if hasattr(data, "procedural_image") else ""
     line = f'source = "bundled": {len(usable)} of {len(names)} photographs available offline{then}'
-    return [line] + ([f"  unavailable: {', '.join(broken)}"] if broken else []) + [_folder_line()]
+    return [line] + ([f"  unavailable: {', '.join(broken)}"] if broken else []) + [_folder_line()] + named_datasets()
+
+
+def named_datasets() -> list[str]:
+    """Each named dataset and whether the cache holds it (files present with their pinned hashes); only reads."""
+    from bench.datasets import DATASETS, ENV_CACHE, cached_files, cache_root
+
+    lines = [f"named datasets cache: {cache_root()} (${ENV_CACHE}={os.environ.get(ENV_CACHE, 'unset')}; "
+             "a suite's data.cache applies when the variable is unset)"]
+    for name, dataset in DATASETS.items():
+        good, total = cached_files(name)
+        state = (f"cached ({total} file{'s' if total != 1 else ''}, hashes checked)" if good == total else
+                 f"not cached ({good} of {total} files): `python -m bench fetch {name}` downloads {dataset.download}")
+        lines.append(f'source = "{name}": {state} - {dataset.title}')
+    return lines
 
 
 def _folder_line() -> str:
