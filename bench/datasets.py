@@ -125,6 +125,7 @@ def fetch(name: str, configured: Path | None = None, progress: bool = False) -> 
 
     dataset = DATASETS[name]
     folder = dataset_folder(name, configured)
+    created = next((path for path in reversed([folder, *folder.parents]) if not path.exists()), None)
     store = pooch.create(path=folder, base_url=dataset.base_url,
                          registry={file: f"sha256:{digest}" for file, digest in dataset.files.items()})
     downloader = pooch.HTTPDownloader(progressbar=progress, timeout=FETCH_TIMEOUT_S)
@@ -132,8 +133,22 @@ def fetch(name: str, configured: Path | None = None, progress: bool = False) -> 
         try:
             store.fetch(file, downloader=downloader)
         except (requests.RequestException, ValueError, OSError) as error:  # offline, HTTP error, hash, disk
+            if created is not None:
+                _remove_empty_folders(folder, created)
             raise unavailable(dataset, folder, file, error) from None
     return folder
+
+
+def _remove_empty_folders(folder: Path, top: Path) -> None:
+    """The folders a failed fetch created, from ``folder`` up to ``top``, as long as they are empty: a failed
+    fetch leaves the disk as it found it."""
+    for path in (folder, *folder.parents):
+        try:
+            path.rmdir()  # only an empty folder goes
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def cached_files(name: str, configured: Path | None = None) -> tuple[int, int]:
@@ -156,7 +171,8 @@ def unavailable(dataset: Dataset, folder: Path, file: str, error: Exception) -> 
         f"could not fetch {dataset.url(file)} into the cache folder {folder} ({reason})",
         where=f"dataset {dataset.name!r}, {dataset.title}",
         fix=f"run `python -m bench fetch {dataset.name}` where the internet is reachable (e.g. a login node) with "
-            f"the same cache folder, or download {listing} from {dataset.base_url} by hand and place them in "
+            f"the same cache folder, or download {listing} from {dataset.base_url} by hand and place "
+            f"{'it' if len(files) == 1 else 'them'} in "
             f"{folder}/ (each is checked against its SHA-256 in bench/datasets.py); ${ENV_CACHE} or data.cache "
             f"choose another cache folder",
     )

@@ -205,21 +205,21 @@ def validate_settings(suite: Suite, *, where: str) -> None:
             raise BenchInputError(f"unknown data source {source!r}", where=f"{where}: {key}",
                                   fix=f'{hint}use "bundled" (offline sample images), "folder" with a path, or a named '
                                       f"dataset: {', '.join(DATASETS)}")
-    for key, source, path_key in (("data.source", data.source, "path"), ("data.eval_source", data.eval_source, "eval_path")):
-        folder = resolve_suite_path(suite, getattr(data, path_key))
+    folders = {"path": resolve_suite_path(suite, data.path), "eval_path": resolve_suite_path(suite, data.eval_path)}
+    if folders["eval_path"] is not None and data.eval_source != "folder":
+        raise BenchInputError('data.eval_path is only read with eval_source = "folder"', where=f"{where}: data.eval_path",
+                              fix='add eval_source = "folder", or drop eval_path')
+    for source, path_key in ((data.source, "path"), (data.eval_source, "eval_path")):
         if source != "folder":
-            if folder is not None and path_key == "eval_path":
-                raise BenchInputError(f"data.eval_path is only read with eval_source = \"folder\"",
-                                      where=f"{where}: data.eval_path", fix='add eval_source = "folder", or drop eval_path')
             continue
-        if folder is None:
-            raise BenchInputError(f"a folder source needs data.{path_key}", where=f"{where}: data.{path_key}",
+        if folders[path_key] is None:
+            raise BenchInputError("a folder source needs a path", where=f"{where}: data.{path_key}",
                                   fix=f'add {path_key} = "my_images/"')
-        if not folder.is_dir():
-            raise BenchInputError(f"image folder {str(folder)!r} does not exist", where=f"{where}: data.{path_key}",
-                                  fix="point it at a folder of .png/.jpg images (relative to the suite file)")
-    if data.eval_source == data.source and (data.source != "folder" or resolve_suite_path(suite, data.path)
-                                             == resolve_suite_path(suite, data.eval_path)):
+        if not folders[path_key].is_dir():
+            raise BenchInputError(f"image folder {str(folders[path_key])!r} does not exist",
+                                  where=f"{where}: data.{path_key}",
+                                  fix=f"point data.{path_key} at a folder of .png/.jpg images (relative to the suite file)")
+    if data.eval_source == data.source and (data.source != "folder" or folders["path"] == folders["eval_path"]):
         raise BenchInputError(f"eval_source is the training source {data.source!r}: the model would be evaluated on "
                               "photographs it trained on", where=f"{where}: data.eval_source",
                               fix="drop eval_source (then data.eval_images photographs are held out of the source) "
