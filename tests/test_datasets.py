@@ -261,8 +261,9 @@ def test_image_list_hash_follows_every_pixel_name_and_role(tmp_path):
 def test_fetch_command_fetches_what_a_suite_names_into_its_cache(server, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(datasets.ENV_CACHE)
     suite = write_suite(tmp_path, 'source = "div2k"\neval_source = "kodak"\ncache = "my_cache"')
-    assert main(["fetch", str(suite), "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    assert main(["fetch", str(suite)]) == 0
+    out, err = capsys.readouterr()
+    assert "100%" in err  # pooch's tqdm progress bar, one per downloaded file
     assert files_under(tmp_path / "my_cache") == sorted(
         [tmp_path / "my_cache" / "div2k" / "DIV2K_train_HR.zip"] + [tmp_path / "my_cache" / "kodak" / n for n in EVAL_PHOTOS])
     assert f"div2k: 1 file(s) present and verified in {tmp_path / 'my_cache' / 'div2k'}" in out
