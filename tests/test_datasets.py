@@ -243,6 +243,8 @@ def test_every_entry_sees_the_same_crops_and_rows_record_the_sources(server, tmp
     env = json.loads((folder / "environment.json").read_text())
     assert (env["data_source"], env["eval_source"], env["images_sha256"]) == ("div2k", "kodak", expected)
     assert env["data_cache"] == str(tmp_path / "cache")
+    report = (folder / "report.html").read_text()
+    assert "training photographs from div2k" in report and "held-out photographs from kodak" in report
 
 
 def test_image_list_hash_follows_every_pixel_name_and_role(tmp_path):
