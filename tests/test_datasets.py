@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,10 +90,24 @@ class Server:
         self.httpd.server_close()
 
 
+class CurrentStderr:
+    """Writes to whatever sys.stderr is when a message comes (pytest swaps it per test)."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 @pytest.fixture
 def server(monkeypatch, tmp_path):
     """The registry's "kodak" and "div2k" pointed at a local server holding miniature versions of them, and the
     cache in a temporary folder."""
+    import pooch
+
+    for handler in pooch.get_logger().handlers:  # pooch's log handler would keep the (closed) stderr of the test
+        monkeypatch.setattr(handler, "stream", CurrentStderr())  # that imported pooch first
     served = Server()
     served.files = {f"/kodak/{name}": data for name, data in EVAL_PHOTOS.items()}
     served.files["/div2k/DIV2K_train_HR.zip"] = TRAIN_ARCHIVE
