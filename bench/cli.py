@@ -1,4 +1,4 @@
-"""Command line: python -m bench {run, validate, list, speed, check}.
+"""Command line: python -m bench {run, validate, list, speed, check, report, compare, doctor, fetch}.
 
 Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
 """
@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-network", action="store_true",
                         help="do not probe whether the weights' download host is reachable")
     doctor.set_defaults(handler=_cmd_doctor)
+
+    fetch = commands.add_parser("fetch", help="download named datasets into the cache ahead of a run",
+                                description="Download (once) and verify the named datasets a suite uses, or datasets "
+                                            "named directly, e.g. on a login node before a GPU job. Cached files "
+                                            "whose hashes match are not downloaded again.")
+    fetch.add_argument("targets", nargs="+", metavar="SUITE_OR_DATASET",
+                       help="suite files (.toml) and/or dataset names (kodak, div2k, div2k-valid)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fetch.set_defaults(handler=_cmd_fetch)
     return parser
 
 
@@ -283,6 +292,43 @@ def _cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
 
     print("\n".join(report(network_check=not args.no_network)))
     return 0
+
+
+def _cmd_fetch(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.datasets import DATASETS, fetch
+
+    wanted: dict[tuple[str, Path | None], None] = {}  # (dataset, data.cache resolved), in the order named
+    for target in args.targets:
+        if target in DATASETS:
+            wanted[(target, None)] = None
+        elif Path(target).is_file():
+            wanted.update(dict.fromkeys(suite_datasets(Path(target))))
+        else:
+            raise BenchInputError("neither a suite file nor a dataset name", where=target,
+                                  fix=f"pass a suite (.toml) or one of: {', '.join(DATASETS)}")
+    if not wanted:
+        print("no named datasets to fetch: the suites use bundled or folder sources only")
+    for name, cache in wanted:
+        folder = fetch(name, cache, progress=not args.no_progress)
+        print(f"{name}: {len(DATASETS[name].files)} file(s) present and verified in {folder}")
+    return 0
+
+
+def suite_datasets(path: Path) -> list[tuple[str, Path | None]]:
+    """(dataset, cache folder from data.cache) for every named dataset a suite's runs would read, on any device
+    profile and with any entry's data overrides."""
+    from bench.datasets import DATASETS
+    from bench.plan import make_plan
+    from bench.suite import load_suite, resolve_suite_path, suite_for_device
+
+    suite = load_suite(path)
+    found: dict[tuple[str, Path | None], None] = {}
+    for device_type in ("cpu", "cuda"):
+        for spec in make_plan(suite_for_device(suite, device_type), device_type):
+            for source in (spec.data.source, spec.data.eval_source):
+                if source in DATASETS:
+                    found[(source, resolve_suite_path(suite, spec.data.cache))] = None
+    return list(found)
 
 
 def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:

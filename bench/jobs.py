@@ -18,7 +18,7 @@ from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.metrics import QualityMetrics
 from bench.model import build_model
 from bench.plan import RunSpec
-from bench.suite import Suite, resolve_data_path
+from bench.suite import Suite, resolve_suite_path
 from bench.train import Diverged, reconstruct, train
 from bench.verdicts import trained_on
 
@@ -29,6 +29,13 @@ class JobResult:
     history: list[dict]  # history.csv rows
     reconstructions: torch.Tensor | None  # held-out reconstructions on the CPU; None if the entry failed
     per_image: list[dict] = field(default_factory=list)  # per_image.csv rows: every metric of every eval crop
+
+
+def data_columns(spec: RunSpec, images: ImageSet) -> dict:
+    """What a result row records of the photographs: their sources, counts and the hash of the exact list."""
+    return {"data_source": spec.data.source, "eval_source": spec.data.eval_source or spec.data.source,
+            "images_sha256": images.images_sha256, "train_photos": len(images.train),
+            "eval_photos": len(images.eval_photos), "eval_crops": len(images.eval)}
 
 
 def per_image_rows(entry: str, seed: int, crop_names, values: dict[str, torch.Tensor]) -> list[dict]:
@@ -58,7 +65,9 @@ class Trainer:
 
     def images(self, spec: RunSpec) -> ImageSet:
         if spec.data not in self._images:
-            self._images[spec.data] = load_images(spec.data, resolve_data_path(self.suite))
+            path = lambda value: resolve_suite_path(self.suite, value)
+            self._images[spec.data] = load_images(spec.data, path(spec.data.path), eval_folder=path(spec.data.eval_path),
+                                                  cache=path(spec.data.cache), progress=self.show_progress)
         return self._images[spec.data]
 
     def initial_model(self, spec: RunSpec) -> torch.nn.Module:
@@ -79,8 +88,8 @@ class Trainer:
         reconstructions = baseline.reconstruct(eval_images)
         row = {"entry": baseline.name, "seed": spec.seed, "kind": "baseline", "formula": baseline.formula,
                "trained_on": "", "task": spec.task, "profile": spec.profile, "resolution": spec.data.resolution,
-               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", "train_photos": len(images.train),
-               "eval_photos": len(images.eval_photos), "eval_crops": len(images.eval), "status": "ok", "error": "",
+               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", **data_columns(spec, images),
+               "status": "ok", "error": "",
                "failed_step": None, "train_seconds": 0.0, **self.metrics(reconstructions, eval_images)}
         values, _ = self.metrics.per_image(reconstructions, eval_images)
         return JobResult(row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values))
@@ -96,8 +105,7 @@ class Trainer:
             "width": spec.model.width, "latent_dim": spec.model.latent_dim, "steps": spec.train.steps,
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
-            "loss_weights": loss_fn.weights_used, "train_photos": len(images.train), "eval_photos": len(images.eval_photos),
-            "eval_crops": len(images.eval),
+            "loss_weights": loss_fn.weights_used, **data_columns(spec, images),
         }
         try:
             checkpoint = checkpoints / f"{spec.entry.name}__seed{spec.seed}.pt" if checkpoints else None
