@@ -100,6 +100,7 @@ def registering_as(source: str) -> Iterator[None]:
 
 
 def loss_names() -> list[str]:
+    """Every registered loss (built-in, and from the plugins loaded so far), sorted."""
     _import_builtin_losses()
     return sorted(_LOSSES)
 
