@@ -112,7 +112,7 @@ class Trainer:
             result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
         except Diverged as error:
             return JobResult({**row, "status": "failed", "error": str(error), "failed_step": error.step}, [], None)
-        except (RuntimeError, MemoryError) as error:  # out of memory and kernel errors: this entry only
+        except Exception as error:  # noqa: BLE001 - out of memory, kernel errors, a plugin loss raising: this entry only
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

@@ -94,7 +94,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     else:
         folder = resume
         quality_rows, history_rows, image_rows, speed = _completed(folder, env["plan_sha256"], force)
-    results.copy_suite(suite.path, folder)
+    results.copy_suite(suite, folder)
     results.write_json(folder / "environment.json", env)
     done = {(row["entry"], row["seed"]) for row in quality_rows}
     todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]

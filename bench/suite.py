@@ -133,6 +133,8 @@ class Suite:
     entries: tuple[Entry, ...]
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]  # device type -> section -> key -> value
     description: str = ""
+    requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.plugins); a suite never loads code
+    text: str = ""  # the TOML the suite was parsed from, copied into every run folder
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -145,12 +147,12 @@ def load_suite(path: str | Path) -> Suite:
         raw = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise BenchInputError(f"not valid TOML: {error}", where=where, fix="correct the syntax at the line shown") from None
-    return parse_suite(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
+    return parse_suite(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=raw_bytes.decode("utf-8"))
 
 
-def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suite:
+def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: str = "") -> Suite:
     where = str(path)
-    allowed = {"name", "description", "task", "device", "seeds", "profile", "entry", *SECTIONS}
+    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", *SECTIONS}
     _reject_unknown(raw, allowed, where)
     name = _typed(raw, "name", str, where, default=path.stem)
     if not name or not all(c.isalnum() or c in "-_." for c in name):
@@ -164,6 +166,7 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suit
     metrics = sections["metrics"]
     sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent))
     profiles = _parse_profiles(raw.get("profile", {}), where)
+    requires = _parse_requires(raw.get("requires", []), f"{where}: requires")  # before entries name their losses
     entries = _parse_entries(raw.get("entry"), path)
     suite = Suite(
         name=name,
@@ -175,6 +178,8 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suit
         entries=entries,
         profiles=profiles,
         description=_typed(raw, "description", str, where, default=""),
+        requires=requires,
+        text=text,
         **sections,
     )
     for profile in profiles:  # a profile must yield a valid suite too
@@ -342,6 +347,16 @@ def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
                               where=where, fix="e.g. seeds = [0, 1, 2]")
     if len(set(value)) != len(value):
         raise BenchInputError(f"seeds repeat: {value}", where=where, fix="list each seed once")
+    return tuple(value)
+
+
+def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
+    from bench.plugins import check_required
+
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise BenchInputError(f"requires must be a list of plugin names, got {value!r}", where=where,
+                              fix='e.g. requires = ["lossbench-wavelet"]')
+    check_required(value, where=where)
     return tuple(value)
 
 
