@@ -130,14 +130,14 @@ def test_metrics_table_says_direction_and_who_trained_on_each(marked):
 def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
     rng = np.random.default_rng(1)
     noise = lambda: rng.normal(0, 0.01, (2, 12))
-    values = {"fsim": (20 + noise(), 0.95 + noise()), "l1": (25 + noise(), 0.90 + noise()),
+    values = {"mse": (20 + noise(), 0.95 + noise()), "l1": (25 + noise(), 0.90 + noise()),
               "baseline-mean-colour": (12 + noise(), 0.5 + noise())}
-    quality, images = crafted(values, {"fsim": "fsim", "l1": "l1"})
+    quality, images = crafted(values, {"mse": "mse psnr", "l1": "l1"})
     summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
     lines = headline(summary)
-    assert lines[0] == "ranked on held-out metrics no entry trained on: PSNR"
-    assert lines[1].startswith("PSNR: best is l1")
-    assert lines[2].startswith("FSIM (trained on by fsim: their wins here are expected): best is fsim")
+    assert lines[0] == "ranked on held-out metrics no entry trained on: FSIM"
+    assert lines[1].startswith("FSIM: best is mse")
+    assert lines[2].startswith("PSNR (trained on by mse: their wins here are expected): best is l1")
 
 
 def test_headline_says_when_every_metric_is_some_entrys_own(marked):
