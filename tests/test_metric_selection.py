@@ -40,8 +40,10 @@ def test_default_metrics_add_weight_free_measures_no_default_entry_trains_on():
     suite = suite_with()
     assert suite.metrics.compute == DEFAULT_METRICS
     assert {"fsim", "gmsd", "haarpsi", "dists"} <= set(DEFAULT_METRICS)
-    all_losses = [Entry(e, (Term(e, 1.0, {}, e),)) for e in ("mse", "l1", "ssim", "ms_ssim", "lpips", "perceptual")]
-    owned = {metric for entry in all_losses for metric in trained_on(entry).split()}
+    from bench.suite import load_suite
+
+    all_losses = load_suite(Path(__file__).resolve().parents[1] / "suites" / "all_losses.toml")
+    owned = {metric for entry in all_losses.entries for metric in trained_on(entry).split()}
     assert {"fsim", "gmsd", "haarpsi", "dists"}.isdisjoint(owned)
 
 
