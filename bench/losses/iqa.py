@@ -21,6 +21,7 @@ needs around it, the same for every measure:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,13 +41,14 @@ class Measure:
 
     function: Callable[..., torch.Tensor]
     similarity: bool  # True: higher is better, the loss is 1 - value; False: a distance, the loss is the value
-    min_side: int  # smallest image side piq accepts (or that gives finite values)
+    min_side: int  # smallest image side accepted (piq's own limit, or one the tests find finite values at)
     colour_only: bool = False  # defined on RGB only: grayscale is repeated to three channels
     chromatic_param: str = ""  # the parameter switching a chromatic term on, switched off for grayscale
 
 
+@functools.lru_cache(maxsize=1)
 def _measures() -> dict[str, Measure]:
-    import piq
+    import piq  # on first use: `bench list` needs only the names and defaults below
 
     return {
         "fsim": Measure(piq.fsim, True, 8, chromatic_param="chromatic"),
