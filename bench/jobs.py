@@ -48,12 +48,13 @@ class Trainer:
     """Trains RunSpecs of one suite on one device; builds loss networks, images, metrics and each seed's
     initial model once and reuses them for every job it is given."""
 
-    def __init__(self, suite: Suite, device: str, show_progress: bool = True) -> None:
+    def __init__(self, suite: Suite, device: str, show_progress: bool = True, log=print) -> None:
         self.suite = suite
         self.device = torch.device(device)
         self.show_progress = show_progress
         metrics = suite.metrics
-        self.metrics = QualityMetrics(metrics.lpips_net, metrics.lpips_weights, self.device, seed=LOSS_NETWORK_SEED)
+        self.metrics = QualityMetrics(metrics.lpips_net, metrics.lpips_weights, self.device, seed=LOSS_NETWORK_SEED,
+                                      compute=metrics.compute, dists_weights=metrics.dists_weights, log=log)
         self._losses: dict[int, dict[str, WeightedSum]] = {}
         self._images: dict = {}
         self._initial_models: dict[tuple, torch.nn.Module] = {}
@@ -119,7 +120,7 @@ class Trainer:
             return JobResult({**row, "status": "failed", "error": reason, "failed_step": None}, [], None)
         eval_images = images.eval.to(self.device)
         reconstructions = reconstruct(result.model, spec, eval_images)
-        row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds,
+        row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, loss_learned=result.loss.learned,
                    skipped_steps=result.skipped_steps, **self.metrics(reconstructions, eval_images))
         history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
         values, _ = self.metrics.per_image(reconstructions, eval_images)

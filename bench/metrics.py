@@ -1,9 +1,15 @@
 """Quality metrics on held-out images, per image (so results do not depend on the batch size), in float32 on
 clamped [0, 1] images. SSIM and MS-SSIM are pytorch-msssim's: the mean of the sliding Gaussian-window map
-(not Zhao et al.'s patch-centre evaluation). LPIPS is the lpips package's (AlexNet head by default)."""
+(not Zhao et al.'s patch-centre evaluation). LPIPS is the lpips package's (AlexNet head by default); FSIM,
+GMSD, MS-GMSD, HaarPSI, MDSI, VIF, VSI and DISTS are piq's (``bench.losses.iqa``, ``bench.losses.dists``), NLPD
+is ``bench.losses.nlpd``'s.
+
+``[metrics] compute`` chooses which are computed; PSNR always is (the "did it learn" verdict needs it).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 from pytorch_msssim import ssim
@@ -11,6 +17,34 @@ from pytorch_msssim import ssim
 from bench.losses.structural import most_levels, ms_ssim_index
 
 WINDOW = 11
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # for tables and the report
+    higher_is_better: bool
+    reference: str  # where the numbers come from
+
+
+METRICS: dict[str, Metric] = {
+    "psnr": Metric("PSNR (dB)", True, "10 log10(1 / MSE), per image"),
+    "ssim": Metric("SSIM", True, "pytorch-msssim, 11 px Gaussian window"),
+    "ms_ssim": Metric("MS-SSIM", True, "as many scales as fit, standard weights renormalised"),
+    "lpips": Metric("LPIPS", False, "lpips package, [metrics] lpips_net / lpips_weights"),
+    "l1": Metric("L1", False, "mean absolute error"),
+    "mse": Metric("MSE", False, "mean squared error"),
+    "fsim": Metric("FSIM", True, "piq FSIMc (FSIM for grayscale)"),
+    "gmsd": Metric("GMSD", False, "piq"),
+    "ms_gmsd": Metric("MS-GMSD", False, "piq"),
+    "haarpsi": Metric("HaarPSI", True, "piq"),
+    "mdsi": Metric("MDSI", False, "piq"),
+    "vif": Metric("VIF", True, "piq, pixel domain"),
+    "vsi": Metric("VSI", True, "piq"),
+    "dists": Metric("DISTS", False, "piq, [metrics] dists_weights"),
+    "nlpd": Metric("NLPD", False, "bench.losses.nlpd, as many levels as fit"),
+}
+# Today's metrics plus weight-free ones no loss of the default suite trains on, and DISTS where its weights load.
+DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse", "fsim", "gmsd", "haarpsi", "dists")
 
 
 def _prepare(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,44 +70,81 @@ def ms_ssim_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> tup
 
 
 class QualityMetrics:
-    """Holds the LPIPS network (built once) and computes every metric for one set of reconstructions."""
+    """Holds the metric networks (built once) and computes the chosen metrics for one set of reconstructions.
 
-    def __init__(self, lpips_net: str, lpips_weights: str, device: torch.device, seed: int = 0) -> None:
-        from bench.losses.pretrained import LPIPS_MIN_SIDE, build_lpips
+    ``dists_weights = "auto"`` computes DISTS only if its trained weights (torchvision's VGG16 and piq's channel
+    weights) are already in the torch hub cache: a DISTS of random features would rank nothing, and the default
+    metrics should not download 528 MB. ``"imagenet"`` (downloading them if need be), ``"random"`` or a path
+    compute it under the weights policy of ``bench.losses.dists``, as LPIPS does.
+    """
 
-        self.lpips_min_side = LPIPS_MIN_SIDE[lpips_net]
-
-        self.lpips, self.lpips_weights_used = build_lpips(lpips_net, lpips_weights, seed)
-        self.lpips = self.lpips.to(device)
+    def __init__(self, lpips_net: str, lpips_weights: str, device: torch.device, seed: int = 0,
+                 compute: tuple[str, ...] = DEFAULT_METRICS, dists_weights: str = "auto", log=print) -> None:
+        self.compute = ("psnr",) + tuple(name for name in compute if name != "psnr")
         self.lpips_net = lpips_net
+        self.provenance: dict[str, object] = {}
+        if "lpips" in self.compute:
+            from bench.losses.pretrained import LPIPS_MIN_SIDE, build_lpips
+
+            self.lpips_min_side = LPIPS_MIN_SIDE[lpips_net]
+            self.lpips, self.lpips_weights_used = build_lpips(lpips_net, lpips_weights, seed)
+            self.lpips = self.lpips.to(device)
+            self.provenance.update(lpips_net=lpips_net, lpips_weights=self.lpips_weights_used)
+        if "dists" in self.compute:
+            from bench.losses.dists import build_dists, missing_files
+
+            missing = missing_files() if dists_weights == "auto" else []
+            if missing:  # the default metric set never downloads DISTS's 528 MB
+                self.compute = tuple(name for name in self.compute if name != "dists")
+                log(f"DISTS metric left out: {' and '.join(str(path) for path in missing)} not in the torch hub cache; "
+                    'put them there, or set [metrics] dists_weights = "imagenet" (downloads) or "random"')
+            else:
+                self.dists, self.dists_weights_used = build_dists(dists_weights, seed)
+                self.dists = self.dists.to(device)
+                self.provenance.update(dists_weights=self.dists_weights_used)
 
     @torch.no_grad()
-    def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, object]:
         """The mean of every metric over the images, and how the metrics were computed."""
         values, levels = self.per_image(reconstruction, target)
-        means = {name: value.mean().item() for name, value in values.items()}  # NaN where not computable
-        means.update(ms_ssim_levels=levels, lpips_net=self.lpips_net, lpips_weights=self.lpips_weights_used)
+        means: dict[str, object] = {name: value.mean().item() for name, value in values.items()}  # NaN: not computable
+        if "ms_ssim" in values:
+            means["ms_ssim_levels"] = levels
+        means.update(self.provenance)
         return means
 
     @torch.no_grad()
     def per_image(self, reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
-        """One value per image for each metric (on the CPU), and the MS-SSIM level count used."""
+        """One value per image for each chosen metric (on the CPU), and the MS-SSIM level count used."""
         x, y = _prepare(reconstruction, target)
-        ms_values, levels = ms_ssim_per_image(x, y)
-        values = {
-            "psnr": psnr(x, y),
-            "ssim": ssim(x, y, data_range=1.0, size_average=False),
-            "ms_ssim": ms_values,
-            "lpips": self._lpips(x, y),
-            "l1": (x - y).abs().flatten(1).mean(1),
-            "mse": (x - y).pow(2).flatten(1).mean(1),
-        }
-        return {name: value.float().cpu() for name, value in values.items()}, levels
+        levels = most_levels(min(x.shape[-2:]), WINDOW)
+        values = {name: self._one(name, x, y).float().cpu() for name in self.compute}
+        return values, levels
 
-    def _lpips(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One value per image; NaN below the backbone's smallest input."""
+    def _one(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One value per image; NaN where the images are smaller than the metric accepts."""
+        from bench.losses import iqa, nlpd
+        from bench.losses.dists import MIN_SIDE as DISTS_MIN_SIDE, dists_per_image
         from bench.losses.perceptual import lpips_per_image
 
-        if min(x.shape[-2:]) < self.lpips_min_side:
-            return torch.full((len(x),), float("nan"))
-        return lpips_per_image(self.lpips, x, y)  # per image: no batch statistics inside LPIPS
+        side, nan = min(x.shape[-2:]), torch.full((len(x),), float("nan"))
+        if name == "psnr":
+            return psnr(x, y)
+        if name == "ssim":
+            return ssim(x, y, data_range=1.0, size_average=False)
+        if name == "ms_ssim":
+            return ms_ssim_per_image(x, y)[0]
+        if name == "l1":
+            return (x - y).abs().flatten(1).mean(1)
+        if name == "mse":
+            return (x - y).pow(2).flatten(1).mean(1)
+        if name == "lpips":
+            return nan if side < self.lpips_min_side else lpips_per_image(self.lpips, x, y)
+        if name == "dists":
+            return nan if side < DISTS_MIN_SIDE else dists_per_image(self.dists, x, y)
+        if name == "nlpd":
+            levels = nlpd.most_nlpd_levels(side)
+            return nan if not levels else torch.stack([nlpd.nlpd_loss(a[None], b[None], levels) for a, b in zip(x, y)])
+        if side < iqa.measure(name).min_side:
+            return nan
+        return iqa.quality_index(name, x, y)

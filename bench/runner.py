@@ -21,7 +21,7 @@ from bench.jobs import Trainer
 from bench.plan import RunSpec, make_plan
 from bench.stats import time_to_quality
 from bench.suite import Suite, profile_name, resolve_suite_path, suite_for_device
-from bench.tables import summarize_with_pairs
+from bench.tables import metric_table, summarize_with_pairs
 from bench.verdicts import headline
 
 
@@ -74,7 +74,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
             f"batch {suite.timing.batch_size}")
     plan = make_plan(suite, profile)
     distributed = workers > 1 or ray_address is not None
-    trainer = Trainer(suite, str(device), show_progress and not distributed)
+    trainer = Trainer(suite, str(device), show_progress and not distributed, log=log)
     for resolution in {spec.data.resolution for spec in plan}:
         trainer.losses(resolution)  # a bad loss parameter stops the run here, before any folder exists
     images = {spec.data: trainer.images(spec) for spec in plan}
@@ -118,8 +118,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
             if row["seed"] == plan[0].seed:
                 results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
                                  outcome.reconstructions)
-                log(f"  {row['entry']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, LPIPS {row['lpips']:.4f} "
-                    f"({row['formula']})")
+                log(f"  {row['entry']}: {_scores(row)} ({row['formula']})")
         quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
         image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
         if distributed:
@@ -145,8 +144,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
                     break
             else:
                 flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
-                log(f"  {row['entry']} seed {row['seed']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                    f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s){flag}")
+                log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
         results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
         results.write_table(folder, "quality", quality_rows)
 
@@ -168,6 +166,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     quality = pd.DataFrame(quality_rows)
     summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows))
     results.write_table(folder, "summary", summary)
+    results.write_table(folder, "metrics", metric_table(quality))
     if not pairs.empty:
         results.write_table(folder, "pairwise", pairs)
     reached = time_to_quality(pd.DataFrame(history_rows), suite.metrics.psnr_targets)
@@ -180,6 +179,13 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     results.write_json(folder / "environment.json", env)
     failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
     return RunOutcome(folder=folder, failed=failed, summary=summary)
+
+
+def _scores(row: dict) -> str:
+    """PSNR, and SSIM and LPIPS where they were computed, for the console."""
+    shown = [f"PSNR {row['psnr']:.2f} dB"]
+    shown += [f"{name} {row[key]:.4f}" for key, name in (("ssim", "SSIM"), ("lpips", "LPIPS")) if key in row]
+    return ", ".join(shown)
 
 
 def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame]:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from bench.datasets import DATASETS
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
+from bench.metrics import DEFAULT_METRICS, METRICS
 from bench.timing import VARIANTS as TIMING_VARIANTS
 
 try:
@@ -83,8 +84,10 @@ class TimingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    compute: tuple[str, ...] = DEFAULT_METRICS  # held-out metrics (bench.metrics.METRICS); PSNR always
     lpips_net: str = "alex"
     lpips_weights: str = "auto"
+    dists_weights: str = "auto"  # "auto": DISTS only where its trained weights load; "random" or a path: always
     psnr_targets: tuple[float, ...] = ()  # time-to-quality: step and seconds when eval PSNR first reaches each
 
 
@@ -164,7 +167,8 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
     seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
     sections = {key: _parse_section(key, raw.get(key, {}), where) for key in SECTIONS}
     metrics = sections["metrics"]
-    sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent))
+    sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent),
+                                              dists_weights=resolve_weights_path(metrics.dists_weights, path.parent))
     profiles = _parse_profiles(raw.get("profile", {}), where)
     requires = _parse_requires(raw.get("requires", []), f"{where}: requires")  # before entries name their losses
     entries = _parse_entries(raw.get("entry"), path)
@@ -265,6 +269,12 @@ def validate_settings(suite: Suite, *, where: str) -> None:
                               fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights")
     if data.noise_std < 0:
         raise BenchInputError("data.noise_std must be >= 0", where=f"{where}: data.noise_std", fix="use e.g. 0.1")
+    for name in suite.metrics.compute:
+        if name not in METRICS:
+            close = difflib.get_close_matches(name, list(METRICS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise BenchInputError(f"unknown metric {name!r}", where=f"{where}: metrics.compute",
+                                  fix=f"{hint}known metrics: {', '.join(METRICS)}")
     for variant in suite.timing.variants:
         if variant not in TIMING_VARIANTS:
             raise BenchInputError(f"unknown timing variant {variant!r}", where=f"{where}: timing.variants",

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.metrics import METRICS
 from bench.stats import confidence_table
 from bench.verdicts import add_verdicts
 
-QUALITY_COLUMNS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "l1": False, "mse": False}
+QUALITY_COLUMNS = tuple(METRICS)  # every metric a run may have computed; a run's own are those in its tables
+HIGHER_IS_BETTER = {name: metric.higher_is_better for name, metric in METRICS.items()}
+
+
+def metric_table(quality: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv: one row per metric the run computed, with its direction, its source and the entries that
+    trained on it (whose wins there are expected)."""
+    computed = [name for name in QUALITY_COLUMNS if name in quality]
+    trained = quality[quality.get("kind", pd.Series("trained", index=quality.index)) != "baseline"]
+    owners = {name: sorted({entry for entry, own in zip(trained["entry"], trained.get("trained_on", pd.Series(
+        "", index=trained.index)).fillna("")) if name in str(own).split()}) for name in computed}
+    return pd.DataFrame({"metric": computed, "label": [METRICS[n].label for n in computed],
+                         "higher_is_better": [METRICS[n].higher_is_better for n in computed],
+                         "source": [METRICS[n].reference for n in computed],
+                         "trained_on_by": [" ".join(owners[n]) for n in computed]})
 
 
 def summarize(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
@@ -32,8 +46,9 @@ def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: 
     )
     if not ok.empty:
         summary = summary.join(ok.groupby("entry", sort=False)[["train_seconds"]].mean())
-        intervals = confidence_table(ok, QUALITY_COLUMNS).pivot(index="entry", columns="metric")
-        for metric in QUALITY_COLUMNS:
+        computed = [metric for metric in QUALITY_COLUMNS if metric in ok]
+        intervals = confidence_table(ok, computed).pivot(index="entry", columns="metric")
+        for metric in computed:
             summary[metric] = intervals[("mean", metric)]
             summary[f"{metric}_ci_low"] = intervals[("ci_low", metric)]
             summary[f"{metric}_ci_high"] = intervals[("ci_high", metric)]
@@ -44,7 +59,8 @@ def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: 
     pairs = pd.DataFrame()
     if "psnr" in summary:
         summary, pairs = add_verdicts(summary, per_image if per_image is not None else pd.DataFrame(),
-                                      history if history is not None else pd.DataFrame(), HIGHER_IS_BETTER)
+                                      history if history is not None else pd.DataFrame(),
+                                      {m: HIGHER_IS_BETTER[m] for m in QUALITY_COLUMNS if m in summary})
     ranked = (summary["kind"] != "baseline") & summary.get("learned", pd.Series(True, index=summary.index)).fillna(True).astype(bool)
     for column, higher in {**HIGHER_IS_BETTER, "loss_fwd_bwd_ms": False}.items():
         if column in summary:

@@ -34,6 +34,7 @@ class TrainResult:
     history: list[dict]
     seconds: float
     skipped_steps: int  # steps dropped for a NaN/inf loss under on_nan = "skip"
+    loss: nn.Module  # the loss as trained: a copy whose own parameters (if it has any) were learned
 
 
 def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
@@ -55,7 +56,12 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     file exists, training continues from it, exactly as if it had never stopped."""
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
     model = copy.deepcopy(initial_model).to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr)  # the model's parameters only, never the loss nets
+    # A loss with parameters of its own (Barron's adaptive loss: its shape and scale) learns them with the model,
+    # from their initial values in every run; frozen loss networks have none that require grad.
+    if any(parameter.requires_grad for parameter in loss_fn.parameters()):
+        loss_fn = copy.deepcopy(loss_fn)
+    learnable = [parameter for parameter in loss_fn.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam([*model.parameters(), *learnable], lr=spec.train.lr)
     # With train.ema, an exponential moving average of the weights (and buffers) is what gets evaluated.
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec.train.ema), use_buffers=True)
                 if spec.train.ema else None)
@@ -67,6 +73,8 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.is_file() else {}
     if saved:
         model.load_state_dict(saved["model"])
+        if learnable:
+            loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
         if averaged is not None:
             averaged.load_state_dict(saved["averaged"])
@@ -111,6 +119,7 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
                 raise Diverged(step)
             buffer = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "loss": loss_fn.state_dict() if learnable else None,
                         "averaged": averaged.state_dict() if averaged is not None else None,
                         "history": history, "skipped_steps": skipped_steps,
                         "seconds": time.perf_counter() - started - eval_seconds}, buffer)
@@ -119,4 +128,4 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
     return TrainResult(model=evaluated, history=history, seconds=time.perf_counter() - started - eval_seconds,
-                       skipped_steps=skipped_steps)
+                       skipped_steps=skipped_steps, loss=loss_fn)

@@ -26,8 +26,12 @@ ALPHA = 0.05
 IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving
 LAST_FRACTION = 0.2
 # Metrics a loss optimises directly (PSNR is a function of each image's MSE); combinations take the union.
+# Each quality measure that is also a loss optimises its own metric. Barron's robust loss is not marked: only its
+# alpha = 2 member is MSE (scaled), and that is the mse loss.
 OPTIMISES = {"mse": ("mse", "psnr"), "l1": ("l1",), "ssim": ("ssim",), "ms_ssim": ("ms_ssim",),
-             "ms_ssim_l1": ("ms_ssim", "l1"), "lpips": ("lpips",)}
+             "ms_ssim_l1": ("ms_ssim", "l1"), "lpips": ("lpips",),
+             **{measure: (measure,) for measure in ("fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "vif", "vsi",
+                                                    "dists", "nlpd")}}
 
 
 def trained_on(entry) -> str:
@@ -137,6 +141,10 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
         if per_image.empty or metric not in per_image or not ranked:
             continue
         pairs = pairwise(per_image, metric, higher, ranked)
+        own = {entry: metric in str(trained).split() for entry, trained in zip(
+            summary["entry"], summary.get("trained_on", pd.Series("", index=summary.index)).fillna(""))}
+        pairs["a_trained_on_metric"] = pairs["a"].map(own).fillna(False).astype(bool)
+        pairs["b_trained_on_metric"] = pairs["b"].map(own).fillna(False).astype(bool)
         comparisons.append(pairs)
         scored = [e for e in ranked if per_image.loc[per_image["entry"] == e, metric].notna().any()]
         intervals = rank_intervals(pairs[pairs["a"].isin(scored) & pairs["b"].isin(scored)], scored)
@@ -150,22 +158,40 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
     return summary, (pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame())
 
 
-HEADLINE_METRICS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
+# The headline leaves out L1 and MSE: PSNR says what they say.
+HEADLINE_METRICS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "fsim": "FSIM",
+                    "gmsd": "GMSD", "ms_gmsd": "MS-GMSD", "haarpsi": "HaarPSI", "mdsi": "MDSI", "vif": "VIF",
+                    "vsi": "VSI", "dists": "DISTS", "nlpd": "NLPD"}
+
+
+def trained_on_by(summary: pd.DataFrame, metric: str) -> list[str]:
+    """The trained entries whose loss is (or has a term that is) ``metric``."""
+    if "trained_on" not in summary:
+        return []
+    trained = summary[summary["kind"] != "baseline"]
+    return [entry for entry, own in zip(trained["entry"], trained["trained_on"].fillna("")) if metric in str(own).split()]
 
 
 def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -> list[str]:
-    """The run's verdict in a few sentences, for the console and the top of the report."""
+    """The run's verdict in a few sentences, for the console and the top of the report: first the metrics no
+    entry trained on (named), then those some entries trained on, with who did."""
     if summary.empty or "kind" not in summary:
         return []
     lines = []
     trained = summary[summary["kind"] != "baseline"]
     baselines = summary[summary["kind"] == "baseline"]
-    for metric, name in labels.items():
-        column = f"best_{metric}"
-        if column not in summary:
-            continue
-        best = list(summary.loc[summary[column] == "best", "entry"])
-        tied = list(summary.loc[summary[column] == "tied", "entry"])
+    ranked = [metric for metric in labels if f"best_{metric}" in summary]
+    neutral = [metric for metric in ranked if not trained_on_by(summary, metric)]
+    if neutral and len(neutral) < len(ranked):
+        lines.append("ranked on held-out metrics no entry trained on: " + ", ".join(labels[m] for m in neutral))
+    elif ranked and not neutral:
+        lines.append("every metric ranked here is some entry's own loss: add one no entry trains on to "
+                     "[metrics] compute (e.g. fsim, gmsd, haarpsi) for a neutral ranking")
+    for metric in neutral + [m for m in ranked if m not in neutral]:
+        owners = trained_on_by(summary, metric)
+        name = labels[metric] + (f" (trained on by {', '.join(owners)}: their wins here are expected)" if owners else "")
+        best = list(summary.loc[summary[f"best_{metric}"] == "best", "entry"])
+        tied = list(summary.loc[summary[f"best_{metric}"] == "tied", "entry"])
         if best:
             lines.append(f"{name}: best is {best[0]} (ahead of every other entry beyond noise)")
         elif tied:

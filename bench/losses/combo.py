@@ -39,6 +39,14 @@ class WeightedSum(nn.Module):
         return "; ".join(used) or "none"
 
 
+    @property
+    def learned(self) -> str:
+        """The values of loss parameters learned with the model, e.g. ``"robust_adaptive: alpha=1.2, scale=0.04"``;
+        "" when no term has any."""
+        return "; ".join(f"{label}: {term.extra_repr()}" for label, term in zip(self.labels, self.terms)
+                         if any(parameter.requires_grad for parameter in term.parameters()))
+
+
 LOSS_NETWORK_SEED = 0  # random-fallback loss networks are one fixed instrument for every entry and seed
 
 

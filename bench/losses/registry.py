@@ -216,7 +216,11 @@ def _as_loss_module(info: LossInfo, loss: Any) -> nn.Module:
 
 def _import_builtin_losses() -> None:
     # Registration happens on import of the loss modules; importing here keeps callers from caring.
+    import bench.losses.dists  # noqa: F401
     import bench.losses.frequency  # noqa: F401
+    import bench.losses.iqa  # noqa: F401
+    import bench.losses.nlpd  # noqa: F401
     import bench.losses.perceptual  # noqa: F401
     import bench.losses.pixel  # noqa: F401
+    import bench.losses.robust  # noqa: F401
     import bench.losses.structural  # noqa: F401

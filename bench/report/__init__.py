@@ -14,12 +14,13 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.results import read_table
+from bench.metrics import METRICS
 from bench.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
 
 RUN_FIX = "give a run folder, results/<suite>/<timestamp>/, as printed at the end of `python -m bench run`"
 
 LABELS = {
-    "psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "l1": "L1", "mse": "MSE",
+    **{name: metric.label for name, metric in METRICS.items()},
     "train_seconds": "train time (s)", "loss_fwd_bwd_ms": "loss fwd+bwd (ms)",
     "psnr_gain_last20": "PSNR gain, last 20% of steps (dB)",
 }

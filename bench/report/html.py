@@ -255,6 +255,7 @@ def _run_summary(run: Run) -> str:
          f"{timed.get('variant')}, {timed.get('repeats')} repeats"),
         ("loss networks", _loss_networks(run)),
         ("LPIPS metric", f"{first.get('lpips_net', '?')}, weights {first.get('lpips_weights', '?')}"),
+        *([("DISTS metric", f"weights {first['dists_weights']}")] if pd.notna(first.get("dists_weights")) else []),
     ]
     rows = "\n".join(f"<tr><th>{_esc(key)}</th><td>{_esc(value)}</td></tr>" for key, value in items)
     return f"<table>\n{rows}\n</table>\n" + "\n".join(_warnings(run))

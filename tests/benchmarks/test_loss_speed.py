@@ -38,7 +38,7 @@ def params_for(name: str) -> dict:
     params = {}
     if "weights" in defaults:
         params["weights"] = "random"  # no download, and the time does not depend on the weight values
-    if "levels" in defaults and RESOLUTION <= (defaults["win_size"] - 1) * 2 ** (defaults["levels"] - 1):
+    if {"levels", "win_size"} <= set(defaults) and RESOLUTION <= (defaults["win_size"] - 1) * 2 ** (defaults["levels"] - 1):
         params["levels"] = "auto"  # the default MS-SSIM scales do not fit: take as many as do
     return params
 

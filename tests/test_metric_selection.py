@@ -1,0 +1,179 @@
+"""[metrics] compute: which held-out metrics a run computes, their directions, the trained-on-the-metric marks in
+summary, pairwise, metrics.csv and the headline; and a loss with learnable parameters learning them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.data import ImageSet
+from bench.errors import BenchInputError
+from bench.losses import LossContext, WeightedSum, build_loss
+from bench.metrics import DEFAULT_METRICS, METRICS, QualityMetrics
+from bench.plan import make_plan
+from bench.suite import Entry, Term, parse_suite
+from bench.tables import metric_table, summarize_with_pairs
+from bench.train import train
+from bench.verdicts import headline, trained_on
+
+from bench.model import build_model
+
+
+def suite_with(metrics: str = "", entries: str = '[[entry]]\nname = "mse"\nloss = "mse"\n', tmp: Path = Path(".")):
+    import tomllib
+
+    text = f"[metrics]\n{metrics}\n{entries}" if metrics else entries
+    return parse_suite(tomllib.loads(text), path=tmp / "s.toml")
+
+
+def pair(n: int = 3, side: int = 48, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(n, 3, side, side, generator=generator)
+    return (target + 0.1 * torch.randn(target.shape, generator=generator)).clamp(0, 1), target
+
+
+def test_default_metrics_add_weight_free_measures_no_default_entry_trains_on():
+    suite = suite_with()
+    assert suite.metrics.compute == DEFAULT_METRICS
+    assert {"fsim", "gmsd", "haarpsi", "dists"} <= set(DEFAULT_METRICS)
+    from bench.suite import load_suite
+
+    all_losses = load_suite(Path(__file__).resolve().parents[1] / "suites" / "all_losses.toml")
+    owned = {metric for entry in all_losses.entries for metric in trained_on(entry).split()}
+    assert {"fsim", "gmsd", "haarpsi", "dists"}.isdisjoint(owned)
+
+
+def test_compute_chooses_the_metrics_and_psnr_is_always_there(tmp_path):
+    suite = suite_with('compute = ["ssim", "gmsd"]')
+    assert suite.metrics.compute == ("ssim", "gmsd")
+    metrics = QualityMetrics("alex", "random", torch.device("cpu"), compute=suite.metrics.compute)
+    values = metrics(*pair())
+    assert {"psnr", "ssim", "gmsd"} <= set(values) and not {"lpips", "fsim", "l1", "ms_ssim_levels"} & set(values)
+
+
+def test_an_unknown_metric_is_an_input_error_naming_the_key():
+    with pytest.raises(BenchInputError) as caught:
+        suite_with('compute = ["psnr", "fsmi"]')
+    assert "metrics.compute" in str(caught.value) and "did you mean 'fsim'" in str(caught.value)
+
+
+def test_new_metrics_agree_with_their_losses_and_point_the_right_way():
+    x, y = pair()
+    metrics = QualityMetrics("alex", "random", torch.device("cpu"),
+                             compute=("fsim", "gmsd", "haarpsi", "vif", "nlpd", "dists"), dists_weights="random")
+    values, _ = metrics.per_image(x, y)
+    for name in ("fsim", "gmsd", "haarpsi"):
+        loss = build_loss(name, {}, LossContext(48))(x, y).item()
+        as_loss = 1 - values[name].mean().item() if METRICS[name].higher_is_better else values[name].mean().item()
+        assert as_loss == pytest.approx(loss, rel=1e-5), name
+    better, _ = metrics.per_image((0.5 * x + 0.5 * y), y)  # half the distortion
+    for name, metric in METRICS.items():
+        if name in values:
+            improved = better[name] > values[name] if metric.higher_is_better else better[name] < values[name]
+            assert improved.all(), name
+
+
+def test_dists_metric_is_left_out_unless_its_weights_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    said = []
+    metrics = QualityMetrics("alex", "random", torch.device("cpu"), compute=("psnr", "dists"), log=said.append)
+    assert metrics.compute == ("psnr",) and "DISTS metric left out" in said[0] and "dists_weights.pt" in said[0]
+    forced = QualityMetrics("alex", "random", torch.device("cpu"), compute=("dists",), dists_weights="random")
+    assert forced.compute == ("psnr", "dists") and forced(*pair())["dists_weights"] == "random"
+
+
+# --- marks -----------------------------------------------------------------------------------------------------
+
+
+def crafted(values: dict[str, np.ndarray], trained: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """quality and per_image tables with psnr and fsim per (seed, crop) for entries plus a mean-colour baseline."""
+    rows = []
+    for entry, (psnr, fsim) in values.items():
+        for seed in range(psnr.shape[0]):
+            for crop in range(psnr.shape[1]):
+                rows.append({"entry": entry, "seed": seed, "crop": crop, "psnr": psnr[seed, crop],
+                             "fsim": fsim[seed, crop]})
+    images = pd.DataFrame(rows)
+    quality = images.groupby(["entry", "seed"], sort=False).mean(numeric_only=True).drop(columns="crop").reset_index()
+    quality["kind"] = np.where(quality["entry"].str.startswith("baseline-"), "baseline", "trained")
+    quality["trained_on"] = [trained.get(e, "") for e in quality["entry"]]
+    return quality.assign(status="ok", formula=quality["entry"], train_seconds=1.0), images
+
+
+@pytest.fixture
+def marked():
+    rng = np.random.default_rng(0)
+    noise = lambda: rng.normal(0, 0.01, (2, 12))
+    values = {"fsim": (20 + noise(), 0.95 + noise()), "mse": (25 + noise(), 0.90 + noise()),
+              "baseline-mean-colour": (12 + noise(), 0.5 + noise())}
+    quality, images = crafted(values, {"fsim": "fsim", "mse": "mse psnr"})
+    return summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame()), quality
+
+
+def test_pairwise_marks_the_entry_trained_on_the_metric(marked):
+    (_, pairs), _ = marked
+    row = pairs[(pairs["metric"] == "fsim")].iloc[0]
+    assert {row["a"]: row["a_trained_on_metric"], row["b"]: row["b_trained_on_metric"]} == {"fsim": True, "mse": False}
+    row = pairs[(pairs["metric"] == "psnr")].iloc[0]
+    assert {row["a"]: row["a_trained_on_metric"], row["b"]: row["b_trained_on_metric"]} == {"fsim": False, "mse": True}
+
+
+def test_metrics_table_says_direction_and_who_trained_on_each(marked):
+    _, quality = marked
+    table = metric_table(quality).set_index("metric")
+    assert table.loc["psnr", "higher_is_better"] and table.loc["fsim", "higher_is_better"]
+    assert table.loc["fsim", "trained_on_by"] == "fsim" and table.loc["psnr", "trained_on_by"] == "mse"
+
+
+def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
+    rng = np.random.default_rng(1)
+    noise = lambda: rng.normal(0, 0.01, (2, 12))
+    values = {"mse": (20 + noise(), 0.95 + noise()), "l1": (25 + noise(), 0.90 + noise()),
+              "baseline-mean-colour": (12 + noise(), 0.5 + noise())}
+    quality, images = crafted(values, {"mse": "mse psnr", "l1": "l1"})
+    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    lines = headline(summary)
+    assert lines[0] == "ranked on held-out metrics no entry trained on: FSIM"
+    assert lines[1].startswith("FSIM: best is mse")
+    assert lines[2].startswith("PSNR (trained on by mse: their wins here are expected): best is l1")
+
+
+def test_headline_says_when_every_metric_is_some_entrys_own(marked):
+    (summary, _), _ = marked
+    assert headline(summary)[0].startswith("every metric ranked here is some entry's own loss")
+
+
+def test_trained_on_covers_the_new_measures():
+    entry = lambda *losses: Entry("e", tuple(Term(loss, 1.0, {}, loss) for loss in losses))
+    assert trained_on(entry("fsim", "mse")) == "fsim mse psnr"
+    assert trained_on(entry("dists")) == "dists" and trained_on(entry("nlpd")) == "nlpd"
+    assert trained_on(entry("robust")) == "" and trained_on(entry("robust_adaptive")) == ""
+
+
+# --- a loss that learns ---------------------------------------------------------------------------------------
+
+
+def test_adaptive_robust_loss_learns_its_shape_and_scale_with_the_model(tmp_path):
+    suite = suite_with(entries='[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n'
+                               '[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n'
+                               '[train]\nsteps = 30\nbatch_size = 4\nlr = 1e-2\nlog_every = 10\neval_every = 0\n',
+                       tmp=tmp_path)
+    (spec,) = make_plan(suite, "none")
+    generator = torch.Generator().manual_seed(0)
+    photos = tuple(torch.rand(3, 40, 40, generator=generator) for _ in range(2))
+    images = ImageSet(train=photos, eval=torch.rand(2, 3, 16, 16, generator=generator), train_names=("a", "b"),
+                      eval_names=("c@0,0", "c@0,1"), eval_photos=("c",))
+    loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
+    before = [p.detach().clone() for p in loss.parameters()]
+    model = build_model("autoencode", 16, 64, 0, "conv", 16)
+    result = train(spec, model, loss, images, torch.device("cpu"), show_progress=False)
+    # The copy that trained learned its shape and scale (Adam moves each by about lr per step)...
+    trained = result.loss.terms[0]
+    assert abs(trained.alpha().item() - 1.0) > 1e-3 and abs(trained.scale().item() - 0.03) > 1e-4
+    assert result.loss.learned.startswith("robust_adaptive: alpha=")
+    # ...and the suite's loss keeps its initial values for the next run.
+    assert all(torch.equal(a, b) for a, b in zip(before, loss.parameters()))
