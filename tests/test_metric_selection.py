@@ -166,7 +166,7 @@ def test_adaptive_robust_loss_learns_its_shape_and_scale_with_the_model(tmp_path
     generator = torch.Generator().manual_seed(0)
     photos = tuple(torch.rand(3, 40, 40, generator=generator) for _ in range(2))
     images = ImageSet(train=photos, eval=torch.rand(2, 3, 16, 16, generator=generator), train_names=("a", "b"),
-                      eval_names=("c@0,0", "c@0,1"), eval_photos=("c",))
+                      eval_names=("c@0,0", "c@0,1"), eval_photos=("c",), images_sha256="")
     loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
     before = [p.detach().clone() for p in loss.parameters()]
     model = build_model("autoencode", 16, 64, 0, "conv", 16)
