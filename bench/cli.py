@@ -194,24 +194,30 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cpu import prefer_passive_waits
 
     prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
-    from bench.runner import RunInterrupted, run_suite
+    from bench.runner import RunStopped, run_suite
 
     suite = load_with_overrides(args)
-    if args.deterministic:
-        _make_deterministic()
     if args.workers < 1:
         raise BenchInputError(f"--workers must be at least 1, got {args.workers}", where="--workers", fix="e.g. --workers 2")
+    if args.gpus is not None and args.workers == 1 and args.ray_address is None:
+        raise BenchInputError("--gpus only applies to Ray runs", where="--gpus",
+                              fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N")
+    if args.deterministic:
+        from bench.reproducibility import make_deterministic
+
+        make_deterministic()
     if args.force and not args.resume:
         raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
     try:
         outcome = run_suite(suite, results_root=args.out, argv=argv, timing=not args.no_timing,
                             show_progress=not args.no_progress, resume=args.resume, force=args.force,
                             fail_fast=args.fail_fast, workers=args.workers, ray_address=args.ray_address,
-                            gpus=args.gpus)
-    except RunInterrupted as interrupted:
-        print(f"\ninterrupted: finished entries are saved in {interrupted.folder}\n"
-              f"resume with: python -m bench run {args.suite} --resume {interrupted.folder}", file=sys.stderr)
-        return 130
+                            gpus=args.gpus, deterministic=args.deterministic)
+    except RunStopped as stopped:
+        print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
+        print(f"finished entries are saved in {stopped.folder}\n"
+              f"resume with: python -m bench run {args.suite} --resume {stopped.folder}", file=sys.stderr)
+        return 2 if stopped.error else 130
     from bench.report import write_report
 
     _print_summary(outcome.summary)
@@ -221,18 +227,6 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"failed entries: {', '.join(outcome.failed)} (reasons in quality.csv)", file=sys.stderr)
         return 1
     return 0
-
-
-def _make_deterministic() -> None:
-    """The settings PyTorch documents for reproducible CUDA results (docs: notes/randomness)."""
-    import os
-
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this before its first call
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
 
 
 def _print_summary(summary) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from bench import results
 from bench.baselines import LEARNED_MARGIN_DB, baselines_for
 from bench.errors import BenchInputError
 from bench.jobs import Trainer
+from bench.names import entry_file
 from bench.plan import RunSpec, make_plan
 from bench.stats import time_to_quality
 from bench.suite import Suite, profile_name, suite_for_device
@@ -46,12 +46,15 @@ class RunOutcome:
     summary: pd.DataFrame
 
 
-class RunInterrupted(Exception):
-    """Ctrl-C during a run: every table in ``folder`` holds the entries that finished."""
+class RunStopped(Exception):
+    """A run stopped before its end, by Ctrl-C (``error`` None) or by a file it could not write (a full disk,
+    a read-only folder): every table in ``folder`` is whole and holds the entries that finished, so
+    ``--resume folder`` continues the run."""
 
-    def __init__(self, folder: Path) -> None:
-        super().__init__(str(folder))
+    def __init__(self, folder: Path, error: results.WriteFailed | None = None) -> None:
+        super().__init__(str(error or folder))
         self.folder = folder
+        self.error = error
 
 
 def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
@@ -62,7 +65,8 @@ def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
 
 def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
               resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
-              ray_address: str | None = None, gpus: str | None = None, log=print) -> RunOutcome:
+              ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
+              log=print) -> RunOutcome:
     device = resolve_device(suite.device)
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
@@ -88,7 +92,26 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         quality_rows, history_rows, image_rows, speed = [], [], [], pd.DataFrame()
     else:
         folder = resume
-        quality_rows, history_rows, image_rows, speed = _completed(folder, env["plan_sha256"], force)
+        quality_rows, history_rows, image_rows, speed, resumes = _completed(folder, env["plan_sha256"], force)
+        env["resumes"] = resumes + [{"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}"
+                                                                         for row in quality_rows]}]
+    try:
+        return _run(folder, suite, plan, trainer, images, env, quality_rows, history_rows, image_rows, speed,
+                    timing=timing, fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
+                    deterministic=deterministic, log=log)
+    except KeyboardInterrupt:
+        raise RunStopped(folder) from None
+    except results.WriteFailed as error:
+        raise RunStopped(folder, error) from None
+
+
+def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, images: dict, env: dict,
+         quality_rows: list[dict], history_rows: list[dict], image_rows: list[dict], speed: pd.DataFrame, *,
+         timing: bool, fail_fast: bool, workers: int, ray_address: str | None, gpus: str | None,
+         deterministic: bool, log) -> RunOutcome:
+    """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
+    and writes the summary tables."""
+    distributed, device = workers > 1 or ray_address is not None, trainer.device
     results.copy_suite(suite.path, folder)
     results.write_json(folder / "environment.json", env)
     done = {(row["entry"], row["seed"]) for row in quality_rows}
@@ -102,64 +125,70 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     in_plan_order = lambda rows: sorted(rows, key=lambda row: (order[(row["entry"], row["seed"])],
                                                                row.get("step", 0), row.get("crop", 0)))
     started = time.perf_counter()
-    try:
-        baselines = [trainer.baseline(baseline, spec)
-                     for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
-                     for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
-        trivial_psnr = baselines[0].row["psnr"]
-        for index, outcome in enumerate(baselines):
-            row = outcome.row
-            order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
-            if row["seed"] == plan[0].seed:
-                results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
-                                 outcome.reconstructions)
-                log(f"  {row['entry']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, LPIPS {row['lpips']:.4f} "
-                    f"({row['formula']})")
-        quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
-        image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
-        if distributed:
-            from bench.distributed import run_on_ray
+    baselines = [trainer.baseline(baseline, spec)
+                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
+                 for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
+    trivial_psnr = baselines[0].row["psnr"]
+    for index, outcome in enumerate(baselines):
+        row = outcome.row
+        order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
+        if row["seed"] == plan[0].seed:
+            results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
+                             outcome.reconstructions)
+            log(f"  {row['entry']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, LPIPS {row['lpips']:.4f} "
+                f"({row['formula']})")
+    quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
+    image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
+    if distributed:
+        from bench.distributed import run_on_ray
 
-            outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus, log=log)
+        outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
+                              deterministic=deterministic, log=log)
+    else:
+        outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
+    for outcome in outcomes:
+        row = outcome.row
+        if outcome.reconstructions is not None:
+            results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
+                             outcome.reconstructions)
+        traceback_file = Path("errors") / entry_file(row["entry"], row["seed"], ".txt")
+        if outcome.traceback:  # before the quality row, which marks the entry complete
+            results.write_atomic(folder / traceback_file, outcome.traceback)
+        if outcome.resumed_from_step:
+            env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = outcome.resumed_from_step
+            log(f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}")
+        quality_rows = in_plan_order(quality_rows + [row])
+        history_rows = in_plan_order(history_rows + outcome.history)
+        image_rows = in_plan_order(image_rows + outcome.per_image)
+        results.write_table(folder, "history", history_rows)
+        results.write_table(folder, "per_image", image_rows)
+        results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
+        if row["status"] != "ok":
+            log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
+                + (f"; traceback in {traceback_file}" if outcome.traceback else ""))
+            if fail_fast:
+                break
         else:
-            outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
-        for outcome in outcomes:
-            row = outcome.row
-            if outcome.reconstructions is not None:
-                results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
-                                 outcome.reconstructions)
-            quality_rows = in_plan_order(quality_rows + [row])
-            history_rows = in_plan_order(history_rows + outcome.history)
-            image_rows = in_plan_order(image_rows + outcome.per_image)
-            results.write_table(folder, "history", history_rows)
-            results.write_table(folder, "per_image", image_rows)
-            results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
-            if row["status"] != "ok":
-                log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})")
-                if fail_fast:
-                    break
-            else:
-                flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
-                log(f"  {row['entry']} seed {row['seed']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                    f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s){flag}")
-        results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
-        results.write_table(folder, "quality", quality_rows)
+            flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
+            log(f"  {row['entry']} seed {row['seed']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
+                f"LPIPS {row['lpips']:.4f} ({row['train_seconds']:.1f} s){flag}")
+    results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
+    results.write_table(folder, "quality", quality_rows)
 
-        untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
-        if timing and untimed:
-            from bench.references import time_references
-            from bench.speed import MODEL_ENTRY, time_suite, time_training_step
+    trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
+    untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
+    if timing and untimed:
+        from bench.references import time_references
+        from bench.speed import MODEL_ENTRY, time_suite, time_training_step
 
-            timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
-            if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
-                timed.append(time_training_step(suite, device, suite.timing.variants))
-            speed = pd.concat(timed, ignore_index=True)
-            results.write_table(folder, "speed", speed)
-            references = time_references(suite, device, log=log)
-            if not references.empty:
-                results.write_table(folder, "speed_references", references)
-    except KeyboardInterrupt:
-        raise RunInterrupted(folder) from None
+        timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
+        if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
+            timed.append(time_training_step(suite, device, suite.timing.variants))
+        speed = pd.concat(timed, ignore_index=True)
+        results.write_table(folder, "speed", speed)
+        references = time_references(suite, device, log=log)
+        if not references.empty:
+            results.write_table(folder, "speed_references", references)
     quality = pd.DataFrame(quality_rows)
     summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows))
     results.write_table(folder, "summary", summary)
@@ -177,9 +206,9 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
     return RunOutcome(folder=folder, failed=failed, summary=summary)
 
 
-def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame]:
+def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame, list]:
     """Rows of the entries that finished in an earlier, interrupted run of the same plan (baselines are
-    evaluated afresh)."""
+    evaluated afresh), with every column the tables had, in their order; and the record of earlier resumes."""
     env_path = folder / "environment.json"
     if not env_path.is_file():
         raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
@@ -192,10 +221,7 @@ def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict
     ok = quality[(quality["status"] == "ok") & (quality.get("kind", "trained") != "baseline")] if not quality.empty else quality
     done = set(zip(ok.get("entry", []), ok.get("seed", [])))
     kept = lambda frame: frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
-    records = lambda frame: [{k: v for k, v in row.items() if not _is_missing(v)} for row in frame.to_dict("records")]
+    records = lambda frame: frame.to_dict("records")
     return (records(ok), records(kept(results.read_table(folder, "history"))),
-            records(kept(results.read_table(folder, "per_image"))), results.read_table(folder, "speed"))
-
-
-def _is_missing(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+            records(kept(results.read_table(folder, "per_image"))), results.read_table(folder, "speed"),
+            previous.get("resumes", []))

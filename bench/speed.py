@@ -22,7 +22,14 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
     variants = tuple(variants or timing.variants)
     log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
         f"variants {', '.join(variants)} on {device}")
-    losses = build_suite_losses(suite, timing.resolution, device)
+    losses = {}
+    for name, loss in build_suite_losses(suite, timing.resolution, device).items():
+        if isinstance(loss, Exception):
+            log(f"  {name}: not timed, its loss could not be built ({type(loss).__name__}: {loss})")
+        else:
+            losses[name] = loss
+    if not losses:
+        return pd.DataFrame()
     with timing_threads(timing.threads):
         rows = time_entries(list(losses.items()), batch_size=timing.batch_size, resolution=timing.resolution,
                             device=device, variants=variants, log=lambda line: log(f"  {line}"),

@@ -34,6 +34,7 @@ class TrainResult:
     history: list[dict]
     seconds: float
     skipped_steps: int  # steps dropped for a NaN/inf loss under on_nan = "skip"
+    resumed_from_step: int = 0  # the step of the checkpoint training continued from (0: it started afresh)
 
 
 def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
@@ -119,4 +120,4 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
     return TrainResult(model=evaluated, history=history, seconds=time.perf_counter() - started - eval_seconds,
-                       skipped_steps=skipped_steps)
+                       skipped_steps=skipped_steps, resumed_from_step=saved.get("step", 0))
