@@ -41,7 +41,8 @@ def test_a_hostile_suite_name_is_one_input_error(name):
 
 def test_suite_name_dot_dot_cannot_put_the_run_beside_out(tmp_path, capsys):
     suite = tmp_path / "s.toml"
-    suite.write_text('name = ".."\n[[entry]]\nname = "mse"\nloss = "mse"\n')
+    suite.write_text('name = ".."\n[data]\nresolution = 16\nimages = 3\neval_images = 1\n[train]\nsteps = 1\n'
+                     '[[entry]]\nname = "mse"\nloss = "mse"\n')  # small, should the check ever fail
     out = tmp_path / "out"
     out.mkdir()
     assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing"]) == 2
