@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,28 @@ def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
     return hashlib.sha256(repr(shape).encode()).hexdigest()
 
 
-def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
-              resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
-              ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-              log=print) -> RunOutcome:
+def run_suite(suite: Suite, **options) -> RunOutcome:
+    """Runs ``suite`` (options: see ``_run_suite``). Each warning shows once per run: a run loads a loss network
+    for training and again for timing, and an unavailable ImageNet file would otherwise be warned about at
+    every load."""
+    with warnings.catch_warnings():  # restores showwarning after
+        # Not the "once" filter action: it keeps its record in the calling module's registry, which any
+        # change of the filters (a library's own catch_warnings) clears.
+        shown, show = set(), warnings.showwarning
+
+        def show_once(message, category, *args, **kwargs):
+            if (str(message), category) not in shown:
+                shown.add((str(message), category))
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show_once
+        return _run_suite(suite, **options)
+
+
+def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
+               resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
+               ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
+               log=print) -> RunOutcome:
     device = resolve_device(suite.device)
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
