@@ -1,4 +1,5 @@
-"""Command line: python -m bench {run, validate, list, speed, check}.
+"""Command line: python -m bench {run, validate, list, speed, check, report, compare, doctor, fetch}, a thin layer
+over ``bench.api``.
 
 Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
 """
@@ -8,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
-
 from bench.errors import BenchInputError
 
 DEFAULT_RESULTS = Path("results")
@@ -56,15 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
     scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_plugin_option(run)
     run.set_defaults(handler=_cmd_run)
 
     validate = commands.add_parser("validate", help="check a suite file without running it",
                                    description="Parse SUITE and report the first problem (exit 2) or a plan summary.")
     validate.add_argument("suite", type=Path)
     _add_suite_overrides(validate)
+    _add_plugin_option(validate)
     validate.set_defaults(handler=_cmd_validate)
 
-    listing = commands.add_parser("list", help="list every loss with its parameters and defaults")
+    listing = commands.add_parser("list", help="list every loss with its parameters, defaults and source")
+    _add_plugin_option(listing)
     listing.set_defaults(handler=_cmd_list)
 
     speed = commands.add_parser("speed", help="time each loss's forward and backward pass (no training)",
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE, "
                                                                        "a run folder or speed.csv")
     _add_verdict_options(speed)
+    _add_plugin_option(speed)
     speed.set_defaults(handler=_cmd_speed, seed=None, seeds=None, steps=None)
 
     check = commands.add_parser(
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--device", default="cpu", help='"cpu" (default), "cuda" or "cuda:N"')
     gate.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
     _add_verdict_options(check)
+    _add_plugin_option(check)
     check.set_defaults(handler=_cmd_check)
 
     report = commands.add_parser("report", help="(re)build report.html of a run folder from its tables",
@@ -132,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-network", action="store_true",
                         help="do not probe whether the weights' download host is reachable")
     doctor.set_defaults(handler=_cmd_doctor)
+
+    fetch = commands.add_parser("fetch", help="download named datasets into the cache ahead of a run",
+                                description="Download (once) and verify the named datasets a suite uses, or datasets "
+                                            "named directly, e.g. on a login node before a GPU job. Cached files "
+                                            "whose hashes match are not downloaded again.")
+    fetch.add_argument("targets", nargs="+", metavar="SUITE_OR_DATASET",
+                       help="suite files (.toml) and/or dataset names (kodak, div2k, div2k-valid)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fetch.set_defaults(handler=_cmd_fetch)
     return parser
 
 
@@ -144,6 +157,12 @@ def _add_verdict_options(command: argparse.ArgumentParser) -> None:
                          help=f"significance level of the Mann-Whitney U test (default {ALPHA})")
 
 
+def _add_plugin_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
+                         help="load losses from a module (-p my_losses) or a .py file (--plugin path/losses.py); "
+                              "repeatable. Installed plugins (entry point group lossbench.losses) load anyway")
+
+
 def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("override the suite without editing it")
     group.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N" (default: the suite\'s, else auto)')
@@ -154,77 +173,39 @@ def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def load_with_overrides(args: argparse.Namespace):
-    """The suite as the user asked for it: file, then CLI overrides (which win over device profiles)."""
-    import dataclasses
+    """The suite as the user asked for it: plugins, file, then CLI overrides (which win over device profiles)."""
+    from bench.api import load_suite, with_overrides
 
-    from bench.suite import _parse_seeds, load_suite, without_profile_seeds
-
-    suite = load_suite(args.suite)
-    changes: dict[str, Any] = {}
-    if args.device:
-        changes["device"] = args.device
-    if args.seed is not None and args.seeds is not None:
-        raise BenchInputError("give --seed or --seeds, not both", where="command line", fix="drop one of them")
-    if args.seed is not None:
-        changes["seeds"] = _parse_seeds([args.seed], "--seed")
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise BenchInputError(f"--seeds must be at least 1, got {args.seeds}", where="--seeds", fix="e.g. --seeds 3")
-        changes["seeds"] = tuple(range(args.seeds))
-    if "seeds" in changes:
-        suite = without_profile_seeds(suite)  # seeds from the command line hold on every device
-    if args.only:
-        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-        known = {entry.name for entry in suite.entries}
-        unknown = [name for name in wanted if name not in known]
-        if unknown:
-            raise BenchInputError(f"--only names unknown entries {unknown}", where=f"{args.suite}",
-                                  fix=f"entries of this suite: {', '.join(sorted(known))}")
-        changes["entries"] = tuple(entry for entry in suite.entries if entry.name in wanted)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise BenchInputError(f"--steps must be at least 1, got {args.steps}", where="--steps", fix="e.g. --steps 50")
-        changes["profiles"] = {name: {**table, "train": {**table.get("train", {}), "steps": args.steps}}
-                               for name, table in suite.profiles.items()}
-        changes["train"] = dataclasses.replace(suite.train, steps=args.steps)
-    return dataclasses.replace(suite, **changes)
+    suite = load_suite(args.suite, plugins=getattr(args, "plugins", ()))
+    return with_overrides(suite, device=args.device, steps=args.steps, only=args.only, seed=args.seed, seeds=args.seeds)
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cpu import prefer_passive_waits
 
     prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
-    from bench.runner import RunStopped, run_suite
+    from bench import api
+    from bench.runner import RunStopped
 
     suite = load_with_overrides(args)
-    if args.workers < 1:
-        raise BenchInputError(f"--workers must be at least 1, got {args.workers}", where="--workers", fix="e.g. --workers 2")
-    if args.gpus is not None and args.workers == 1 and args.ray_address is None:
-        raise BenchInputError("--gpus only applies to Ray runs", where="--gpus",
-                              fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N")
     if args.deterministic:
         from bench.reproducibility import make_deterministic
 
         make_deterministic()
-    if args.force and not args.resume:
-        raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
     try:
-        outcome = run_suite(suite, results_root=args.out, argv=argv, timing=not args.no_timing,
-                            show_progress=not args.no_progress, resume=args.resume, force=args.force,
-                            fail_fast=args.fail_fast, workers=args.workers, ray_address=args.ray_address,
-                            gpus=args.gpus, deterministic=args.deterministic)
+        result = api.run(suite, out=args.out, timing=not args.no_timing, progress=not args.no_progress,
+                         resume=args.resume, force=args.force, fail_fast=args.fail_fast, workers=args.workers,
+                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic, argv=argv)
     except RunStopped as stopped:
         print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
         print(f"finished entries are saved in {stopped.folder}\n"
               f"resume with: python -m bench run {args.suite} --resume {stopped.folder}", file=sys.stderr)
         return 2 if stopped.error else 130
-    from bench.report import write_report
-
-    _print_summary(outcome.summary)
-    print(f"\nreport: {write_report(outcome.folder)}")
-    print(f"run folder: {outcome.folder}")
-    if outcome.failed:
-        print(f"failed entries: {', '.join(outcome.failed)} (reasons in quality.csv)", file=sys.stderr)
+    _print_summary(result.summary)
+    print(f"\nreport: {result.report}")
+    print(f"run folder: {result.folder}")
+    if result.failed:
+        print(f"failed entries: {', '.join(result.failed)} (reasons in quality.csv)", file=sys.stderr)
         return 1
     return 0
 
@@ -257,11 +238,19 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.losses import get_loss_info, loss_names
+    from bench.losses.registry import IMAGE_RANGE
+    from bench.plugins import load_plugins
 
+    load_plugins(args.plugins)
     for name in loss_names():
         info = get_loss_info(name)
         params = ", ".join(f"{key}={value!r}" for key, value in info.defaults.items()) or "no parameters"
-        print(f"{name:16s} {info.summary}\n{'':16s} {params}")
+        notes = [info.source]
+        if info.input_range != IMAGE_RANGE:
+            notes.append(f"inputs mapped to [{info.input_range[0]:g}, {info.input_range[1]:g}]")
+        if info.pretrained:
+            notes.append("pretrained networks")
+        print(f"{name:16s} {info.summary}\n{'':16s} {params}\n{'':16s} [{'; '.join(notes)}]")
     return 0
 
 
@@ -279,6 +268,43 @@ def _cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.datasets import DATASETS, fetch
+
+    wanted: dict[tuple[str, Path | None], None] = {}  # (dataset, data.cache resolved), in the order named
+    for target in args.targets:
+        if target in DATASETS:
+            wanted[(target, None)] = None
+        elif Path(target).is_file():
+            wanted.update(dict.fromkeys(suite_datasets(Path(target))))
+        else:
+            raise BenchInputError("neither a suite file nor a dataset name", where=target,
+                                  fix=f"pass a suite (.toml) or one of: {', '.join(DATASETS)}")
+    if not wanted:
+        print("no named datasets to fetch: the suites use bundled or folder sources only")
+    for name, cache in wanted:
+        folder = fetch(name, cache, progress=not args.no_progress)
+        print(f"{name}: {len(DATASETS[name].files)} file(s) present and verified in {folder}")
+    return 0
+
+
+def suite_datasets(path: Path) -> list[tuple[str, Path | None]]:
+    """(dataset, cache folder from data.cache) for every named dataset a suite's runs would read, on any device
+    profile and with any entry's data overrides."""
+    from bench.datasets import DATASETS
+    from bench.plan import make_plan
+    from bench.suite import load_suite, resolve_suite_path, suite_for_device
+
+    suite = load_suite(path)
+    found: dict[tuple[str, Path | None], None] = {}
+    for device_type in ("cpu", "cuda"):
+        for spec in make_plan(suite_for_device(suite, device_type), device_type):
+            for source in (spec.data.source, spec.data.eval_source):
+                if source in DATASETS:
+                    found[(source, resolve_suite_path(suite, spec.data.cache))] = None
+    return list(found)
+
+
 def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.report.compare import compare_runs, format_comparison, write_comparison
 
@@ -288,25 +314,27 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench import results
-    from bench.runner import resolve_device
     import pandas as pd
 
-    from bench.speed import time_suite, time_training_step, with_timing
+    from bench import results
+    from bench.api import time_losses
+    from bench.runner import resolve_device
+    from bench.speed import time_training_step, with_timing
     from bench.speedcheck import save_baseline
     from bench.suite import profile_name, suite_for_device, validate_settings
 
-    suite = load_with_overrides(args)
-    device = resolve_device(suite.device)
-    profile = profile_name(suite, device.type)
+    requested = load_with_overrides(args)
+    device = resolve_device(requested.device)
+    profile = profile_name(requested, device.type)
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
-    suite = with_timing(suite_for_device(suite, device.type), batch_size=args.batch, resolution=args.resolution,
+    suite = with_timing(suite_for_device(requested, device.type), batch_size=args.batch, resolution=args.resolution,
                         variants=variants)
     validate_settings(suite, where="command line")
     folder = results.new_run_folder(args.out, suite.name)
-    results.copy_suite(suite.path, folder)
+    results.copy_suite(suite, folder)
     results.write_json(folder / "environment.json", results.environment(device, suite, profile, ["speed", *argv]))
-    speed = time_suite(suite, device)
+    speed = time_losses(requested, device=str(device), batch_size=args.batch, resolution=args.resolution,
+                        variants=variants)
     if args.train_step:
         speed = pd.concat([speed, time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
     results.write_table(folder, "speed", speed)
@@ -355,14 +383,15 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
     from bench import results
     from bench.speedcheck import baseline_commit
     from bench.speedgate import GateSettings, run_gate
+    from bench.api import load_suite
     from bench.speedstats import format_verdicts
-    from bench.suite import load_suite, suite_for_device
+    from bench.suite import suite_for_device
 
     revision = baseline_commit(args.against) if args.against.endswith(".json") else args.against
-    suite = load_suite(args.source)
+    suite = load_suite(args.source, plugins=args.plugins)  # the gate's workers load the same plugins
     suite = suite_for_device(suite, args.device.split(":")[0])
     folder = results.new_run_folder(args.out, suite.name)
-    results.copy_suite(suite.path, folder)
+    results.copy_suite(suite, folder)
     settings = GateSettings(rounds=args.rounds, target_ms=args.block_ms, processes=args.processes, min_factor=args.min_factor, alpha=args.alpha)
     verdicts, samples = run_gate(suite, revision, candidate_ref=args.candidate, device=args.device, settings=settings,
                                  log_dir=folder)

@@ -1,6 +1,9 @@
-"""Training crops and held-out evaluation crops, offline: bundled photographs or a folder of images.
+"""Training crops and held-out evaluation crops from bundled photographs, a folder of images or a named dataset
+(bench.datasets: fetched once, then read from the cache).
 
-Photographs are split once, by name, into training and held-out photographs (the same for every seed). Training
+Photographs are split once, by name, into training and held-out photographs (the same for every seed), or, with
+``data.eval_source``, training uses every photograph of ``data.source`` and evaluation every one of the other
+source. Training
 draws random crops of the training resolution from the training photographs, at ``data.scale`` of their native
 size, with random horizontal flips and quarter turns: the crop sequence comes from the run seed alone, so every
 entry of a seed sees the same crops in the same order. Evaluation uses a fixed set of ``data.eval_crops`` crops of
@@ -11,7 +14,9 @@ Images are float32 tensors 3 x H x W in [0, 1]; grayscale photographs are expand
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -52,6 +57,7 @@ class ImageSet:
     train_names: tuple[str, ...]  # one per training photograph
     eval_names: tuple[str, ...]  # one per evaluation crop: "photo@top,left"
     eval_photos: tuple[str, ...]  # the held-out photographs the evaluation crops come from
+    images_sha256: str  # of the training and evaluation photographs' names and pixels (image_list_sha256)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -102,14 +108,13 @@ def bundled_names(count: int) -> list[str]:
 
 
 def folder_photos(folder: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     photos = []
     for file in files:
         try:
-            with Image.open(file) as opened:
-                array = np.asarray(opened.convert("RGB"))
+            array = _photo(file)
         except (UnidentifiedImageError, OSError) as error:
             warnings.warn(f"skipping unreadable image {file}: {error}")
             continue
@@ -117,9 +122,53 @@ def folder_photos(folder: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
     return photos
 
 
+def dataset_photos(name: str, cache: Path | None, progress: bool) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """A named dataset's photographs, in name order, fetched into the cache first if they are not there; a .zip
+    is read member by member, never unpacked."""
+    from bench.datasets import DATASETS, fetch
+
+    folder = fetch(name, cache, progress)
+    photos = []
+    for file in DATASETS[name].files:
+        path = folder / file
+        if path.suffix.lower() == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                members = sorted(m for m in archive.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+            photos += [(member, lambda path=path, member=member: _zip_photo(path, member)) for member in members]
+        else:
+            photos.append((file, lambda path=path: _photo(path)))
+    return photos
+
+
+def _photo(file) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(file) as opened:
+        return np.asarray(opened.convert("RGB"))
+
+
+def _zip_photo(archive: Path, member: str) -> np.ndarray:
+    with zipfile.ZipFile(archive) as opened, opened.open(member) as file:
+        return _photo(file)
+
+
+def photo_sources(source: str, images: int, folder: Path | None, cache: Path | None,
+                  progress: bool) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """(name, loader) of every photograph a source offers: the first ``images`` bundled ones, a folder's image
+    files, or a named dataset's photographs."""
+    if source == "bundled":
+        if images > len(PHOTO_ORDER):
+            raise BenchInputError(f"there are {len(PHOTO_ORDER)} bundled photographs, {images} were asked for",
+                                  where="data.images", fix=f"use at most {len(PHOTO_ORDER)}, or a folder source")
+        return [(name, lambda name=name: bundled_photo(name)) for name in bundled_names(images)]
+    if source == "folder":
+        return folder_photos(folder)
+    return dataset_photos(source, cache, progress)
+
+
 def split_photos(names: list[str], eval_count: int, source: str) -> tuple[list[int], list[int]]:
     """(train, eval) indices: bundled photographs hold out the first ``eval_count`` (BUNDLED_PHOTOS lists them
-    first); a folder holds out every k-th file in name order, so both sets span the folder."""
+    first); other sources hold out every k-th file in name order, so both sets span the source."""
     if source == "bundled":
         return list(range(eval_count, len(names))), list(range(eval_count))
     stride = len(names) / eval_count
@@ -139,39 +188,68 @@ def eval_crop_positions(sizes: list[tuple[int, int]], resolution: int, count: in
     return positions
 
 
-def load_images(config: DataConfig, folder: Path | None = None) -> ImageSet:
-    if config.source == "folder":
-        sources = folder_photos(folder)
-        where, fix = f"data.path ({folder})", "add images to the folder or lower data.eval_images"
+def pixels_sha256(array: np.ndarray) -> str:
+    """SHA-256 of a decoded photograph: its shape, dtype and pixels (not its file, so a re-encoded file with the
+    same pixels has the same hash)."""
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{array.shape} {array.dtype}\n".encode() + array.tobytes()).hexdigest()
+
+
+def image_list_sha256(train: list[tuple[str, str]], held_out: list[tuple[str, str]]) -> str:
+    """One hash of the exact photographs used, as (name, pixels_sha256) pairs, each with its role."""
+    lines = [f"train\t{name}\t{digest}" for name, digest in train] + [f"eval\t{name}\t{digest}" for name, digest in held_out]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def load_images(config: DataConfig, folder: Path | None = None, *, eval_folder: Path | None = None,
+                cache: Path | None = None, progress: bool = False) -> ImageSet:
+    """``folder`` / ``eval_folder``: data.path / data.eval_path resolved; ``cache``: data.cache resolved."""
+    sources = photo_sources(config.source, config.images, folder, cache, progress)
+    if config.eval_source is None:
+        if len(sources) <= config.eval_images:
+            where, fix = {"bundled": ("data.images", "use more photographs or lower data.eval_images"),
+                          "folder": (f"data.path ({folder})", "add images to the folder or lower data.eval_images")
+                          }.get(config.source, (f"data.source ({config.source})", "lower data.eval_images"))
+            raise BenchInputError(f"found {len(sources)} usable images, need more than eval_images = "
+                                  f"{config.eval_images}", where=where, fix=fix)
+        train_index, eval_index = split_photos([name for name, _ in sources], config.eval_images, config.source)
+        train_sources, eval_sources = [sources[i] for i in train_index], [sources[i] for i in eval_index]
     else:
-        available = len(PHOTO_ORDER)
-        if config.images > available:
-            raise BenchInputError(f"there are {available} bundled photographs, {config.images} were asked for",
-                                  where="data.images", fix=f"use at most {available}, or a folder source")
-        sources = [(name, lambda name=name: bundled_photo(name)) for name in bundled_names(config.images)]
-        where, fix = "data.images", "use more photographs or lower data.eval_images"
-    if len(sources) <= config.eval_images:
-        raise BenchInputError(f"found {len(sources)} usable images, need more than eval_images = {config.eval_images}",
-                              where=where, fix=fix)
-    names = [name for name, _ in sources]
-    photos = []
+        train_sources = sources
+        eval_sources = photo_sources(config.eval_source, config.images, eval_folder, cache, progress)
+    for role, found in (("data.source", train_sources), ("data.eval_source", eval_sources)):
+        if not found:
+            raise BenchInputError("found no usable images", where=f"{role} ({getattr(config, role[5:])})",
+                                  fix="add images to the folder, or choose another source")
+    train, train_digests = _prepare(train_sources, config)
+    held_out, eval_digests = _prepare(eval_sources, config)
+    positions = eval_crop_positions([tuple(photo.shape[-2:]) for photo in held_out], config.resolution,
+                                    config.eval_crops)
+    side = config.resolution
+    crops = [held_out[p][:, top:top + side, left:left + side] for p, top, left in positions]
+    eval_names = [name for name, _ in eval_sources]
+    return ImageSet(
+        train=tuple(train),
+        eval=torch.stack(crops).contiguous(),
+        train_names=tuple(name for name, _ in train_sources),
+        eval_names=tuple(f"{eval_names[p]}@{top},{left}" for p, top, left in positions),
+        eval_photos=tuple(eval_names),
+        images_sha256=image_list_sha256(train_digests, eval_digests),
+    )
+
+
+def _prepare(sources: list[tuple[str, Callable[[], np.ndarray]]],
+             config: DataConfig) -> tuple[list[torch.Tensor], list[tuple[str, str]]]:
+    """Each photograph loaded, hashed and resized by data.scale (enlarged, with a warning, if too small)."""
+    photos, digests = [], []
     for name, load in sources:
-        photo, enlarged = rescale(to_tensor(load()), config.scale, config.resolution)
+        array = load()
+        digests.append((name, pixels_sha256(array)))
+        photo, enlarged = rescale(to_tensor(array), config.scale, config.resolution)
         if enlarged:
             warnings.warn(f"{name} is smaller than {config.resolution} px at scale {config.scale}: enlarged to fit")
         photos.append(photo)
-    train_index, eval_index = split_photos(names, config.eval_images, config.source)
-    positions = eval_crop_positions([tuple(photos[i].shape[-2:]) for i in eval_index], config.resolution,
-                                    config.eval_crops)
-    side = config.resolution
-    crops = [photos[eval_index[p]][:, top:top + side, left:left + side] for p, top, left in positions]
-    return ImageSet(
-        train=tuple(photos[i] for i in train_index),
-        eval=torch.stack(crops).contiguous(),
-        train_names=tuple(names[i] for i in train_index),
-        eval_names=tuple(f"{names[eval_index[p]]}@{top},{left}" for p, top, left in positions),
-        eval_photos=tuple(names[i] for i in eval_index),
-    )
+    return photos, digests
 
 
 def crop_schedule(sizes: list[tuple[int, int]], resolution: int, batch_size: int, steps: int, seed: int,

@@ -1,7 +1,7 @@
 """Entries x seeds as Ray jobs: `bench run --workers N` (local Ray) or `--ray-address ADDR` (a cluster).
 
-Each Ray actor holds one ``bench.jobs.Trainer`` (loss networks, images and initial models built once per
-actor) and returns plain ``JobResult`` records; the driver alone writes the run folder, so files stay atomic
+Each Ray actor loads the driver's loss plugins (``bench.plugins``), holds one ``bench.jobs.Trainer`` (loss
+networks, images and initial models built once per actor) and returns plain ``JobResult`` records; the driver alone writes the run folder, so files stay atomic
 and resume works as in a single-process run. Ray is an optional extra: ``pip install -e ".[distributed]"``.
 """
 
@@ -15,6 +15,7 @@ import torch
 from bench.errors import BenchInputError
 from bench.jobs import JobResult
 from bench.plan import RunSpec
+from bench.plugins import command_line_plugins, load_plugins
 from bench.suite import Suite
 
 
@@ -47,7 +48,8 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
     # Ray caps each actor at its num_cpus threads (OMP_NUM_THREADS=1); the driver's count keeps CPU float
     # reductions in the order a single-process run uses, so the tables match it exactly.
     threads = torch.get_num_threads()
-    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device, threads, deterministic)
+    plugins = command_line_plugins()  # installed plugins every worker finds itself; these it must be told
+    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device, threads, plugins, deterministic)
               for _ in range(max(1, workers))]
     log(f"Ray: {len(actors)} workers ({'1 GPU' if on_gpu else '1 CPU'} each) on {address or 'a local instance'}")
     pool = ray.util.ActorPool(actors)
@@ -59,10 +61,11 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
 
 
 class _TrainerActor:
-    def __init__(self, suite: Suite, device: str, threads: int, deterministic: bool) -> None:
+    def __init__(self, suite: Suite, device: str, threads: int, plugins: Sequence[str], deterministic: bool) -> None:
         from bench.jobs import Trainer
         from bench.reproducibility import make_deterministic
 
+        load_plugins(plugins)
         torch.set_num_threads(threads)
         if deterministic:
             make_deterministic()

@@ -27,6 +27,7 @@ REQUIRED_PACKAGES = (
     ("seaborn", "seaborn", "report plots"),
     ("scikit-image", "skimage", "bundled photos"),
     ("tqdm", "tqdm", "progress bars"),
+    ("pooch", "pooch", "named datasets"),
 )
 OPTIONAL_PACKAGES = (
     ("ray", "ray", "--workers / --ray-address"),
@@ -61,6 +62,7 @@ def report(network_check: bool = True) -> list[str]:
         ("pretrained weights", lambda: weights(network_check)),
         ("packages", packages),
         ("data sources", data_sources),
+        ("named datasets", named_datasets),
     ]
     lines = ["LossBench doctor: what a run on this machine would use"]
     for title, probe in sections:
@@ -166,6 +168,22 @@ def data_sources() -> list[str]:
     then = ", then procedural images (any number)" if hasattr(data, "procedural_image") else ""
     line = f'source = "bundled": {len(usable)} of {len(names)} photographs available offline{then}'
     return [line] + ([f"  unavailable: {', '.join(broken)}"] if broken else []) + [_folder_line()]
+
+
+def named_datasets() -> list[str]:
+    """Each named dataset and whether the cache holds it (files present with their pinned hashes); only reads."""
+    from bench.datasets import DATASETS, ENV_CACHE, cached_files, cache_root
+
+    if importlib.util.find_spec("pooch") is None:  # a machine set up from wheels without it (.ci/gpu)
+        return [f"pooch not installed (pip install pooch): {', '.join(DATASETS)} cannot be fetched or read"]
+    lines = [f"named datasets cache: {cache_root()} (${ENV_CACHE}={os.environ.get(ENV_CACHE, 'unset')}; "
+             "a suite's data.cache applies when the variable is unset)"]
+    for name, dataset in DATASETS.items():
+        good, total = cached_files(name)
+        state = (f"cached ({total} file{'s' if total != 1 else ''}, hashes checked)" if good == total else
+                 f"not cached ({good} of {total} files): `python -m bench fetch {name}` downloads {dataset.download}")
+        lines.append(f'source = "{name}": {state} - {dataset.title}')
+    return lines
 
 
 def _folder_line() -> str:

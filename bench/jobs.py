@@ -21,7 +21,7 @@ from bench.metrics import QualityMetrics
 from bench.model import build_model
 from bench.names import entry_file
 from bench.plan import RunSpec
-from bench.suite import Suite, resolve_data_path
+from bench.suite import Suite, resolve_suite_path
 from bench.train import Diverged, reconstruct, train
 from bench.verdicts import trained_on
 
@@ -34,6 +34,13 @@ class JobResult:
     per_image: list[dict] = field(default_factory=list)  # per_image.csv rows: every metric of every eval crop
     traceback: str = ""  # the full traceback of the exception that failed the entry, if one did
     resumed_from_step: int = 0  # the step of the mid-entry checkpoint this training continued from (0: none)
+
+
+def data_columns(spec: RunSpec, images: ImageSet) -> dict:
+    """What a result row records of the photographs: their sources, counts and the hash of the exact list."""
+    return {"data_source": spec.data.source, "eval_source": spec.data.eval_source or spec.data.source,
+            "images_sha256": images.images_sha256, "train_photos": len(images.train),
+            "eval_photos": len(images.eval_photos), "eval_crops": len(images.eval)}
 
 
 def per_image_rows(entry: str, seed: int, crop_names, values: dict[str, torch.Tensor]) -> list[dict]:
@@ -69,7 +76,9 @@ class Trainer:
 
     def images(self, spec: RunSpec) -> ImageSet:
         if spec.data not in self._images:
-            self._images[spec.data] = load_images(spec.data, resolve_data_path(self.suite))
+            path = lambda value: resolve_suite_path(self.suite, value)
+            self._images[spec.data] = load_images(spec.data, path(spec.data.path), eval_folder=path(spec.data.eval_path),
+                                                  cache=path(spec.data.cache), progress=self.show_progress)
         return self._images[spec.data]
 
     def initial_model(self, spec: RunSpec) -> torch.nn.Module:
@@ -90,8 +99,8 @@ class Trainer:
         reconstructions = baseline.reconstruct(eval_images)
         row = {"entry": baseline.name, "seed": spec.seed, "kind": "baseline", "formula": baseline.formula,
                "trained_on": "", "task": spec.task, "profile": spec.profile, "resolution": spec.data.resolution,
-               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", "train_photos": len(images.train),
-               "eval_photos": len(images.eval_photos), "eval_crops": len(images.eval), "status": "ok", "error": "",
+               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", **data_columns(spec, images),
+               "status": "ok", "error": "",
                "failed_step": None, "train_seconds": 0.0, **self.metrics(reconstructions, eval_images)}
         values, _ = self.metrics.per_image(reconstructions, eval_images)
         return JobResult(row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values))
@@ -112,8 +121,7 @@ class Trainer:
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
             "deterministic": torch.are_deterministic_algorithms_enabled(),  # --deterministic, in this process
-            "loss_weights": getattr(loss_fn, "weights_used", "none"), "train_photos": len(images.train), "eval_photos": len(images.eval_photos),
-            "eval_crops": len(images.eval),
+            "loss_weights": getattr(loss_fn, "weights_used", "none"), **data_columns(spec, images),
         }
         try:
             if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses)
@@ -124,7 +132,7 @@ class Trainer:
             return JobResult({**row, **failed(str(error), error.step)}, [], None)
         except BenchInputError:
             raise
-        except Exception as error:  # out of memory, kernel errors, bugs in a loss: this entry only
+        except Exception as error:  # out of memory, kernel errors, bugs in a loss or a plugin: this entry only
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

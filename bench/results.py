@@ -136,8 +136,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def copy_suite(suite_path: Path, folder: Path) -> None:
-    write_atomic(folder / "suite.toml", suite_path.read_text(encoding="utf-8"))
+def copy_suite(suite, folder: Path) -> None:
+    """The suite as it was parsed (a suite built in Python has no file of its own)."""
+    write_atomic(folder / "suite.toml", suite.text or suite.path.read_text(encoding="utf-8"))
 
 
 def save_png(path: Path, images: torch.Tensor) -> None:

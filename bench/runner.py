@@ -15,12 +15,13 @@ import torch
 
 from bench import results
 from bench.baselines import LEARNED_MARGIN_DB, baselines_for
+from bench.datasets import DATASETS, cache_root
 from bench.errors import BenchInputError
 from bench.jobs import Trainer
 from bench.names import entry_file
 from bench.plan import RunSpec, make_plan
 from bench.stats import time_to_quality
-from bench.suite import Suite, profile_name, suite_for_device
+from bench.suite import Suite, profile_name, resolve_suite_path, suite_for_device
 from bench.tables import summarize_with_pairs
 from bench.verdicts import headline
 
@@ -103,8 +104,12 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
     env = results.environment(device, suite, profile, argv)
     env["plan_sha256"] = plan_hash(suite, plan)
     first = images[plan[0].data]
-    env.update(train_photos=list(first.train_names), eval_photos=list(first.eval_photos),
+    data = plan[0].data
+    env.update(data_source=data.source, eval_source=data.eval_source or data.source, images_sha256=first.images_sha256,
+               train_photos=list(first.train_names), eval_photos=list(first.eval_photos),
                eval_crops=len(first.eval), model=dataclasses.asdict(plan[0].model))
+    if {data.source, data.eval_source} & set(DATASETS):
+        env["data_cache"] = str(cache_root(resolve_suite_path(suite, data.cache)))
 
     if resume is None:
         folder = results.new_run_folder(results_root, suite.name)
@@ -131,7 +136,7 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
     """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
     and writes the summary tables."""
     distributed, device = workers > 1 or ray_address is not None, trainer.device
-    results.copy_suite(suite.path, folder)
+    results.copy_suite(suite, folder)
     results.write_json(folder / "environment.json", env)
     done = {(row["entry"], row["seed"]) for row in quality_rows}
     todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]

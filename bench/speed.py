@@ -12,7 +12,7 @@ import torch
 from bench.losses import build_suite_losses
 from bench.model import build_model
 from bench.suite import Suite
-from bench.timing import time_entries
+from bench.timing import COLUMNS, time_entries
 
 
 def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None] = print,
@@ -22,19 +22,22 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
     variants = tuple(variants or timing.variants)
     log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
         f"variants {', '.join(variants)} on {device}")
-    losses = {}
+    losses, rows = {}, []
     for name, loss in build_suite_losses(suite, timing.resolution, device).items():
         if isinstance(loss, Exception):
             log(f"  {name}: not timed, its loss could not be built ({type(loss).__name__}: {loss})")
         else:
             losses[name] = loss
-    if not losses:
-        return pd.DataFrame()
     with timing_threads(timing.threads):
-        rows = time_entries(list(losses.items()), batch_size=timing.batch_size, resolution=timing.resolution,
-                            device=device, variants=variants, log=lambda line: log(f"  {line}"),
-                            warmup=timing.warmup, min_repeats=timing.min_repeats, min_time_s=timing.min_time_s)
-    frame = pd.DataFrame(rows)
+        for name, loss in losses.items():
+            try:
+                rows += time_entries([(name, loss)], batch_size=timing.batch_size, resolution=timing.resolution,
+                                     device=device, variants=variants, log=lambda line: log(f"  {line}"),
+                                     warmup=timing.warmup, min_repeats=timing.min_repeats,
+                                     min_time_s=timing.min_time_s)
+            except Exception as error:  # noqa: BLE001 - a loss that raises (a plugin's, say) is left out, not fatal
+                log(f"  {name}: not timed ({type(error).__name__}: {error})")
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
     return frame
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 import bench
 from bench.errors import BenchInputError
+from bench.plugins import command_line_plugins
 from bench.speedstats import ALPHA, MIN_FACTOR, compare_samples
 from bench.suite import Suite
 
@@ -133,7 +134,7 @@ def _interleave(suite: Suite, workers: dict[str, list["_Worker"]], device: str, 
     errors = {}
     for worker in (worker for pool in workers.values() for worker in pool):
         reply = worker.ask("setup", entries=entries, resolution=timing.resolution, batch_size=timing.batch_size,
-                           device=device, threads=timing.threads, seed=settings.seed)
+                           device=device, threads=timing.threads, seed=settings.seed, plugins=command_line_plugins())
         if Path(reply["bench"]).resolve() != (worker.root / "bench").resolve():
             raise RuntimeError(f"the {worker.side} worker imported bench from {reply['bench']}, not {worker.root}")
         for name, message in reply["errors"].items():

@@ -3,11 +3,13 @@
 Run as a script, ``python speedgate_worker.py ROOT``, by ``bench.speedgate``, once for the baseline code
 (an extracted git revision) and once for the candidate. Both sides run this same file, so the timing loop
 is identical and only the loss code differs. It uses nothing of ``bench`` but the loss registry's stable
-surface (``build_loss``, ``LossContext``, ``WeightedSum``), so an older revision can be the baseline.
+surface (``build_loss``, ``LossContext``, ``WeightedSum``), so an older revision can be the baseline. Both
+sides load the same loss plugins (the installed ones, and those passed with -p/--plugin) through their own
+``bench.plugins``; a revision without it cannot, and its plugin entries are reported as such ("new").
 
 Protocol: one JSON object per line on stdin, one reply per line on stdout.
   {"op": "setup", "entries": [{"name", "terms": [{"loss", "weight", "params"}]}], "resolution",
-   "batch_size", "device", "threads", "seed"}  ->  {"bench": path, "errors": {entry: message}}
+   "batch_size", "device", "threads", "seed", "plugins": [module or file]}  ->  {"bench": path, "errors": {entry: message}}
   {"op": "calls", "entry", "target_ms"}  ->  {"calls": n}: fwd+bwd calls that take at least target_ms
   {"op": "time", "entry", "calls", "blocks"}  ->  {"ms": [...]}: each block's median per-call ms
 Anything else a loss prints goes to stderr, so stdout carries only replies.
@@ -34,11 +36,13 @@ def main(root: str) -> None:
         replies.write(json.dumps(reply) + "\n")
 
 
-def setup(state: dict, *, entries, resolution, batch_size, device, threads, seed) -> dict:
+def setup(state: dict, *, entries, resolution, batch_size, device, threads, seed, plugins=()) -> dict:
     import torch
 
     import bench
     from bench.losses import LossContext, WeightedSum, build_loss
+
+    plugin_problem = plugins_problem(plugins)
 
     if threads:
         torch.set_num_threads(threads)
@@ -55,8 +59,21 @@ def setup(state: dict, *, entries, resolution, batch_size, device, threads, seed
             state["losses"][entry["name"]] = WeightedSum(
                 [f"t{i}" for i in range(len(terms))], [term["weight"] for term in entry["terms"]], terms).to(device)
         except Exception as error:  # noqa: BLE001 - a loss this revision cannot build is reported, not fatal
-            errors[entry["name"]] = f"{type(error).__name__}: {error}"
+            errors[entry["name"]] = f"{type(error).__name__}: {error}".splitlines()[0] + plugin_problem
     return {"bench": os.path.dirname(bench.__file__), "errors": errors}
+
+
+def plugins_problem(plugins) -> str:
+    """Load the loss plugins with this side's ``bench``; what went wrong, as a note for the entries it costs."""
+    try:
+        from bench.plugins import load_plugins as load
+    except ImportError:
+        return "; this revision of bench cannot load loss plugins (it predates bench.plugins)"
+    try:
+        load(plugins)
+    except Exception as error:  # noqa: BLE001 - reported with the entries that need the plugin
+        return f"; its plugins did not load: {str(error).splitlines()[0]}"
+    return ""
 
 
 def calls_for(state: dict, *, entry: str, target_ms: float) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.datasets import DATASETS
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
 from bench.names import check_distinct_stems, check_entry_name, check_suite_name
@@ -28,17 +29,21 @@ LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
 BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.baselines)
 BOTTLENECKS = ("conv", "linear")
 TASKS = ("autoencode", "denoise")
+SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {"", "nan", "-nan", "na", "n/a", "#na", "#n/a", "<na>", "null", "none"}  # pandas.read_csv's NA
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "bundled"  # "bundled" (offline sample photos + procedural images) or "folder"
+    source: str = "bundled"  # "bundled" (offline sample photos), "folder", or a named dataset (bench.datasets)
     path: str | None = None  # folder of png/jpg images (source = "folder"), relative to the suite file
+    eval_source: str | None = None  # evaluate on every photograph of this source instead of holding some out
+    eval_path: str | None = None  # folder of images (eval_source = "folder"), relative to the suite file
+    cache: str | None = None  # named datasets' cache folder, relative to the suite file ($LOSSBENCH_DATA_DIR wins)
     resolution: int = 512  # side of the square training and evaluation crops
     scale: float = 1.0  # photographs are resized by this factor before cropping (0.5: half their native size)
     images: int = 10  # how many bundled photographs to use: held-out ones, then colour, then grayscale (max 19)
-    eval_images: int = 4  # photographs held out from training; the evaluation crops come from these only
+    eval_images: int = 4  # photographs held out from training (without eval_source); evaluation crops come from these
     eval_crops: int = 24  # fixed evaluation crops, taken round-robin from the held-out photographs
     flip: bool = True  # random horizontal flips of training crops, drawn from the seed
     rotate: bool = True  # random quarter turns of training crops, drawn from the seed
@@ -129,6 +134,8 @@ class Suite:
     entries: tuple[Entry, ...]
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]  # device type -> section -> key -> value
     description: str = ""
+    requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.plugins); a suite never loads code
+    text: str = ""  # the TOML the suite was parsed from, copied into every run folder
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -141,12 +148,12 @@ def load_suite(path: str | Path) -> Suite:
         raw = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise BenchInputError(f"not valid TOML: {error}", where=where, fix="correct the syntax at the line shown") from None
-    return parse_suite(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
+    return parse_suite(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=raw_bytes.decode("utf-8"))
 
 
-def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suite:
+def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: str = "") -> Suite:
     where = str(path)
-    allowed = {"name", "description", "task", "device", "seeds", "profile", "entry", *SECTIONS}
+    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", *SECTIONS}
     _reject_unknown(raw, allowed, where)
     name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
     task = _typed(raw, "task", str, where, default="autoencode")
@@ -157,6 +164,7 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suit
     metrics = sections["metrics"]
     sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent))
     profiles = _parse_profiles(raw.get("profile", {}), where)
+    requires = _parse_requires(raw.get("requires", []), f"{where}: requires")  # before entries name their losses
     entries = _parse_entries(raw.get("entry"), path)
     suite = Suite(
         name=name,
@@ -168,6 +176,8 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "") -> Suit
         entries=entries,
         profiles=profiles,
         description=_typed(raw, "description", str, where, default=""),
+        requires=requires,
+        text=text,
         **sections,
     )
     for profile in profiles:  # a profile must yield a valid suite too
@@ -191,16 +201,32 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     for section_name, resolution in (("data", suite.data.resolution), ("timing", suite.timing.resolution)):
         check_resolution(resolution, where=f"{where}: {section_name}.resolution")
     data = suite.data
-    if data.source not in ("bundled", "folder"):
-        raise BenchInputError(f"unknown data source {data.source!r}", where=f"{where}: data.source",
-                              fix='use "bundled" (offline sample images) or "folder" with path = "images/"')
-    if data.source == "folder":
-        folder = resolve_data_path(suite)
-        if folder is None:
-            raise BenchInputError("a folder source needs a path", where=f"{where}: data.path", fix='add path = "my_images/"')
-        if not folder.is_dir():
-            raise BenchInputError(f"image folder {str(folder)!r} does not exist", where=f"{where}: data.path",
-                                  fix="point data.path at a folder of .png/.jpg images (relative to the suite file)")
+    for key, source in (("data.source", data.source), ("data.eval_source", data.eval_source)):
+        if source is not None and source not in SOURCES:
+            close = difflib.get_close_matches(source, SOURCES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise BenchInputError(f"unknown data source {source!r}", where=f"{where}: {key}",
+                                  fix=f'{hint}use "bundled" (offline sample images), "folder" with a path, or a named '
+                                      f"dataset: {', '.join(DATASETS)}")
+    folders = {"path": resolve_suite_path(suite, data.path), "eval_path": resolve_suite_path(suite, data.eval_path)}
+    if folders["eval_path"] is not None and data.eval_source != "folder":
+        raise BenchInputError('data.eval_path is only read with eval_source = "folder"', where=f"{where}: data.eval_path",
+                              fix='add eval_source = "folder", or drop eval_path')
+    for source, path_key in ((data.source, "path"), (data.eval_source, "eval_path")):
+        if source != "folder":
+            continue
+        if folders[path_key] is None:
+            raise BenchInputError("a folder source needs a path", where=f"{where}: data.{path_key}",
+                                  fix=f'add {path_key} = "my_images/"')
+        if not folders[path_key].is_dir():
+            raise BenchInputError(f"image folder {str(folders[path_key])!r} does not exist",
+                                  where=f"{where}: data.{path_key}",
+                                  fix=f"point data.{path_key} at a folder of .png/.jpg images (relative to the suite file)")
+    if data.eval_source == data.source and (data.source != "folder" or folders["path"] == folders["eval_path"]):
+        raise BenchInputError(f"eval_source is the training source {data.source!r}: the model would be evaluated on "
+                              "photographs it trained on", where=f"{where}: data.eval_source",
+                              fix="drop eval_source (then data.eval_images photographs are held out of the source) "
+                                  "or name another source")
     positive = [("data.images", data.images), ("data.eval_images", data.eval_images), ("data.eval_crops", data.eval_crops),
                 ("train.steps", suite.train.steps), ("train.batch_size", suite.train.batch_size),
                 ("train.log_every", suite.train.log_every), ("timing.batch_size", suite.timing.batch_size),
@@ -209,7 +235,7 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     for key, value in positive:
         if value < 1:
             raise BenchInputError(f"{key} must be at least 1, got {value}", where=f"{where}: {key}", fix="use a positive integer")
-    if data.source == "bundled" and data.eval_images >= data.images:
+    if data.source == "bundled" and data.eval_source is None and data.eval_images >= data.images:
         raise BenchInputError(f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
                               where=f"{where}: data.eval_images", fix="hold out fewer images or use more")
     if not (data.scale > 0 and math.isfinite(data.scale)):
@@ -255,10 +281,11 @@ def check_resolution(resolution: int, *, where: str) -> None:
         )
 
 
-def resolve_data_path(suite: Suite) -> Path | None:
-    if suite.data.path is None:
+def resolve_suite_path(suite: Suite, value: str | None) -> Path | None:
+    """A path named in a suite (data.path, data.eval_path, data.cache): relative to the suite file."""
+    if value is None:
         return None
-    path = Path(suite.data.path).expanduser()
+    path = Path(value).expanduser()
     return path if path.is_absolute() else (suite.path.parent / path).resolve()
 
 
@@ -318,6 +345,16 @@ def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
                               where=where, fix="e.g. seeds = [0, 1, 2]")
     if len(set(value)) != len(value):
         raise BenchInputError(f"seeds repeat: {value}", where=where, fix="list each seed once")
+    return tuple(value)
+
+
+def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
+    from bench.plugins import check_required
+
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise BenchInputError(f"requires must be a list of plugin names, got {value!r}", where=where,
+                              fix='e.g. requires = ["lossbench-wavelet"]')
+    check_required(value, where=where)
     return tuple(value)
 
 

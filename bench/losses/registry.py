@@ -1,17 +1,24 @@
 """Losses chosen by name (as timm chooses models): ``register_loss`` adds one, ``build_loss`` makes one.
 
 A factory takes a :class:`LossContext` plus the loss's parameters (with defaults declared at
-registration, so ``bench list`` and suite validation know them) and returns an ``nn.Module`` whose
-``forward(reconstruction, target)`` returns a scalar tensor. Modules that load pretrained networks set
-``weights_used`` (``"imagenet"``, ``"random"`` or a file path) so every result row can say which.
+registration, so ``bench list`` and suite validation know them) and returns an ``nn.Module`` (or a plain
+function) whose ``forward(reconstruction, target)`` returns a scalar tensor. Modules that load pretrained
+networks set ``weights_used`` (``"imagenet"``, ``"random"`` or a file path) so every result row can say which.
+
+Losses from outside LossBench register the same way, while ``bench.plugins`` imports their plugin inside
+``registering_as(source)``, so each loss knows where it came from and a plugin that fails to import leaves
+nothing half-registered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
+import torch
 from torch import nn
 
 from bench.errors import BenchInputError
@@ -25,30 +32,75 @@ class LossContext:
     seed: int = 0  # seeds any random fallback initialisation of a loss network
 
 
+BUILTIN = "built-in"  # the source of the losses in bench.losses
+IMAGE_RANGE = (0.0, 1.0)  # the range of every image LossBench hands a loss
+
+
 @dataclass(frozen=True)
 class LossInfo:
     name: str
     factory: Callable[..., nn.Module]
     defaults: Mapping[str, Any]
     summary: str
+    input_range: tuple[float, float] = IMAGE_RANGE  # images are mapped linearly from [0, 1] to this range
+    pretrained: bool = False  # loads pretrained networks: its module must say which weights (``weights_used``)
+    source: str = BUILTIN  # "built-in" or the plugin that registered it, e.g. "plugin wavelet (lossbench-wavelet 0.1.0)"
+
+
+class DuplicateLossError(ValueError):
+    def __init__(self, name: str, existing_source: str) -> None:
+        super().__init__(f"loss {name!r} is registered twice (first by {existing_source})")
+        self.name = name
+        self.existing_source = existing_source
 
 
 _LOSSES: dict[str, LossInfo] = {}
+_registering: list[str] = [BUILTIN]  # the source that registrations come from now (a stack: see registering_as)
 
 
-def register_loss(name: str, summary: str, **defaults: Any) -> Callable:
-    """Decorator: register ``factory(context, **params)`` under ``name`` with parameter defaults."""
+def register_loss(name: str, summary: str, *, input_range: tuple[float, float] = IMAGE_RANGE,
+                  pretrained: bool = False, **defaults: Any) -> Callable:
+    """Decorator: register ``factory(context, **params)`` as the loss ``name``.
+
+    ``summary`` is the one line ``bench list`` shows; ``defaults`` declare every parameter with its default
+    (suites may set only these, with values of the default's type). ``input_range``: the range the loss
+    expects its images in; LossBench's images are in [0, 1] and are mapped linearly to it (e.g. ``(-1, 1)``).
+    ``pretrained``: the loss loads pretrained networks, so its module must set ``weights_used`` (for
+    example ``"imagenet"``, ``"random"`` or a file path), which every result row records. The factory
+    returns an ``nn.Module`` or a function of ``(reconstruction, target)`` giving a scalar tensor.
+    """
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
+        raise ValueError(f"loss name {name!r} must be non-empty letters, digits, '_', '-' or '.'")
+    low, high = (float(bound) for bound in input_range)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"input_range of loss {name!r} must be two finite numbers, low < high; got {input_range!r}")
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _LOSSES:
-            raise ValueError(f"loss {name!r} is registered twice")
-        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary)
+            raise DuplicateLossError(name, _LOSSES[name].source)
+        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained), _registering[-1])
         return factory
 
     return decorator
 
 
+@contextlib.contextmanager
+def registering_as(source: str) -> Iterator[None]:
+    """Registrations inside come from ``source``; if the block raises, they are withdrawn."""
+    _import_builtin_losses()  # built-ins first, so a plugin reusing a built-in name is the one refused
+    _registering.append(source)
+    try:
+        yield
+    except BaseException:
+        for name in [name for name, info in _LOSSES.items() if info.source == source]:
+            del _LOSSES[name]
+        raise
+    finally:
+        _registering.pop()
+
+
 def loss_names() -> list[str]:
+    """Every registered loss (built-in, and from the plugins loaded so far), sorted."""
     _import_builtin_losses()
     return sorted(_LOSSES)
 
@@ -61,7 +113,8 @@ def get_loss_info(name: str, *, where: str = "") -> LossInfo:
         raise BenchInputError(
             f"unknown loss {name!r}",
             where=where,
-            fix=f"{hint}Known losses: {', '.join(sorted(_LOSSES))} (see `python -m bench list`).",
+            fix=f"{hint}Known losses: {', '.join(sorted(_LOSSES))} (see `python -m bench list`). A loss from a "
+                "plugin needs the plugin installed, or passed with -p MODULE / --plugin FILE.py.",
         )
     return _LOSSES[name]
 
@@ -105,7 +158,60 @@ def _check_type(name: str, key: str, default: Any, value: Any, where: str) -> No
 
 def build_loss(name: str, params: Mapping[str, Any], context: LossContext) -> nn.Module:
     info = get_loss_info(name)
-    return info.factory(context, **resolve_params(name, params))
+    resolved = resolve_params(name, params)
+    if info.source == BUILTIN:
+        loss = info.factory(context, **resolved)
+    else:  # whatever a plugin's factory raises is that plugin's input error, named as such
+        try:
+            loss = info.factory(context, **resolved)
+        except Exception as error:  # noqa: BLE001
+            raise BenchInputError(f"loss {name!r} could not be built: {type(error).__name__}: {error}",
+                                  where=info.source, fix="change its parameters, or fix the plugin") from None
+    return _as_loss_module(info, loss)
+
+
+class FunctionLoss(nn.Module):
+    """A plain function of (reconstruction, target) returned by a factory, as a module."""
+
+    def __init__(self, function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.function(reconstruction, target)
+
+
+class InputRange(nn.Module):
+    """Maps [0, 1] images linearly to the range ``loss`` expects before calling it."""
+
+    def __init__(self, loss: nn.Module, low: float, high: float) -> None:
+        super().__init__()
+        self.loss, self.low, self.high = loss, low, high
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        scale = self.high - self.low
+        return self.loss(reconstruction * scale + self.low, target * scale + self.low)
+
+    @property
+    def weights_used(self) -> str:  # an AttributeError when the loss inside records none, so hasattr() holds
+        return self.loss.weights_used
+
+
+def _as_loss_module(info: LossInfo, loss: Any) -> nn.Module:
+    if not isinstance(loss, nn.Module):
+        if not callable(loss):
+            raise BenchInputError(f"the factory of loss {info.name!r} returned {type(loss).__name__}, not a loss",
+                                  where=info.source, fix="return an nn.Module (or a function) whose "
+                                                         "forward(reconstruction, target) returns a scalar tensor")
+        loss = FunctionLoss(loss)
+    if info.pretrained and not hasattr(loss, "weights_used"):
+        raise BenchInputError(f"loss {info.name!r} is registered with pretrained=True but its module does not say "
+                              "which weights it loaded", where=info.source,
+                              fix='set weights_used on the module, e.g. self.weights_used = "imagenet" (or "random", '
+                                  "or the file path), so every result row records it")
+    if info.input_range != IMAGE_RANGE:
+        loss = InputRange(loss, *info.input_range)
+    return loss
 
 
 def _import_builtin_losses() -> None:

@@ -245,9 +245,11 @@ def _run_summary(run: Run) -> str:
                      f"{_plain(first.get('ema', 0))}, seeds {seeds}"),
         ("model", f"{first.get('bottleneck', '?')} bottleneck, latent {_plain(first.get('latent_dim', '?'))} numbers, "
                   f"decoder from an 8\u00d78\u00d7{_plain(first.get('width', '?'))} map"),
-        ("data", f"{_plain(first.get('train_photos', '?'))} training photographs; {_plain(first.get('eval_crops', '?'))} "
-                 f"evaluation crops of {_plain(first.get('eval_photos', '?'))} held-out photographs "
-                 f"({', '.join(env.get('eval_photos', [])) or 'names not recorded'})"),
+        ("data", f"{_plain(first.get('train_photos', '?'))} training photographs{_from(env, 'data_source')}; "
+                 f"{_plain(first.get('eval_crops', '?'))} evaluation crops of {_plain(first.get('eval_photos', '?'))} "
+                 f"held-out photographs{_from(env, 'eval_source')} "
+                 f"({', '.join(env.get('eval_photos', [])) or 'names not recorded'})"
+                 + (f"; image list SHA-256 {env['images_sha256'][:16]}..." if env.get("images_sha256") else "")),
         ("loss timing", "skipped" if timed is None else
          f"{timed.get('resolution')}\u00d7{timed.get('resolution')} px, batch {timed.get('batch_size')}, "
          f"{timed.get('variant')}, {timed.get('repeats')} repeats"),
@@ -273,6 +275,11 @@ def _weights_by_entry(run: Run) -> dict[str, str]:
     if "loss_weights" not in source:
         return {}
     return source.groupby("entry", sort=False)["loss_weights"].first().fillna("none").astype(str).to_dict()
+
+
+def _from(env: dict, key: str) -> str:
+    """" from <source>" where the run recorded its data sources (runs before named datasets did not)."""
+    return f" from {env[key]}" if env.get(key) else ""
 
 
 def _loss_networks(run: Run) -> str:

@@ -1,0 +1,225 @@
+"""The Python API (``import bench``): what the command line does, for notebooks and scripts.
+
+The CLI (``bench.cli``) parses flags and calls these functions; they take and return plain data: a
+``Suite`` (frozen dataclasses), a ``RunResult`` (the run folder and its tables as pandas DataFrames) and
+the speed table as a DataFrame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+
+import pandas as pd
+
+from bench.errors import BenchInputError
+from bench.plugins import load_plugins
+from bench.suite import Suite, _parse_seeds, load_suite as _load_suite_file, parse_suite, without_profile_seeds
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SuiteLike = Union[Suite, str, Path]
+EntriesLike = Union[Sequence[Union[str, Mapping[str, Any]]], Mapping[str, Union[str, Mapping[str, Any]]]]
+
+
+def load_suite(path: str | Path, *, plugins: Iterable[str] = ()) -> Suite:
+    """Parse and check a suite file, after loading the installed plugins and ``plugins`` (module names or
+    ``.py`` paths) so the suite may use their losses. Bad input raises ``BenchInputError``."""
+    load_plugins(plugins)
+    return _load_suite_file(path)
+
+
+def build_suite(entries: EntriesLike, *, name: str = "python_suite", base_dir: str | Path = ".",
+                plugins: Iterable[str] = (), **settings: Any) -> Suite:
+    """A suite built in Python, checked exactly as a suite file is.
+
+    ``entries``: loss names (``["mse", "ssim"]``), a mapping of entry name to a loss name or to the entry's
+    table (``{"ssim7": {"loss": "ssim", "win_size": 7}, "mix": {"terms": [...]}}``), or a list of entry
+    tables as in a suite file. ``settings``: the suite file's other keys, sections as dicts, e.g.
+    ``seeds=[0, 1], data={"resolution": 32}, train={"steps": 50}``. ``base_dir``: where relative paths
+    (a folder data source, weights files) are found. The TOML it amounts to is kept in ``Suite.text`` and
+    copied into every run folder.
+    """
+    import tomli_w
+
+    load_plugins(plugins)
+    raw = {"name": name, **settings, "entry": _entry_tables(entries)}
+    where = f"<suite {name!r} built in Python>"
+    try:
+        text = tomli_w.dumps(raw)
+    except TypeError as error:
+        raise BenchInputError(f"a setting is not plain data: {error}", where=where,
+                              fix="use strings, numbers, booleans, lists and dicts only") from None
+    return parse_suite(tomllib.loads(text), path=Path(base_dir).resolve() / f"{name}.toml",
+                       sha256=hashlib.sha256(text.encode()).hexdigest(), text=text)
+
+
+def with_overrides(suite: Suite, *, device: str | None = None, steps: int | None = None,
+                   only: Sequence[str] | str | None = None, seed: int | None = None,
+                   seeds: int | None = None) -> Suite:
+    """``suite`` with the command line's overrides applied; they win over device profiles."""
+    changes: dict[str, Any] = {}
+    if device:
+        changes["device"] = device
+    if seed is not None and seeds is not None:
+        raise BenchInputError("give --seed or --seeds, not both", where="command line", fix="drop one of them")
+    if seed is not None:
+        changes["seeds"] = _parse_seeds([seed], "--seed")
+    if seeds is not None:
+        if seeds < 1:
+            raise BenchInputError(f"--seeds must be at least 1, got {seeds}", where="--seeds", fix="e.g. --seeds 3")
+        changes["seeds"] = tuple(range(seeds))
+    if "seeds" in changes:
+        suite = without_profile_seeds(suite)  # seeds from the command line hold on every device
+    if only:
+        wanted = [name.strip() for name in (only.split(",") if isinstance(only, str) else only) if name.strip()]
+        known = {entry.name for entry in suite.entries}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise BenchInputError(f"--only names unknown entries {unknown}", where=f"{suite.path}",
+                                  fix=f"entries of this suite: {', '.join(sorted(known))}")
+        changes["entries"] = tuple(entry for entry in suite.entries if entry.name in wanted)
+    if steps is not None:
+        if steps < 1:
+            raise BenchInputError(f"--steps must be at least 1, got {steps}", where="--steps", fix="e.g. --steps 50")
+        changes["profiles"] = {name: {**table, "train": {**table.get("train", {}), "steps": steps}}
+                               for name, table in suite.profiles.items()}
+        changes["train"] = dataclasses.replace(suite.train, steps=steps)
+    return dataclasses.replace(suite, **changes)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run folder and its tables, each read on first use (a table the run did not write is an empty
+    DataFrame; ``pairwise`` needs two entries that learned)."""
+
+    folder: Path
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "report.html"
+
+    @cached_property
+    def quality(self) -> pd.DataFrame:
+        return self._table("quality")
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        return self._table("summary")
+
+    @cached_property
+    def speed(self) -> pd.DataFrame:
+        return self._table("speed")
+
+    @cached_property
+    def pairwise(self) -> pd.DataFrame:
+        return self._table("pairwise")
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        return self._table("history")
+
+    @cached_property
+    def per_image(self) -> pd.DataFrame:
+        return self._table("per_image")
+
+    @property
+    def failed(self) -> list[str]:
+        """Entries with a failed training (reasons in ``quality["error"]``)."""
+        quality = self.quality
+        return sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
+
+    def _table(self, name: str) -> pd.DataFrame:
+        from bench.results import read_table
+
+        return read_table(self.folder, name)
+
+
+def open_run(folder: str | Path) -> RunResult:
+    """The tables of a run folder written earlier (``results/<suite>/<timestamp>/``)."""
+    folder = Path(folder)
+    if not (folder / "environment.json").is_file():
+        raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
+                              fix="pass a folder under results/<suite>/ that a run created")
+    return RunResult(folder)
+
+
+def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), timing: bool = True,
+        progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
+        workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
+        report: bool = True,
+        argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
+    """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
+    folder under ``out``, as ``python -m bench run`` does; returns its tables.
+
+    ``overrides``: ``device``, ``steps``, ``only``, ``seed`` or ``seeds`` (as the command line's flags).
+    ``plugins``: module names or ``.py`` files that register losses (``-p``); Ray workers load them too.
+    ``deterministic``: Ray workers turn on deterministic kernels (call
+    ``bench.reproducibility.make_deterministic()`` for this process, as ``--deterministic`` does).
+    Raises ``BenchInputError`` on bad input and ``bench.runner.RunStopped`` on Ctrl-C or a file that cannot
+    be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
+    from bench.runner import run_suite
+
+    load_plugins(plugins)
+    if not isinstance(suite, Suite):
+        suite = _load_suite_file(suite)
+    suite = with_overrides(suite, **overrides)
+    if workers < 1:
+        raise BenchInputError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
+    if force and not resume:
+        raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
+    if gpus is not None and workers == 1 and ray_address is None:
+        raise BenchInputError("--gpus only applies to Ray runs", where="--gpus",
+                              fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N")
+    outcome = run_suite(suite, results_root=Path(out), argv=list(argv) if argv is not None else ["run", str(suite.path)],
+                        timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
+                        fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
+                        deterministic=deterministic, log=log)
+    if report:
+        from bench.report import write_report
+
+        write_report(outcome.folder)
+    return RunResult(outcome.folder)
+
+
+def time_losses(losses: SuiteLike | EntriesLike, *, device: str | None = None, resolution: int | None = None,
+                batch_size: int | None = None, variants: Sequence[str] | None = None, plugins: Iterable[str] = (),
+                log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Each loss's forward and backward time (``speed.csv``'s rows) on random images, no training.
+
+    ``losses``: a ``Suite``, a suite file's path, or entries as ``build_suite`` takes them (``["mse",
+    "ssim"]``). Settings left unset come from the suite's ``[timing]`` (its defaults, 512x512, batch 4,
+    fp32, for bare entries) after its device profile; ``device`` defaults to the suite's ("auto")."""
+    from bench.runner import resolve_device
+    from bench.speed import time_suite, with_timing
+    from bench.suite import suite_for_device, validate_settings
+
+    load_plugins(plugins)
+    if isinstance(losses, Suite):
+        suite = losses
+    elif isinstance(losses, (str, Path)):
+        suite = _load_suite_file(losses)
+    else:
+        suite = build_suite(losses, name="time_losses")
+    resolved = resolve_device(device or suite.device)
+    suite = with_timing(suite_for_device(suite, resolved.type), batch_size=batch_size, resolution=resolution,
+                        variants=tuple(variants) if variants else None)
+    validate_settings(suite, where="time_losses")
+    return time_suite(suite, resolved, log=log)
+
+
+def _entry_tables(entries: EntriesLike) -> list[dict[str, Any]]:
+    if isinstance(entries, Mapping):
+        return [{"name": name, **({"loss": body} if isinstance(body, str) else dict(body))}
+                for name, body in entries.items()]
+    if isinstance(entries, str):
+        raise BenchInputError(f"entries must be a list or a mapping, got the string {entries!r}",
+                              where="build_suite", fix=f"e.g. [{entries!r}]")
+    return [{"name": entry, "loss": entry} if isinstance(entry, str) else dict(entry) for entry in entries]
