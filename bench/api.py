@@ -153,15 +153,18 @@ def open_run(folder: str | Path) -> RunResult:
 
 def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), timing: bool = True,
         progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
-        workers: int = 1, ray_address: str | None = None, gpus: str | None = None, report: bool = True,
+        workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
+        report: bool = True,
         argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
     """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
     folder under ``out``, as ``python -m bench run`` does; returns its tables.
 
     ``overrides``: ``device``, ``steps``, ``only``, ``seed`` or ``seeds`` (as the command line's flags).
     ``plugins``: module names or ``.py`` files that register losses (``-p``); Ray workers load them too.
-    Raises ``BenchInputError`` on bad input and ``bench.runner.RunInterrupted`` on Ctrl-C (finished
-    entries are saved; pass ``resume=`` that folder to continue)."""
+    ``deterministic``: Ray workers turn on deterministic kernels (call
+    ``bench.reproducibility.make_deterministic()`` for this process, as ``--deterministic`` does).
+    Raises ``BenchInputError`` on bad input and ``bench.runner.RunStopped`` on Ctrl-C or a file that cannot
+    be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
     from bench.runner import run_suite
 
     load_plugins(plugins)
@@ -172,9 +175,13 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
         raise BenchInputError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
     if force and not resume:
         raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
+    if gpus is not None and workers == 1 and ray_address is None:
+        raise BenchInputError("--gpus only applies to Ray runs", where="--gpus",
+                              fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N")
     outcome = run_suite(suite, results_root=Path(out), argv=list(argv) if argv is not None else ["run", str(suite.path)],
                         timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
-                        fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus, log=log)
+                        fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
+                        deterministic=deterministic, log=log)
     if report:
         from bench.report import write_report
 

@@ -185,19 +185,22 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
     from bench import api
-    from bench.runner import RunInterrupted
+    from bench.runner import RunStopped
 
     suite = load_with_overrides(args)
     if args.deterministic:
-        _make_deterministic()
+        from bench.reproducibility import make_deterministic
+
+        make_deterministic()
     try:
         result = api.run(suite, out=args.out, timing=not args.no_timing, progress=not args.no_progress,
                          resume=args.resume, force=args.force, fail_fast=args.fail_fast, workers=args.workers,
-                         ray_address=args.ray_address, gpus=args.gpus, argv=argv)
-    except RunInterrupted as interrupted:
-        print(f"\ninterrupted: finished entries are saved in {interrupted.folder}\n"
-              f"resume with: python -m bench run {args.suite} --resume {interrupted.folder}", file=sys.stderr)
-        return 130
+                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic, argv=argv)
+    except RunStopped as stopped:
+        print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
+        print(f"finished entries are saved in {stopped.folder}\n"
+              f"resume with: python -m bench run {args.suite} --resume {stopped.folder}", file=sys.stderr)
+        return 2 if stopped.error else 130
     _print_summary(result.summary)
     print(f"\nreport: {result.report}")
     print(f"run folder: {result.folder}")
@@ -205,18 +208,6 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"failed entries: {', '.join(result.failed)} (reasons in quality.csv)", file=sys.stderr)
         return 1
     return 0
-
-
-def _make_deterministic() -> None:
-    """The settings PyTorch documents for reproducible CUDA results (docs: notes/randomness)."""
-    import os
-
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this before its first call
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
 
 
 def _print_summary(summary) -> None:

@@ -29,8 +29,9 @@ def _import_ray():
 
 
 def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: int, address: str | None,
-               gpus: str | None, log: Callable[[str], None] = print) -> Iterator[JobResult]:
-    """Yields each job's result as it finishes (in completion order; the driver sorts rows by plan)."""
+               gpus: str | None, deterministic: bool = False, log: Callable[[str], None] = print) -> Iterator[JobResult]:
+    """Yields each job's result as it finishes (in completion order; the driver sorts rows by plan).
+    ``deterministic``: each worker turns on deterministic kernels, as `--deterministic` does in the driver."""
     ray = _import_ray()
     on_gpu = device.startswith("cuda")
     if gpus is not None:
@@ -48,7 +49,7 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
     # reductions in the order a single-process run uses, so the tables match it exactly.
     threads = torch.get_num_threads()
     plugins = command_line_plugins()  # installed plugins every worker finds itself; these it must be told
-    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device, threads, plugins)
+    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device, threads, plugins, deterministic)
               for _ in range(max(1, workers))]
     log(f"Ray: {len(actors)} workers ({'1 GPU' if on_gpu else '1 CPU'} each) on {address or 'a local instance'}")
     pool = ray.util.ActorPool(actors)
@@ -60,11 +61,14 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
 
 
 class _TrainerActor:
-    def __init__(self, suite: Suite, device: str, threads: int, plugins: Sequence[str]) -> None:
+    def __init__(self, suite: Suite, device: str, threads: int, plugins: Sequence[str], deterministic: bool) -> None:
         from bench.jobs import Trainer
+        from bench.reproducibility import make_deterministic
 
         load_plugins(plugins)
         torch.set_num_threads(threads)
+        if deterministic:
+            make_deterministic()
         self.trainer = Trainer(suite, device, show_progress=False)
 
     def run(self, spec: RunSpec) -> JobResult:

@@ -7,6 +7,7 @@ records, and the driver alone writes the run folder.
 from __future__ import annotations
 
 import copy
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import torch
 
 from bench.baselines import Baseline
 from bench.data import ImageSet, load_images
+from bench.errors import BenchInputError
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.metrics import QualityMetrics
 from bench.model import build_model
+from bench.names import entry_file
 from bench.plan import RunSpec
 from bench.suite import Suite, resolve_suite_path
 from bench.train import Diverged, reconstruct, train
@@ -29,6 +32,8 @@ class JobResult:
     history: list[dict]  # history.csv rows
     reconstructions: torch.Tensor | None  # held-out reconstructions on the CPU; None if the entry failed
     per_image: list[dict] = field(default_factory=list)  # per_image.csv rows: every metric of every eval crop
+    traceback: str = ""  # the full traceback of the exception that failed the entry, if one did
+    resumed_from_step: int = 0  # the step of the mid-entry checkpoint this training continued from (0: none)
 
 
 def data_columns(spec: RunSpec, images: ImageSet) -> dict:
@@ -42,6 +47,12 @@ def per_image_rows(entry: str, seed: int, crop_names, values: dict[str, torch.Te
     return [{"entry": entry, "seed": seed, "crop": index, "crop_name": name,
              **{metric: float(column[index]) for metric, column in values.items()}}
             for index, name in enumerate(crop_names)]
+
+
+def failed(error: str, step: int | None) -> dict:
+    """The outcome columns of a failed training, in the order of a finished one's, so every quality.csv has
+    its columns in one order whichever entries failed."""
+    return {"status": "failed", "error": error, "failed_step": step, "train_seconds": None, "skipped_steps": None}
 
 
 class Trainer:
@@ -96,7 +107,11 @@ class Trainer:
         return JobResult(row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values))
 
     def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
-        """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every)."""
+        """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every).
+
+        Whatever the entry's loss (or its factory) raises fails this entry alone, with the message in ``error``
+        and the traceback in the result; a file that cannot be written (BenchInputError), Ctrl-C and
+        SystemExit stop the run."""
         images = self.images(spec)
         loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
         row = {
@@ -106,18 +121,24 @@ class Trainer:
             "width": spec.model.width, "latent_dim": spec.model.latent_dim, "steps": spec.train.steps,
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
-            "loss_weights": loss_fn.weights_used, **data_columns(spec, images),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),  # --deterministic, in this process
+            "loss_weights": getattr(loss_fn, "weights_used", "none"), **data_columns(spec, images),
         }
         try:
-            checkpoint = checkpoints / f"{spec.entry.name}__seed{spec.seed}.pt" if checkpoints else None
+            if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses)
+                raise loss_fn
+            checkpoint = checkpoints / entry_file(spec.entry.name, spec.seed, ".pt") if checkpoints else None
             result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
         except Diverged as error:
-            return JobResult({**row, "status": "failed", "error": str(error), "failed_step": error.step}, [], None)
-        except Exception as error:  # noqa: BLE001 - out of memory, kernel errors, a plugin loss raising: this entry only
+            return JobResult({**row, **failed(str(error), error.step)}, [], None)
+        except BenchInputError:
+            raise
+        except Exception as error:  # out of memory, kernel errors, bugs in a loss or a plugin: this entry only
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            return JobResult({**row, "status": "failed", "error": reason, "failed_step": None}, [], None)
+            return JobResult({**row, **failed(reason, None)}, [], None,
+                             traceback="".join(traceback.format_exception(error)))
         eval_images = images.eval.to(self.device)
         reconstructions = reconstruct(result.model, spec, eval_images)
         row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, loss_learned=result.loss.learned,
@@ -125,4 +146,5 @@ class Trainer:
         history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
         values, _ = self.metrics.per_image(reconstructions, eval_images)
         return JobResult(row, history, reconstructions.cpu(),
-                         per_image_rows(spec.entry.name, spec.seed, images.eval_names, values))
+                         per_image_rows(spec.entry.name, spec.seed, images.eval_names, values),
+                         resumed_from_step=result.resumed_from_step)

@@ -76,7 +76,11 @@ class Decoder(nn.Module):
         self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, 4, stride=2, padding=1)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.to_rgb(self.stages(self.from_latent(latent))))
+        features = self.stages(self.from_latent(latent))
+        # The output layer in float32 even under bf16 autocast (train.bf16): a bf16 sigmoid rounds to exactly
+        # 1.0 from a logit of about 6 up, where BCE's gradient then vanishes.
+        with torch.autocast(features.device.type, enabled=False):
+            return torch.sigmoid(self.to_rgb(features.float()))
 
 
 def latent_channels(latent_dim: int) -> int:

@@ -23,6 +23,12 @@ import torch
 from bench.errors import BenchInputError
 
 TABLES = ("quality", "history", "speed", "summary")
+# pandas 3 reads floats back exactly by default (and deprecates the option); pandas 2 must be asked to.
+ROUND_TRIP = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+class WriteFailed(BenchInputError):
+    """A file could not be written (a full disk, a read-only folder); every file written before is whole."""
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -31,8 +37,8 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as error:
-        raise BenchInputError(f"cannot write here: {error.strerror}", where=str(path.parent),
-                              fix="choose a writable folder with --out") from None
+        raise WriteFailed(f"cannot write here: {error.strerror}", where=str(path.parent),
+                          fix="choose a writable folder with --out") from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content.encode("utf-8") if isinstance(content, str) else content)
@@ -42,9 +48,8 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         os.replace(temp, path)
     except OSError as error:
         Path(temp).unlink(missing_ok=True)
-        raise BenchInputError(f"cannot write: {error.strerror}", where=str(path),
-                              fix="free disk space or choose another folder with --out; files written before "
-                                  "are complete, so --resume can continue the run") from None
+        raise WriteFailed(f"cannot write: {error.strerror}", where=str(path),
+                          fix="free disk space or choose another folder with --out") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -62,7 +67,8 @@ def read_table(folder: Path, name: str) -> pd.DataFrame:
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
     try:
-        return pd.read_csv(path)
+        # Entry names stay text (an entry named "1"); numbers read back to the bit, so kept rows stay exact.
+        return pd.read_csv(path, dtype={"entry": str}, **ROUND_TRIP)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
 

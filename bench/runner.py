@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from bench.baselines import LEARNED_MARGIN_DB, baselines_for
 from bench.datasets import DATASETS, cache_root
 from bench.errors import BenchInputError
 from bench.jobs import Trainer
+from bench.names import entry_file
 from bench.plan import RunSpec, make_plan
 from bench.stats import time_to_quality
 from bench.suite import Suite, profile_name, resolve_suite_path, suite_for_device
@@ -47,12 +48,15 @@ class RunOutcome:
     summary: pd.DataFrame
 
 
-class RunInterrupted(Exception):
-    """Ctrl-C during a run: every table in ``folder`` holds the entries that finished."""
+class RunStopped(Exception):
+    """A run stopped before its end, by Ctrl-C (``error`` None) or by a file it could not write (a full disk,
+    a read-only folder): every table in ``folder`` is whole and holds the entries that finished, so
+    ``--resume folder`` continues the run."""
 
-    def __init__(self, folder: Path) -> None:
-        super().__init__(str(folder))
+    def __init__(self, folder: Path, error: results.WriteFailed | None = None) -> None:
+        super().__init__(str(error or folder))
         self.folder = folder
+        self.error = error
 
 
 def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
@@ -61,9 +65,28 @@ def plan_hash(suite: Suite, plan: list[RunSpec]) -> str:
     return hashlib.sha256(repr(shape).encode()).hexdigest()
 
 
-def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
-              resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
-              ray_address: str | None = None, gpus: str | None = None, log=print) -> RunOutcome:
+def run_suite(suite: Suite, **options) -> RunOutcome:
+    """Runs ``suite`` (options: see ``_run_suite``). Each warning shows once per run: a run loads a loss network
+    for training and again for timing, and an unavailable ImageNet file would otherwise be warned about at
+    every load."""
+    with warnings.catch_warnings():  # restores showwarning after
+        # Not the "once" filter action: it keeps its record in the calling module's registry, which any
+        # change of the filters (a library's own catch_warnings) clears.
+        shown, show = set(), warnings.showwarning
+
+        def show_once(message, category, *args, **kwargs):
+            if (str(message), category) not in shown:
+                shown.add((str(message), category))
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show_once
+        return _run_suite(suite, **options)
+
+
+def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
+               resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
+               ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
+               log=print) -> RunOutcome:
     device = resolve_device(suite.device)
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
@@ -93,7 +116,26 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         quality_rows, history_rows, image_rows, speed = [], [], [], pd.DataFrame()
     else:
         folder = resume
-        quality_rows, history_rows, image_rows, speed = _completed(folder, env["plan_sha256"], force)
+        quality_rows, history_rows, image_rows, speed, resumes = _completed(folder, env["plan_sha256"], force)
+        env["resumes"] = resumes + [{"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}"
+                                                                         for row in quality_rows]}]
+    try:
+        return _run(folder, suite, plan, trainer, images, env, quality_rows, history_rows, image_rows, speed,
+                    timing=timing, fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
+                    deterministic=deterministic, log=log)
+    except KeyboardInterrupt:
+        raise RunStopped(folder) from None
+    except results.WriteFailed as error:
+        raise RunStopped(folder, error) from None
+
+
+def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, images: dict, env: dict,
+         quality_rows: list[dict], history_rows: list[dict], image_rows: list[dict], speed: pd.DataFrame, *,
+         timing: bool, fail_fast: bool, workers: int, ray_address: str | None, gpus: str | None,
+         deterministic: bool, log) -> RunOutcome:
+    """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
+    and writes the summary tables."""
+    distributed, device = workers > 1 or ray_address is not None, trainer.device
     results.copy_suite(suite, folder)
     results.write_json(folder / "environment.json", env)
     done = {(row["entry"], row["seed"]) for row in quality_rows}
@@ -116,7 +158,7 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
             row = outcome.row
             order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
             if row["seed"] == plan[0].seed:
-                results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
+                results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
                                  outcome.reconstructions)
                 log(f"  {row['entry']}: {_scores(row)} ({row['formula']})")
         quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
@@ -124,14 +166,21 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         if distributed:
             from bench.distributed import run_on_ray
 
-            outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus, log=log)
+            outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
+                                  deterministic=deterministic, log=log)
         else:
             outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
         for outcome in outcomes:
             row = outcome.row
             if outcome.reconstructions is not None:
-                results.save_png(folder / "reconstructions" / f"{row['entry']}__seed{row['seed']}.png",
+                results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
                                  outcome.reconstructions)
+            traceback_file = Path("errors") / entry_file(row["entry"], row["seed"], ".txt")
+            if outcome.traceback:  # before the quality row, which marks the entry complete
+                results.write_atomic(folder / traceback_file, outcome.traceback)
+            if outcome.resumed_from_step:
+                env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = outcome.resumed_from_step
+                log(f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}")
             quality_rows = in_plan_order(quality_rows + [row])
             history_rows = in_plan_order(history_rows + outcome.history)
             image_rows = in_plan_order(image_rows + outcome.per_image)
@@ -139,7 +188,8 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
             results.write_table(folder, "per_image", image_rows)
             results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
             if row["status"] != "ok":
-                log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})")
+                log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
+                    + (f"; traceback in {traceback_file}" if outcome.traceback else ""))
                 if fail_fast:
                     break
             else:
@@ -148,7 +198,8 @@ def run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool
         results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
         results.write_table(folder, "quality", quality_rows)
 
-        untimed = [e for e in suite.entries if speed.empty or e.name not in set(speed["entry"])]
+        trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
+        untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
         if timing and untimed:
             from bench.references import time_references
             from bench.speed import MODEL_ENTRY, time_suite, time_training_step
@@ -188,9 +239,9 @@ def _scores(row: dict) -> str:
     return ", ".join(shown)
 
 
-def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame]:
+def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame, list]:
     """Rows of the entries that finished in an earlier, interrupted run of the same plan (baselines are
-    evaluated afresh)."""
+    evaluated afresh), with every column the tables had, in their order; and the record of earlier resumes."""
     env_path = folder / "environment.json"
     if not env_path.is_file():
         raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
@@ -203,10 +254,7 @@ def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict
     ok = quality[(quality["status"] == "ok") & (quality.get("kind", "trained") != "baseline")] if not quality.empty else quality
     done = set(zip(ok.get("entry", []), ok.get("seed", [])))
     kept = lambda frame: frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
-    records = lambda frame: [{k: v for k, v in row.items() if not _is_missing(v)} for row in frame.to_dict("records")]
+    records = lambda frame: frame.to_dict("records")
     return (records(ok), records(kept(results.read_table(folder, "history"))),
-            records(kept(results.read_table(folder, "per_image"))), results.read_table(folder, "speed"))
-
-
-def _is_missing(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+            records(kept(results.read_table(folder, "per_image"))), results.read_table(folder, "speed"),
+            previous.get("resumes", []))

@@ -22,8 +22,12 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
     variants = tuple(variants or timing.variants)
     log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
         f"variants {', '.join(variants)} on {device}")
-    losses = build_suite_losses(suite, timing.resolution, device)
-    rows = []
+    losses, rows = {}, []
+    for name, loss in build_suite_losses(suite, timing.resolution, device).items():
+        if isinstance(loss, Exception):
+            log(f"  {name}: not timed, its loss could not be built ({type(loss).__name__}: {loss})")
+        else:
+            losses[name] = loss
     with timing_threads(timing.threads):
         for name, loss in losses.items():
             try:

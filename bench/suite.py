@@ -17,6 +17,7 @@ from bench.datasets import DATASETS
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
 from bench.metrics import DEFAULT_METRICS, METRICS
+from bench.names import check_distinct_stems, check_entry_name, check_suite_name
 from bench.timing import VARIANTS as TIMING_VARIANTS
 
 try:
@@ -157,10 +158,7 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
     where = str(path)
     allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", *SECTIONS}
     _reject_unknown(raw, allowed, where)
-    name = _typed(raw, "name", str, where, default=path.stem)
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise BenchInputError(f"suite name {name!r} must be non-empty letters, digits, '-', '_' or '.'",
-                              where=f"{where}: name", fix="it becomes a folder name under results/")
+    name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
     task = _typed(raw, "task", str, where, default="autoencode")
     if task not in TASKS:
         raise BenchInputError(f"unknown task {task!r}", where=f"{where}: task", fix=f"use one of {', '.join(TASKS)}")
@@ -445,6 +443,7 @@ def _parse_entries(raw_entries: Any, path: Path) -> tuple[Entry, ...]:
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise BenchInputError("every entry needs a name", where=f"{key}.name", fix='add name = "my-loss"')
+        check_entry_name(name, where=f"{key}.name")
         key = f"{where}: entry[{index}] ({name})"
         if name.strip().lower() in NA_LIKE_NAMES:
             raise BenchInputError(f"entry name {name!r} would read back from CSV as a missing value",
@@ -456,6 +455,7 @@ def _parse_entries(raw_entries: Any, path: Path) -> tuple[Entry, ...]:
                                   where=f"{key}.name", fix=f"rename it, e.g. {name[len(BASELINE_PREFIX):] or 'mine'!r}")
         seen.add(name)
         entries.append(_parse_entry(name, raw, key, path.parent))
+    check_distinct_stems([entry.name for entry in entries], where=f"{where}: entry")
     return tuple(entries)
 
 

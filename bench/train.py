@@ -35,6 +35,7 @@ class TrainResult:
     seconds: float
     skipped_steps: int  # steps dropped for a NaN/inf loss under on_nan = "skip"
     loss: nn.Module  # the loss as trained: a copy whose own parameters (if it has any) were learned
+    resumed_from_step: int = 0  # the step of the checkpoint training continued from (0: it started afresh)
 
 
 def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
@@ -128,4 +129,4 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
     return TrainResult(model=evaluated, history=history, seconds=time.perf_counter() - started - eval_seconds,
-                       skipped_steps=skipped_steps, loss=loss_fn)
+                       skipped_steps=skipped_steps, loss=loss_fn, resumed_from_step=saved.get("step", 0))

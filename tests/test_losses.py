@@ -290,10 +290,39 @@ def test_ms_ssim_levels():
         resolve_levels(6, 1024, 11)
 
 
+@pytest.mark.parametrize("loss", ["perceptual", "style"])
+@pytest.mark.parametrize("net, deepest", [("vgg16", "relu4_3"), ("vgg19", "relu4_4")])
+def test_default_layers_exist_in_each_net(loss, net, deepest):
+    module = build_loss(loss, {"net": net, "weights": "random"}, LossContext(SIZE))
+    assert module.features.layers == ["relu1_2", "relu2_2", deepest.replace("4_", "3_"), deepest]
+    assert module.layer_weights == [1.0] * 4
+
+
+def test_style_gram_distance_is_johnsons_hand_computed():
+    """Johnson et al. 2016, eq. 3-4: G = F F^T / (C H W), loss = ||G(x) - G(y)||_F^2. Here F(x) has channels
+    [1, 0] and [0, 1] (C = 2, H = 1, W = 2) and F(y) = 0: G(x) = I / 4, so the loss is 2 / 16."""
+    from bench.losses.perceptual import gram_distance
+
+    x = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])
+    assert gram_distance(x, torch.zeros_like(x)).item() == pytest.approx(0.125, abs=1e-7)
+
+
+@pytest.mark.parametrize("channels", [64, 512])
+def test_style_weights_layers_as_johnson_whatever_their_channels(channels):
+    """Not a mean over the C x C Gram entries, which would weight relu4 (512 channels) 64 times less than relu1."""
+    from bench.losses.perceptual import gram_distance
+
+    generator = torch.Generator().manual_seed(channels)
+    x, y = (torch.rand(2, channels, 4, 4, generator=generator, dtype=torch.float64) for _ in range(2))
+    gram = lambda f: np.einsum("nchw,ndhw->ncd", f, f) / (channels * 16)
+    expected = np.mean(((gram(x.numpy()) - gram(y.numpy())) ** 2).sum(axis=(1, 2)))
+    assert gram_distance(x, y).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_network_loss_parameters_are_checked():
     context = LossContext(SIZE)
     with pytest.raises(ValueError, match="vgg16 has no layer relu3_4, relu4_4; its relu layers are .*relu4_3"):
-        build_loss("perceptual", {"net": "vgg16", "weights": "random"}, context)
+        build_loss("perceptual", {"net": "vgg16", "layers": ["relu3_4", "relu4_4"], "weights": "random"}, context)
     with pytest.raises(ValueError, match=r"one layer weight per layer \(4\), got 2"):
         build_loss("style", {"layer_weights": [1.0, 2.0], "weights": "random"}, context)
     with pytest.raises(ValueError, match="distance must be one of l1, l2, got 'cosine'"):
@@ -358,6 +387,42 @@ def test_ms_ssim_matches_pytorch_msssim(levels):
     torch.testing.assert_close(ours, library, rtol=0, atol=1e-6)
     loss = ms_ssim_loss(reconstruction, target, levels=levels).item()
     assert loss == pytest.approx(1 - library.mean().item(), abs=1e-6)
+
+
+# Wang, Simoncelli and Bovik, "Multi-scale structural similarity for image quality assessment" (2003),
+# section 3.1: the exponents beta_j = gamma_j = alpha_M of scales 1..5, as printed in the paper.
+PAPER_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def skimage_ms_ssim(x: np.ndarray, y: np.ndarray, levels: int) -> float:
+    """MS-SSIM of two C x H x W images from scikit-image's SSIM alone, per channel then averaged. The
+    contrast-structure term of a scale is SSIM with a luminance constant so large (K1 = 1e6) that the
+    luminance term is 1 to ~1e-12; scales are 2x2 means, as the authors' MATLAB code filters and subsamples."""
+    weights = np.array(PAPER_MS_SSIM_WEIGHTS[:levels]) / sum(PAPER_MS_SSIM_WEIGHTS[:levels])
+    window = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+    values = []
+    for a, b in zip(x, y):
+        factors = []
+        for level in range(levels):
+            if level < levels - 1:
+                factors.append(max(structural_similarity(a, b, K1=1e6, **window), 0.0))
+                a, b = (p.reshape(p.shape[0] // 2, 2, p.shape[1] // 2, 2).mean(axis=(1, 3)) for p in (a, b))
+            else:
+                factors.append(max(structural_similarity(a, b, **window), 0.0))
+        values.append(np.prod(np.array(factors) ** weights))
+    return float(np.mean(values))
+
+
+def test_ms_ssim_weights_are_the_papers():
+    assert MS_SSIM_WEIGHTS == PAPER_MS_SSIM_WEIGHTS
+
+
+@pytest.mark.parametrize("levels", [5, 3])
+def test_ms_ssim_matches_an_independent_skimage_computation(levels):
+    reconstruction, target = _pair(size=192, dtype=torch.float64)  # 192 halves evenly down to 12 px
+    expected = [skimage_ms_ssim(r.numpy(), t.numpy(), levels) for r, t in zip(reconstruction, target)]
+    ours = ms_ssim_index(reconstruction, target, levels=levels, size_average=False)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-6)
 
 
 def _gaussian(size: int, sigma: float) -> np.ndarray:

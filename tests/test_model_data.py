@@ -183,3 +183,18 @@ def test_folder_with_too_few_images_is_input_error(tmp_path):
     config = DataConfig(source="folder", path=str(tmp_path), resolution=32, eval_images=1)
     with pytest.raises(BenchInputError, match="usable images"):
         load_images(config, tmp_path)
+
+
+def test_under_bf16_autocast_the_output_layer_stays_float32():
+    """A bf16 sigmoid is exactly 1.0 from a logit of about 6 up, where BCE's gradient vanishes."""
+    model = Autoencoder(resolution=16, latent_dim=64, width=16)
+    with torch.no_grad():
+        model.decoder.to_rgb.weight.zero_()
+        model.decoder.to_rgb.bias.fill_(8.0)  # sigmoid(8) = 0.99966, 1.0 in bf16
+    target = torch.ones(1, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(torch.rand(1, 3, 16, 16))
+    loss = torch.nn.functional.binary_cross_entropy(output.float(), target)
+    assert output.dtype == torch.float32 and (output < 1).all()
+    loss.backward()
+    assert model.decoder.to_rgb.bias.grad.abs().min() > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,15 +99,20 @@ def test_skip_policy_counts_dropped_steps(tmp_path):
     assert row["status"] == "ok" and row["skipped_steps"] == 4 and row["on_nan"] == "skip"
 
 
-def _tables(folder: Path) -> dict[str, pd.DataFrame]:
-    tables = {}
-    for name in ("quality", "history"):
-        frame = pd.read_csv(folder / f"{name}.csv")
-        tables[name] = frame.drop(columns=[c for c in frame if c in TIMING_COLUMNS]).sort_values(["entry", "seed"] + (["step"] if name == "history" else [])).reset_index(drop=True)
-    return tables
+def _csv_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    """Every CSV table of a run folder, wall-clock columns left out; columns in the order written."""
+    return {path.stem: _without_wall_clock(pd.read_csv(path)) for path in sorted(folder.glob("*.csv"))}
 
 
-def test_sigkill_then_resume_gives_the_same_tables(tmp_path):
+def assert_same_tables(resumed: Path, uninterrupted: Path) -> None:
+    """The same tables, the same columns in the same order, the same values to the last bit."""
+    tables, expected = _csv_tables(resumed), _csv_tables(uninterrupted)
+    assert sorted(tables) == sorted(expected)
+    for name, table in tables.items():
+        pd.testing.assert_frame_equal(table, expected[name], check_exact=True, obj=name)
+
+
+def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE.format(steps=40, entries=entries("mse:mse", "l1:l1", "bce:bce")))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
@@ -129,13 +136,21 @@ def test_sigkill_then_resume_gives_the_same_tables(tmp_path):
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert 2 <= observed < 6, "the run finished (or never wrote) before it could be killed part-way"
     (cut,) = (tmp_path / "cut" / "rel").iterdir()
+    before = pd.read_csv(cut / "quality.csv")
+    finished = before[before["kind"] == "trained"]
+    assert 2 <= observed and 1 <= len(finished) < 6, "the run finished (or never wrote) before it could be killed part-way"
 
-    assert subprocess.run([*base, "--resume", str(cut)], cwd=REPO, capture_output=True).returncode == 0
-    resumed, uninterrupted = _tables(cut), _tables(full)
-    for name in resumed:
-        pd.testing.assert_frame_equal(resumed[name], uninterrupted[name], check_like=True)
+    resumed = subprocess.run([*base, "--resume", str(cut)], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"running {6 - len(finished)} of 6 trainings" in resumed.stdout
+    # Kept, not retrained: a retrained entry would have taken another wall-clock time.
+    after = pd.read_csv(cut / "quality.csv").set_index(["entry", "seed"])
+    for _, row in finished.iterrows():
+        assert after.loc[(row["entry"], row["seed"]), "train_seconds"] == row["train_seconds"]
+    env = json.loads((cut / "environment.json").read_text())
+    assert env["resumes"][-1]["kept"] == [f"{e} seed {s}" for e, s in zip(finished["entry"], finished["seed"])]
+    assert_same_tables(cut, full)
 
 
 def test_resume_refuses_a_changed_suite(tmp_path, capsys):
@@ -258,10 +273,143 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
     (cut,) = (tmp_path / "cut" / "rel").iterdir()
-    assert (cut / "checkpoints" / "mse__seed0.pt").is_file() and not (cut / "quality.csv").exists(), \
+    checkpoint_file = cut / "checkpoints" / "mse__seed0.pt"
+    assert checkpoint_file.is_file() and not (cut / "quality.csv").exists(), \
         "the entry finished before it could be killed mid-way"
+    checkpoint = torch.load(checkpoint_file, weights_only=True)
+    assert 0 < checkpoint["step"] < 400
 
     resumed = subprocess.run([*base, "--resume", str(cut)], cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    for name, table in _tables(cut).items():
-        pd.testing.assert_frame_equal(table, _tables(full)[name], check_exact=True)
+    env = json.loads((cut / "environment.json").read_text())
+    assert env["resumes"][-1]["continued"] == {"mse seed 0": checkpoint["step"]}
+    assert f"continued from its checkpoint at step {checkpoint['step']}" in resumed.stdout
+    # The history up to the checkpoint is the killed run's, wall-clock seconds included: not trained again.
+    history = pd.read_csv(cut / "history.csv")
+    before = history[history["step"] <= checkpoint["step"]]
+    assert before["seconds"].tolist() == pytest.approx([row["seconds"] for row in checkpoint["history"]], rel=1e-12)
+    assert_same_tables(cut, full)
+
+
+# --- any exception from a loss or its factory fails only its entry; Ctrl-C and SystemExit stop the run ------
+
+class _Raises(torch.nn.Module):
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+    def forward(self, reconstruction, target):
+        raise self.error
+
+
+def _broken_factory(context):
+    return {}["a key the user's factory forgot"]
+
+
+RAISING_LOSSES = {
+    "test_value_error": lambda context: _Raises(ValueError("bad value in user code")),
+    "test_type_error": lambda context: _Raises(TypeError("bad type in user code")),
+    "test_index_error": lambda context: _Raises(IndexError("index out of range in user code")),
+    "test_assertion": lambda context: _Raises(AssertionError("user assertion")),
+    "test_broken_factory": _broken_factory,
+    "test_ctrl_c": lambda context: _Raises(KeyboardInterrupt()),
+    "test_system_exit": lambda context: _Raises(SystemExit(3)),
+}
+
+
+def _ensure_raising_losses() -> None:
+    for name, factory in RAISING_LOSSES.items():
+        if name not in loss_names():
+            register_loss(name, "test only: raises")(factory)
+
+
+def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path, capsys):
+    _ensure_raising_losses()
+    failing = {"value": ("test_value_error", "ValueError: bad value in user code"),
+               "type": ("test_type_error", "TypeError: bad type in user code"),
+               "index": ("test_index_error", "IndexError: index out of range in user code"),
+               "assert": ("test_assertion", "AssertionError: user assertion"),
+               "factory/broken": ("test_broken_factory", "KeyError: \"a key the user's factory forgot\"")}
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", *(f"{n}:{loss}" for n, (loss, _) in failing.items()),
+                                                           "l1:l1")).replace("seeds = [0, 1]", "seeds = [0]"))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 1
+    (folder,) = (tmp_path / "rel").iterdir()
+    quality = pd.read_csv(folder / "quality.csv", keep_default_na=False).set_index("entry")
+    assert (quality.loc[["mse", "l1"], "status"] == "ok").all()
+    from bench.names import entry_file
+
+    for name, (loss, message) in failing.items():
+        assert quality.loc[name, "status"] == "failed" and quality.loc[name, "error"] == message
+        traceback_text = (folder / "errors" / entry_file(name, 0, ".txt")).read_text()
+        assert traceback_text.startswith("Traceback") and message in traceback_text
+    assert "_broken_factory" in (folder / "errors" / entry_file("factory/broken", 0, ".txt")).read_text()
+    assert "traceback in errors/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("loss, code", [("test_ctrl_c", 130), ("test_system_exit", 3)])
+def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, code):
+    _ensure_raising_losses()
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", f"stops:{loss}", "l1:l1"))
+                     .replace("seeds = [0, 1]", "seeds = [0]"))
+    try:
+        returned = main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"])
+    except SystemExit as exit:
+        returned = exit.code
+    assert returned == code
+    (folder,) = (tmp_path / "rel").iterdir()
+    quality = pd.read_csv(folder / "quality.csv")
+    assert list(quality.loc[quality["kind"] == "trained", "entry"]) == ["mse"]  # l1 never ran
+    assert not (folder / "errors").exists()
+
+
+# --- a full disk or a read-only folder mid-run: the tables written before stay whole, the run resumes --------
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp_path, monkeypatch, capsys, code):
+    import errno
+
+    import bench.jobs
+    import bench.results
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=3, entries=entries("mse:mse", "l1:l1", "bce:bce")).replace("seeds = [0, 1]", "seeds = [0]"))
+    run = ["run", str(suite), "--no-progress", "--no-timing"]
+    assert main([*run, "--out", str(tmp_path / "full")]) == 0
+    (full,) = (tmp_path / "full" / "rel").iterdir()
+    capsys.readouterr()
+
+    real_replace, quality_writes = os.replace, []
+
+    def third_quality_table_fails(src, dst):
+        if Path(dst).name == "quality.csv":
+            quality_writes.append(dst)
+            if len(quality_writes) == 3:  # the third entry's
+                raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bench.results.os, "replace", third_quality_table_fails)
+    assert main([*run, "--out", str(tmp_path / "cut")]) == 2
+    monkeypatch.setattr(bench.results.os, "replace", real_replace)
+    (cut,) = (tmp_path / "cut" / "rel").iterdir()
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and os.strerror(getattr(errno, code)) in err and "Traceback" not in err
+    assert f"--resume {cut}" in err
+    assert not list(cut.rglob(".*"))  # no temp file left behind
+    quality = pd.read_csv(cut / "quality.csv")
+    assert list(quality.loc[quality["kind"] == "trained", "entry"]) == ["mse", "l1"]
+    for csv in cut.glob("*.csv"):
+        pd.read_csv(csv)  # whole
+
+    trained, real_train = [], bench.jobs.train
+    monkeypatch.setattr(bench.jobs, "train", lambda spec, *a, **k: (trained.append(spec.entry.name), real_train(spec, *a, **k))[1])
+    assert main([*run, "--resume", str(cut)]) == 0
+    assert trained == ["bce"]
+    for name in ("quality", "history", "per_image", "summary"):
+        resumed, uninterrupted = (_without_wall_clock(pd.read_csv(folder / f"{name}.csv")) for folder in (cut, full))
+        pd.testing.assert_frame_equal(resumed, uninterrupted, check_exact=True)
+
+
+def _without_wall_clock(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in frame if c in TIMING_COLUMNS])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +150,29 @@ def test_pareto_front_respects_the_metric_direction():
     assert pareto_front(cost, value, higher_better=False) == ["a", "b"]
 
 
-def test_chromium_renders_the_report(report, tmp_path):
+def require_chromium() -> None:
+    """Skips the browser test where Chromium is missing, except in CI (``CI`` set, as .ci/run and CI services
+    do), where a missing browser must fail the test: CI is where the report has to be seen to render."""
     if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but Chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+
+
+def test_browser_test_fails_in_ci_without_chromium(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as outcome:  # pytest's fail and skip are BaseExceptions
+        require_chromium()
+    assert outcome.type is pytest.fail.Exception and "CI is set" in str(outcome.value)
+    monkeypatch.delenv("CI")
+    with pytest.raises(BaseException) as outcome:
+        require_chromium()
+    assert outcome.type is pytest.skip.Exception
+
+
+def test_chromium_renders_the_report(report, tmp_path):
+    require_chromium()
     from PIL import Image, ImageStat
 
     png = screenshot(report, tmp_path / "report.png", width=1400)

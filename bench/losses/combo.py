@@ -56,16 +56,22 @@ def build_entry_loss(entry, context: LossContext) -> WeightedSum:
     return WeightedSum([term.label for term in entry.terms], [term.weight for term in entry.terms], losses)
 
 
-def build_suite_losses(suite, image_size: int, device: torch.device) -> dict[str, WeightedSum]:
-    """Every entry's loss for images of ``image_size``, built up front so a bad parameter stops a run at once."""
+def build_suite_losses(suite, image_size: int, device: torch.device) -> dict[str, WeightedSum | Exception]:
+    """Every entry's loss for images of ``image_size``, built up front so a bad parameter (a factory's
+    ValueError) stops a run at once. Any other exception a factory raises is a fault of that loss alone: it
+    takes the loss's place, traceback included, and fails that entry when it runs."""
     context = LossContext(image_size=image_size, seed=LOSS_NETWORK_SEED)
-    losses = {}
+    losses: dict[str, WeightedSum | Exception] = {}
     for entry in suite.entries:
         try:
             losses[entry.name] = build_entry_loss(entry, context).to(device)
         except ValueError as error:
             raise BenchInputError(str(error), where=f"{suite.path}: entry {entry.name}",
                                   fix="change the loss parameters (see `python -m bench list`)") from None
+        except BenchInputError:
+            raise
+        except Exception as error:  # user code may raise anything; the entry reports it when it runs
+            losses[entry.name] = error
     return losses
 
 

@@ -21,7 +21,10 @@ from bench.losses.registry import LossContext, register_loss
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG_NETS = ("vgg16", "vgg19")
-DEFAULT_LAYERS = ["relu1_2", "relu2_2", "relu3_4", "relu4_4"]
+# layers = [] takes the last ReLU of each of the first four blocks, whichever the net (VGG16's block 3 and 4
+# have three convolutions, VGG19's four): Johnson et al. 2016's style layers on VGG16.
+DEFAULT_LAYERS = {"vgg16": ["relu1_2", "relu2_2", "relu3_3", "relu4_3"],
+                  "vgg19": ["relu1_2", "relu2_2", "relu3_4", "relu4_4"]}
 
 
 def vgg_layer_names(features: nn.Sequential) -> list[str]:
@@ -97,7 +100,11 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 
 def gram_distance(reconstruction_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(gram_matrix(reconstruction_features), gram_matrix(target_features))
+    """Squared Frobenius norm of the difference of the Gram matrices (normalised by C * H * W), averaged over
+    the batch: Johnson et al. 2016's style reconstruction loss, 4 times Gatys et al. 2016's per-layer E_l. A mean
+    over the C x C entries instead would weight a 512-channel layer 64 times less than a 64-channel one."""
+    difference = gram_matrix(reconstruction_features) - gram_matrix(target_features)
+    return difference.pow(2).sum(dim=(1, 2)).mean()
 
 
 FEATURE_DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -172,6 +179,7 @@ class LPIPSLoss(nn.Module):
 
 
 def _vgg_features(loss: str, context: LossContext, net, layers, weights) -> VGGFeatures:
+    layers = layers or DEFAULT_LAYERS.get(net, [])
     features = VGGFeatures(net, layers, weights, context.seed)
     if context.image_size < features.min_side:
         raise ValueError(f"{loss} with layers {', '.join(layers)} needs images of at least {features.min_side} px "
@@ -179,7 +187,8 @@ def _vgg_features(loss: str, context: LossContext, net, layers, weights) -> VGGF
     return features
 
 
-def _layer_weights(layers: Sequence[str], layer_weights: Sequence[float]) -> list[float]:
+def _layer_weights(net: str, layers: Sequence[str], layer_weights: Sequence[float]) -> list[float]:
+    layers = layers or DEFAULT_LAYERS.get(net, [])
     if not layer_weights:
         return [1.0] * len(layers)
     if len(layer_weights) != len(layers):
@@ -187,20 +196,21 @@ def _layer_weights(layers: Sequence[str], layer_weights: Sequence[float]) -> lis
     return [float(w) for w in layer_weights]
 
 
-@register_loss("perceptual", "distance between VGG features (Johnson et al. 2016)", net="vgg19",
-               layers=DEFAULT_LAYERS, layer_weights=[], distance="l1", weights="auto")
+@register_loss("perceptual", "distance between VGG features (Johnson et al. 2016); layers = [] takes relu1_2, "
+               "relu2_2 and the last ReLUs of blocks 3 and 4", net="vgg19", layers=[], layer_weights=[],
+               distance="l1", weights="auto")
 def _make_perceptual(context: LossContext, net, layers, layer_weights, distance, weights) -> nn.Module:
     if distance not in FEATURE_DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(FEATURE_DISTANCES)}, got {distance!r}")
-    layer_weights = _layer_weights(layers, layer_weights)
+    layer_weights = _layer_weights(net, layers, layer_weights)
     features = _vgg_features("perceptual", context, net, layers, weights)
     return FeatureLoss(features, layer_weights, FEATURE_DISTANCES[distance])
 
 
-@register_loss("style", "distance between Gram matrices of VGG features (Gatys et al. 2016)", net="vgg19",
-               layers=DEFAULT_LAYERS, layer_weights=[], weights="auto")
+@register_loss("style", "distance between Gram matrices of VGG features (Gatys et al. 2016); layers as "
+               "perceptual's", net="vgg19", layers=[], layer_weights=[], weights="auto")
 def _make_style(context: LossContext, net, layers, layer_weights, weights) -> nn.Module:
-    layer_weights = _layer_weights(layers, layer_weights)
+    layer_weights = _layer_weights(net, layers, layer_weights)
     return FeatureLoss(_vgg_features("style", context, net, layers, weights), layer_weights, gram_distance)
 
 

@@ -25,6 +25,7 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from bench.baselines import PREFIX as BASELINE_PREFIX
+from bench.names import file_stem
 from bench.report import Run, higher_is_better, label
 
 LOG_SCALE_RATIO = 30  # above this max/min spread, linear bars hide the cheap losses
@@ -272,8 +273,9 @@ def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, i
     crop = max(side // 4, 1) if side > TILE_PX else 0
     rows: list[tuple[str, int | None, str | None]] = [("original", None, _strip(original, crop))]
     for entry in order:
-        seeds = sorted((int(m.group(1)), path) for path in folder.glob(f"{glob.escape(entry)}__seed*.png")
-                       if (m := re.fullmatch(rf"{re.escape(entry)}__seed(\d+)\.png", path.name)))
+        stem = file_stem(entry)
+        seeds = sorted((int(m.group(1)), path) for path in folder.glob(f"{glob.escape(stem)}__seed*.png")
+                       if (m := re.fullmatch(rf"{re.escape(stem)}__seed(\d+)\.png", path.name)))
         rows.append((entry, seeds[0][0], _strip(seeds[0][1], crop)) if seeds else (entry, None, None))
     return rows, (TILE_PX / crop if crop else 0.0)
 
