@@ -149,71 +149,68 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
     in_plan_order = lambda rows: sorted(rows, key=lambda row: (order[(row["entry"], row["seed"])],
                                                                row.get("step", 0), row.get("crop", 0)))
     started = time.perf_counter()
-    try:
-        baselines = [trainer.baseline(baseline, spec)
-                     for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
-                     for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
-        trivial_psnr = baselines[0].row["psnr"]
-        for index, outcome in enumerate(baselines):
-            row = outcome.row
-            order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
-            if row["seed"] == plan[0].seed:
-                results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
-                                 outcome.reconstructions)
-                log(f"  {row['entry']}: {_scores(row)} ({row['formula']})")
-        quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
-        image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
-        if distributed:
-            from bench.distributed import run_on_ray
+    baselines = [trainer.baseline(baseline, spec)
+                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
+                 for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
+    trivial_psnr = baselines[0].row["psnr"]
+    for index, outcome in enumerate(baselines):
+        row = outcome.row
+        order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
+        if row["seed"] == plan[0].seed:
+            results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
+                             outcome.reconstructions)
+            log(f"  {row['entry']}: {_scores(row)} ({row['formula']})")
+    quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
+    image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
+    if distributed:
+        from bench.distributed import run_on_ray
 
-            outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
-                                  deterministic=deterministic, log=log)
+        outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
+                              deterministic=deterministic, log=log)
+    else:
+        outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
+    for outcome in outcomes:
+        row = outcome.row
+        if outcome.reconstructions is not None:
+            results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
+                             outcome.reconstructions)
+        traceback_file = Path("errors") / entry_file(row["entry"], row["seed"], ".txt")
+        if outcome.traceback:  # before the quality row, which marks the entry complete
+            results.write_atomic(folder / traceback_file, outcome.traceback)
+        if outcome.resumed_from_step:
+            env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = outcome.resumed_from_step
+            log(f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}")
+        quality_rows = in_plan_order(quality_rows + [row])
+        history_rows = in_plan_order(history_rows + outcome.history)
+        image_rows = in_plan_order(image_rows + outcome.per_image)
+        results.write_table(folder, "history", history_rows)
+        results.write_table(folder, "per_image", image_rows)
+        results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
+        if row["status"] != "ok":
+            log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
+                + (f"; traceback in {traceback_file}" if outcome.traceback else ""))
+            if fail_fast:
+                break
         else:
-            outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
-        for outcome in outcomes:
-            row = outcome.row
-            if outcome.reconstructions is not None:
-                results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
-                                 outcome.reconstructions)
-            traceback_file = Path("errors") / entry_file(row["entry"], row["seed"], ".txt")
-            if outcome.traceback:  # before the quality row, which marks the entry complete
-                results.write_atomic(folder / traceback_file, outcome.traceback)
-            if outcome.resumed_from_step:
-                env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = outcome.resumed_from_step
-                log(f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}")
-            quality_rows = in_plan_order(quality_rows + [row])
-            history_rows = in_plan_order(history_rows + outcome.history)
-            image_rows = in_plan_order(image_rows + outcome.per_image)
-            results.write_table(folder, "history", history_rows)
-            results.write_table(folder, "per_image", image_rows)
-            results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
-            if row["status"] != "ok":
-                log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
-                    + (f"; traceback in {traceback_file}" if outcome.traceback else ""))
-                if fail_fast:
-                    break
-            else:
-                flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
-                log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
-        results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
-        results.write_table(folder, "quality", quality_rows)
+            flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
+            log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
+    results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
+    results.write_table(folder, "quality", quality_rows)
 
-        trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
-        untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
-        if timing and untimed:
-            from bench.references import time_references
-            from bench.speed import MODEL_ENTRY, time_suite, time_training_step
+    trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
+    untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
+    if timing and untimed:
+        from bench.references import time_references
+        from bench.speed import MODEL_ENTRY, time_suite, time_training_step
 
-            timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
-            if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
-                timed.append(time_training_step(suite, device, suite.timing.variants))
-            speed = pd.concat(timed, ignore_index=True)
-            results.write_table(folder, "speed", speed)
-            references = time_references(suite, device, log=log)
-            if not references.empty:
-                results.write_table(folder, "speed_references", references)
-    except KeyboardInterrupt:
-        raise RunInterrupted(folder) from None
+        timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
+        if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
+            timed.append(time_training_step(suite, device, suite.timing.variants))
+        speed = pd.concat(timed, ignore_index=True)
+        results.write_table(folder, "speed", speed)
+        references = time_references(suite, device, log=log)
+        if not references.empty:
+            results.write_table(folder, "speed_references", references)
     quality = pd.DataFrame(quality_rows)
     summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows))
     results.write_table(folder, "summary", summary)
