@@ -26,6 +26,7 @@ import time
 
 def main(root: str) -> None:
     sys.path[0] = root  # ROOT's bench, found before any installed one; this file's own folder off the path
+    sys.meta_path.insert(0, _OnlyFrom(root))
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
@@ -34,6 +35,24 @@ def main(root: str) -> None:
         request = json.loads(line)
         reply = {"setup": setup, "calls": calls_for, "time": time_blocks}[request.pop("op")](state, **request)
         replies.write(json.dumps(reply) + "\n")
+
+
+class _OnlyFrom:
+    """Finds ``bench`` and its submodules in ROOT alone. An editable install's finder would otherwise hand a
+    baseline that lacks a module (a newer loss file, bench.plugins) the checked-out code's one."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "bench" and not name.startswith("bench."):
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path or [self.root], target)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r} under {self.root}", name=name)
+        return spec
 
 
 def setup(state: dict, *, entries, resolution, batch_size, device, threads, seed, plugins=()) -> dict:
