@@ -55,6 +55,22 @@ def failed(error: str, step: int | None) -> dict:
     return {"status": "failed", "error": error, "failed_step": step, "train_seconds": None, "skipped_steps": None}
 
 
+def warm_up(loss_fn: WeightedSum, spec: RunSpec, like: torch.Tensor, device: torch.device) -> None:
+    """One untimed fwd+bwd of the loss on a training-sized batch of random images, before the entry's clock
+    starts: set-up that a loss network's first call does once in a process (kernel selection, cuDNN autotuning,
+    lazily built buffers) is then billed to no entry, where it would land on the first entry using it. The
+    gradient goes to the images alone, so a loss's own learnable parameters are untouched."""
+    generator = torch.Generator().manual_seed(spec.seed)
+    shape = (spec.train.batch_size, like.shape[1], spec.data.resolution, spec.data.resolution)
+    memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
+    target, reconstruction = (torch.rand(shape, generator=generator).to(device, memory_format=memory_format)
+                              for _ in range(2))
+    reconstruction.requires_grad_()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
+        loss, _ = loss_fn(reconstruction, target)
+    torch.autograd.grad(loss, reconstruction)
+
+
 class Trainer:
     """Trains RunSpecs of one suite on one device; builds loss networks, images, metrics and each seed's
     initial model once and reuses them for every job it is given."""
@@ -100,7 +116,7 @@ class Trainer:
         reconstructions = baseline.reconstruct(eval_images)
         row = {"entry": baseline.name, "seed": spec.seed, "kind": "baseline", "formula": baseline.formula,
                "trained_on": "", "task": spec.task, "profile": spec.profile, "resolution": spec.data.resolution,
-               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", **data_columns(spec, images),
+               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", "loss_config": "", **data_columns(spec, images),
                "status": "ok", "error": "",
                "failed_step": None, "train_seconds": 0.0, **self.metrics(reconstructions, eval_images)}
         values, _ = self.metrics.per_image(reconstructions, eval_images)
@@ -122,12 +138,14 @@ class Trainer:
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
             "deterministic": torch.are_deterministic_algorithms_enabled(),  # --deterministic, in this process
-            "loss_weights": getattr(loss_fn, "weights_used", "none"), **data_columns(spec, images),
+            "loss_weights": getattr(loss_fn, "weights_used", "none"),
+            "loss_config": getattr(loss_fn, "loss_config", ""), **data_columns(spec, images),
         }
         try:
             if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses)
                 raise loss_fn
             checkpoint = checkpoints / entry_file(spec.entry.name, spec.seed, ".pt") if checkpoints else None
+            warm_up(loss_fn, spec, images.eval, self.device)
             result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
         except Diverged as error:
             return JobResult({**row, **failed(str(error), error.step)}, [], None)

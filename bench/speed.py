@@ -39,6 +39,7 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
                 log(f"  {name}: not timed ({type(error).__name__}: {error})")
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
+    frame.insert(2, "loss_config", frame["entry"].map({name: loss.loss_config for name, loss in losses.items()}))
     return frame
 
 
@@ -78,6 +79,7 @@ def time_training_step(suite: Suite, device: torch.device, variants: Sequence[st
                         min_time_s=suite.timing.min_time_s)
     frame = pd.DataFrame([row for row in rows if row["phase"] == "total"]).assign(phase="train_step")
     frame.insert(1, "loss_weights", "none")
+    frame.insert(2, "loss_config", "")
     return frame
 
 

@@ -18,7 +18,7 @@ def metric_table(quality: pd.DataFrame) -> pd.DataFrame:
     computed = [name for name in QUALITY_COLUMNS if name in quality]
     trained = quality[quality.get("kind", pd.Series("trained", index=quality.index)) != "baseline"]
     owners = {name: sorted({entry for entry, own in zip(trained["entry"], trained.get("trained_on", pd.Series(
-        "", index=trained.index)).fillna("")) if name in str(own).split()}) for name in computed}
+        "", index=trained.index)).astype(object).fillna("")) if name in str(own).split()}) for name in computed}
     return pd.DataFrame({"metric": computed, "label": [METRICS[n].label for n in computed],
                          "higher_is_better": [METRICS[n].higher_is_better for n in computed],
                          "source": [METRICS[n].reference for n in computed],

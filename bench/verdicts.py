@@ -142,7 +142,7 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
             continue
         pairs = pairwise(per_image, metric, higher, ranked)
         own = {entry: metric in str(trained).split() for entry, trained in zip(
-            summary["entry"], summary.get("trained_on", pd.Series("", index=summary.index)).fillna(""))}
+            summary["entry"], summary.get("trained_on", pd.Series("", index=summary.index)).astype(object).fillna(""))}
         pairs["a_trained_on_metric"] = pairs["a"].map(own).fillna(False).astype(bool)
         pairs["b_trained_on_metric"] = pairs["b"].map(own).fillna(False).astype(bool)
         comparisons.append(pairs)
@@ -169,7 +169,7 @@ def trained_on_by(summary: pd.DataFrame, metric: str) -> list[str]:
     if "trained_on" not in summary:
         return []
     trained = summary[summary["kind"] != "baseline"]
-    return [entry for entry, own in zip(trained["entry"], trained["trained_on"].fillna("")) if metric in str(own).split()]
+    return [entry for entry, own in zip(trained["entry"], trained["trained_on"].astype(object).fillna("")) if metric in str(own).split()]
 
 
 def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -> list[str]:

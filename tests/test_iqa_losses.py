@@ -23,9 +23,9 @@ from IQA_pytorch import GMSD, NLPD, VIFs
 from bench.errors import BenchInputError
 from bench.losses import LossContext, build_loss
 from bench.losses import iqa
-from bench.losses.dists import CHANNELS, build_dists, head_file, load_head
+from bench.losses.dists import CHANNELS, HEAD_URL, build_dists, load_head
 from bench.losses.nlpd import nlpd_loss
-from bench.losses.pretrained import WeightsUnavailableError
+from bench.losses.pretrained import WeightsUnavailableError, hub_file
 from bench.losses.robust import general_robust, log_partition
 
 SIZE = 64
@@ -246,11 +246,11 @@ def test_dists_auto_falls_back_to_random_features_and_uniform_head_offline(offli
         metric, provenance = build_dists("auto")
     assert provenance == "random"
     assert not any(p.requires_grad for p in metric.parameters())
-    with pytest.raises(WeightsUnavailableError, match=str(head_file().name)):
+    with pytest.raises(WeightsUnavailableError, match=str(hub_file(HEAD_URL).name)):
         load_head("imagenet")
 
 
-def test_dists_head_downloads_from_a_local_server_into_the_hub_cache(offline_hub, monkeypatch, tmp_path):
+def test_dists_head_downloads_from_a_local_server_into_the_hub_cache(offline_hub, monkeypatch, tmp_path, capsys):
     import functools
     import http.server
     import threading
@@ -271,10 +271,13 @@ def test_dists_head_downloads_from_a_local_server_into_the_hub_cache(offline_hub
         head, trained = load_head("imagenet", url)
     finally:
         server.shutdown()
-    assert trained and head_file(url).is_file()
+    assert trained and hub_file(url).is_file()
     assert torch.equal(torch.cat(head[: len(CHANNELS)], dim=1), state["alpha"])
     assert torch.equal(torch.cat(head[len(CHANNELS):], dim=1), state["beta"])
     assert load_head("imagenet", url)[1]  # now from the cache, with the server gone
+    printed = capsys.readouterr()
+    assert "Downloading:" not in printed.out + printed.err  # torch.hub's line, printed before it even tries
+    assert printed.err.count(f"downloaded {url} to {hub_file(url)}") == 1  # one line, after the download only
 
 
 def test_dists_random_is_recorded_per_row():

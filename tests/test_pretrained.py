@@ -139,8 +139,9 @@ def test_lpips_heads_come_from_the_package():
         assert torch.equal(ours, theirs) and (ours >= 0).all()
 
 
-def test_a_run_warns_once_per_unavailable_network(hub_dir, tmp_path, recwarn):
-    """The VGG16 of `perceptual` loads for training and again for the loss timing; offline, one warning."""
+def test_a_run_warns_once_per_unavailable_network(hub_dir, tmp_path, recwarn, capsys):
+    """The VGG16 of `perceptual` loads for training and again for the loss timing; offline, one warning and
+    none of torch.hub's "Downloading:" lines, which it prints before each attempt."""
     from bench.cli import main
 
     suite = tmp_path / "s.toml"
@@ -151,3 +152,5 @@ def test_a_run_warns_once_per_unavailable_network(hub_dir, tmp_path, recwarn):
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     messages = [str(w.message) for w in recwarn if "ImageNet weights for vgg16 are unavailable" in str(w.message)]
     assert len(messages) == 1, messages
+    printed = capsys.readouterr()
+    assert "Downloading" not in printed.out + printed.err

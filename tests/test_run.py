@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,77 @@ def test_bench_run_makes_openmp_threads_sleep_before_torch_loads(smoke_run):
     assert subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[1]).returncode == 0
     env = json.loads((smoke_run / "environment.json").read_text())
     assert env["omp_wait_policy"] in ("PASSIVE", __import__("os").environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+
+
+TINY = """
+name = "tiny"
+seeds = [0]
+[data]
+resolution = 32
+scale = 0.125
+images = 4
+eval_images = 1
+eval_crops = 2
+[model]
+latent_dim = 64
+width = 16
+[train]
+steps = 2
+batch_size = 2
+[timing]
+resolution = 64
+batch_size = 1
+min_repeats = 2
+min_time_s = 0.0
+[metrics]
+lpips_weights = "random"
+"""
+
+
+def test_the_report_says_where_a_loss_was_timed_with_other_settings_than_it_trained_with(tmp_path):
+    """MS-SSIM's levels="auto" fits 2 levels in the 32 px training crops and 3 in the 64 px timing images."""
+    from bench.report import write_report
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(TINY + '[[entry]]\nname = "ms"\nloss = "ms_ssim"\nlevels = "auto"\n'
+                            '[[entry]]\nname = "mse"\nloss = "mse"\n')
+    with pytest.warns(UserWarning, match="levels"):
+        assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    (folder,) = (tmp_path / "out" / "tiny").iterdir()
+    quality = pd.read_csv(folder / "quality.csv", keep_default_na=False).set_index("entry")
+    speed = pd.read_csv(folder / "speed.csv", keep_default_na=False).groupby("entry")["loss_config"].first()
+    assert quality.loc["ms", "loss_config"] == "ms_ssim: levels=2 at 32px" and quality.loc["mse", "loss_config"] == ""
+    assert speed["ms"] == "ms_ssim: levels=3 at 64px" and speed["mse"] == ""
+    page = write_report(folder).read_text(encoding="utf-8")
+    assert "ms trained with ms_ssim: levels=2 at 32px, timed with ms_ssim: levels=3 at 64px" in page
+    assert "mse trained with" not in page
+
+
+class _SetUpOnFirstCall(torch.nn.Module):
+    """A loss network whose first call in the process does slow one-off set-up (as kernel selection or cuDNN
+    autotuning does), shared by every instance."""
+
+    set_up = False
+
+    def forward(self, reconstruction, target):
+        if not _SetUpOnFirstCall.set_up:
+            time.sleep(1.5)
+            _SetUpOnFirstCall.set_up = True
+        return torch.nn.functional.mse_loss(reconstruction, target)
+
+
+def test_one_off_loss_set_up_is_billed_to_no_entry(tmp_path):
+    from bench.losses import loss_names, register_loss
+
+    if "test_first_call_set_up" not in loss_names():
+        register_loss("test_first_call_set_up", "test only: 1.5 s of set-up on the first call in a process")(
+            lambda context: _SetUpOnFirstCall())
+    _SetUpOnFirstCall.set_up = False
+    suite = tmp_path / "s.toml"
+    suite.write_text(TINY + "".join(f'[[entry]]\nname = "{name}"\nloss = "test_first_call_set_up"\n'
+                                    for name in ("first", "second")))
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing"]) == 0
+    (folder,) = (tmp_path / "out" / "tiny").iterdir()
+    seconds = pd.read_csv(folder / "quality.csv").set_index("entry")["train_seconds"]
+    assert _SetUpOnFirstCall.set_up
+    assert seconds["first"] < 1.0, seconds  # two steps of a 32 px model: well under the 1.5 s set-up

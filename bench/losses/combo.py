@@ -38,6 +38,12 @@ class WeightedSum(nn.Module):
                 if hasattr(term, "weights_used")]
         return "; ".join(used) or "none"
 
+    @property
+    def loss_config(self) -> str:
+        """What each term chose for the image size it was built for (MS-SSIM's ``levels="auto"``), e.g.
+        ``"ms_ssim: levels=3 at 64px"``; "" when no term chose anything."""
+        return "; ".join(f"{label}: {term.notes}" for label, term in zip(self.labels, self.terms)
+                         if getattr(term, "notes", ""))
 
     @property
     def learned(self) -> str:

@@ -18,16 +18,14 @@ not the trained ones while the backbone was, or ``"; trained head"`` the other w
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from bench.losses.checks import as_rgb, check_image_pair
-from bench.losses.pretrained import WeightsUnavailableError, load_backbone
+from bench.losses.pretrained import WeightsUnavailableError, hub_file, hub_state_dict, imagenet_weights_file, load_backbone
 from bench.losses.registry import LossContext, register_loss
 
 HEAD_URL = "https://github.com/photosynthesis-team/piq/releases/download/v0.4.1/dists_weights.pt"
@@ -36,15 +34,9 @@ CHANNELS = (3, 64, 128, 256, 512, 512)  # the image itself, then each layer's fe
 MIN_SIDE = 16  # four stride-2 poolings before relu5_3
 
 
-def head_file(url: str = HEAD_URL) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
 def missing_files() -> list[Path]:
     """The trained-weight files of DISTS not yet in the torch hub cache."""
-    from bench.losses.pretrained import imagenet_weights_file
-
-    return [path for path in (imagenet_weights_file("vgg16")[0], head_file()) if not path.is_file()]
+    return [path for path in (imagenet_weights_file("vgg16")[0], hub_file(HEAD_URL)) if not path.is_file()]
 
 
 def load_head(weights: str, url: str = HEAD_URL) -> tuple[list[torch.Tensor], bool]:
@@ -52,11 +44,10 @@ def load_head(weights: str, url: str = HEAD_URL) -> tuple[list[torch.Tensor], bo
     layer) and whether they are the trained ones (False: uniform, summing to 1 like the trained ones)."""
     if weights != "random":
         try:
-            state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False, map_location="cpu",
-                                                       weights_only=True)
+            state = hub_state_dict(url, check_hash=False)
             return list(state["alpha"].split(CHANNELS, dim=1)) + list(state["beta"].split(CHANNELS, dim=1)), True
         except Exception as error:  # offline, a bad download, a file of another shape: all are "unavailable"
-            fix = f"download {url} and put it at {head_file(url)} (torch.hub.get_dir()/checkpoints)"
+            fix = f"download {url} and put it at {hub_file(url)} (torch.hub.get_dir()/checkpoints)"
             if weights != "auto":
                 raise WeightsUnavailableError(f"could not load DISTS's channel weights: {error}", where="weights",
                                               fix=fix + ', or use weights "auto" or "random".') from error

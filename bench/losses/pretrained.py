@@ -16,7 +16,10 @@ Every loader returns the provenance too (``"imagenet"``, ``"random"`` or the pat
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -42,7 +45,28 @@ class WeightsUnavailableError(BenchInputError):
 def imagenet_weights_file(arch: str) -> tuple[Path, str]:
     """The hub-cache file torchvision reads ``arch``'s ImageNet weights from, and the URL it downloads it from."""
     url = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path), url
+    return hub_file(url), url
+
+
+def hub_file(url: str) -> Path:
+    """Where the torch hub cache keeps the file at ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def hub_state_dict(url: str, check_hash: bool) -> dict:
+    """The state_dict at ``url`` through the torch hub cache (downloaded, with a progress bar, only when absent).
+
+    torch.hub prints "Downloading: ..." before it tries, so offline every attempt (a run loads a network for
+    training, for metrics and for timing) would print one, ahead of a warning shown once; it is silenced here
+    and a single line follows a download that succeeded."""
+    cached = hub_file(url)
+    absent = not cached.is_file()
+    with contextlib.redirect_stdout(io.StringIO()):
+        state = torch.hub.load_state_dict_from_url(url, progress=absent, check_hash=check_hash, map_location="cpu",
+                                                   weights_only=True)
+    if absent:
+        print(f"downloaded {url} to {cached} (later runs read it from there)", file=sys.stderr)
+    return state
 
 
 def load_backbone(arch: str, weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
@@ -94,9 +118,7 @@ def _seeded_random(arch: str, seed: int) -> nn.Module:
 def _imagenet_or_fallback(arch: str, weights: str, seed: int) -> tuple[nn.Module, str]:
     cached, url = imagenet_weights_file(arch)
     try:
-        state = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.get_state_dict(
-            progress=False, check_hash=True, map_location="cpu", weights_only=True
-        )
+        state = hub_state_dict(url, check_hash=True)
     except Exception as error:  # offline (URLError), a bad download, a corrupt cache file: all are "unavailable"
         if weights == "imagenet":
             raise WeightsUnavailableError(

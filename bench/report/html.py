@@ -288,12 +288,28 @@ def _loss_networks(run: Run) -> str:
     return "; ".join(f"{entry}: {text}" for entry, text in used.items()) or "no entry uses a pretrained network"
 
 
+def _timed_config_differs(run: Run) -> dict[str, tuple[str, str]]:
+    """Entries whose loss settled its size-dependent settings (``loss_config``) one way for training and
+    another for timing: {entry: (trained, timed)}."""
+    if "loss_config" not in run.quality or run.speed.empty or "loss_config" not in run.speed:
+        return {}
+    config = lambda frame: frame.groupby("entry", sort=False)["loss_config"].first().astype(object).fillna("").astype(str)
+    trained = config(run.quality[run.quality.get("kind", pd.Series("trained", run.quality.index)) != "baseline"])
+    timed = config(run.speed)
+    return {entry: (trained[entry] or "its defaults", timed[entry] or "its defaults")
+            for entry in trained.index if entry in timed.index and trained[entry] != timed[entry]}
+
+
 def _warnings(run: Run) -> list[str]:
     boxes = []
     train_px, timing_px = run.env.get("train_resolution"), run.env.get("timing_resolution")
     if not run.speed.empty and train_px != timing_px:
         boxes.append(f"losses were timed at {timing_px} px but trained at {train_px} px: the ms columns are the "
                      f"cost of each loss at {timing_px} px, not its cost in this training.")
+    if differs := _timed_config_differs(run):
+        boxes.append("these losses chose settings for the image size, so the timed loss is not the one trained: "
+                     + "; ".join(f"{entry} trained with {trained}, timed with {timed}"
+                                 for entry, (trained, timed) in differs.items()) + ".")
     random: dict[str, list[str]] = {}
     for entry, text in _weights_by_entry(run).items():
         for part in text.split(";"):
