@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
@@ -95,6 +94,22 @@ def with_overrides(suite: Suite, *, device: str | None = None, steps: int | None
     return dataclasses.replace(suite, **changes)
 
 
+class _Table:
+    """A ``RunResult`` attribute holding the run table of the same name, read on first use and then kept
+    (in the instance's ``__dict__``, which an attribute without ``__set__`` gives way to)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: "RunResult | None", owner: type) -> pd.DataFrame:
+        if run is None:
+            return self
+        from bench.results import read_table
+
+        run.__dict__[self.name] = table = read_table(run.folder, self.name)
+        return table
+
+
 @dataclass(frozen=True)
 class RunResult:
     """A run folder and its tables, each read on first use (a table the run did not write is an empty
@@ -106,40 +121,13 @@ class RunResult:
     def report(self) -> Path:
         return self.folder / "report.html"
 
-    @cached_property
-    def quality(self) -> pd.DataFrame:
-        return self._table("quality")
-
-    @cached_property
-    def summary(self) -> pd.DataFrame:
-        return self._table("summary")
-
-    @cached_property
-    def speed(self) -> pd.DataFrame:
-        return self._table("speed")
-
-    @cached_property
-    def pairwise(self) -> pd.DataFrame:
-        return self._table("pairwise")
-
-    @cached_property
-    def history(self) -> pd.DataFrame:
-        return self._table("history")
-
-    @cached_property
-    def per_image(self) -> pd.DataFrame:
-        return self._table("per_image")
+    quality, summary, speed, pairwise, history, per_image = (_Table() for _ in range(6))
 
     @property
     def failed(self) -> list[str]:
         """Entries with a failed training (reasons in ``quality["error"]``)."""
         quality = self.quality
         return sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
-
-    def _table(self, name: str) -> pd.DataFrame:
-        from bench.results import read_table
-
-        return read_table(self.folder, name)
 
 
 def open_run(folder: str | Path) -> RunResult:

@@ -89,10 +89,14 @@ def test_dists_metric_is_left_out_unless_its_weights_are_cached(tmp_path, monkey
 # --- marks -----------------------------------------------------------------------------------------------------
 
 
-def crafted(values: dict[str, np.ndarray], trained: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """quality and per_image tables with psnr and fsim per (seed, crop) for entries plus a mean-colour baseline."""
+def crafted(means: dict[str, tuple[float, float]], trained: dict[str, str],
+            noise_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """quality and per_image tables with psnr and fsim per (seed, crop), 2 seeds x 12 crops around each entry's
+    (psnr, fsim) means with noise of standard deviation 0.01 drawn from ``noise_seed``."""
+    rng = np.random.default_rng(noise_seed)
     rows = []
-    for entry, (psnr, fsim) in values.items():
+    for entry, pair in means.items():
+        psnr, fsim = (mean + rng.normal(0, 0.01, (2, 12)) for mean in pair)
         for seed in range(psnr.shape[0]):
             for crop in range(psnr.shape[1]):
                 rows.append({"entry": entry, "seed": seed, "crop": crop, "psnr": psnr[seed, crop],
@@ -106,11 +110,8 @@ def crafted(values: dict[str, np.ndarray], trained: dict[str, str]) -> tuple[pd.
 
 @pytest.fixture
 def marked():
-    rng = np.random.default_rng(0)
-    noise = lambda: rng.normal(0, 0.01, (2, 12))
-    values = {"fsim": (20 + noise(), 0.95 + noise()), "mse": (25 + noise(), 0.90 + noise()),
-              "baseline-mean-colour": (12 + noise(), 0.5 + noise())}
-    quality, images = crafted(values, {"fsim": "fsim", "mse": "mse psnr"})
+    quality, images = crafted({"fsim": (20, 0.95), "mse": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
+                              {"fsim": "fsim", "mse": "mse psnr"}, noise_seed=0)
     return summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame()), quality
 
 
@@ -130,11 +131,8 @@ def test_metrics_table_says_direction_and_who_trained_on_each(marked):
 
 
 def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
-    rng = np.random.default_rng(1)
-    noise = lambda: rng.normal(0, 0.01, (2, 12))
-    values = {"mse": (20 + noise(), 0.95 + noise()), "l1": (25 + noise(), 0.90 + noise()),
-              "baseline-mean-colour": (12 + noise(), 0.5 + noise())}
-    quality, images = crafted(values, {"mse": "mse psnr", "l1": "l1"})
+    quality, images = crafted({"mse": (20, 0.95), "l1": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
+                              {"mse": "mse psnr", "l1": "l1"}, noise_seed=1)
     summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
     lines = headline(summary)
     assert lines[0] == "ranked on held-out metrics no entry trained on: FSIM"

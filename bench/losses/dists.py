@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from bench.losses.checks import as_rgb, check_image_pair
-from bench.losses.pretrained import WeightsUnavailableError, hub_file, hub_state_dict, imagenet_weights_file, load_backbone
+from bench.losses.pretrained import (MetricLoss, WeightsUnavailableError, hub_file, hub_state_dict,
+                                     imagenet_weights_file, load_backbone)
 from bench.losses.registry import LossContext, register_loss
 
 HEAD_URL = "https://github.com/photosynthesis-team/piq/releases/download/v0.4.1/dists_weights.pt"
@@ -93,27 +94,10 @@ def dists_per_image(metric: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
         return metric(as_rgb(x.to(wide)), as_rgb(y.to(wide)))
 
 
-class DISTSLoss(nn.Module):
-    """Thin module: mean DISTS over the batch."""
-
-    def __init__(self, metric: nn.Module, weights_used: str) -> None:
-        super().__init__()
-        self.metric = metric
-        self.weights_used = weights_used
-
-    def train(self, mode: bool = True) -> "DISTSLoss":
-        super().train(mode)
-        self.metric.eval()  # a measuring instrument: never in training mode
-        return self
-
-    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dists_per_image(self.metric, reconstruction, target).mean()
-
-
 @register_loss("dists", "DISTS, structure and texture similarity of VGG16 features (Ding et al. 2020), piq",
                weights="auto")
 def _make_dists(context: LossContext, weights) -> nn.Module:
     if context.image_size < MIN_SIDE:
         raise ValueError(f"dists needs images of at least {MIN_SIDE} px, got {context.image_size} px")
     metric, provenance = build_dists(weights, context.seed)
-    return DISTSLoss(metric, provenance)
+    return MetricLoss(metric, dists_per_image, provenance)

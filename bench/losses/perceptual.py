@@ -15,7 +15,7 @@ from torch import nn
 
 from bench.losses.checks import as_rgb, check_image_pair
 from bench.losses.combo import freeze
-from bench.losses.pretrained import LPIPS_MIN_SIDE, build_lpips, load_backbone
+from bench.losses.pretrained import LPIPS_MIN_SIDE, MetricLoss, build_lpips, load_backbone
 from bench.losses.registry import LossContext, register_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -160,24 +160,6 @@ def lpips_per_image(metric: lpips.LPIPS, reconstruction: torch.Tensor, target: t
     return metric(as_rgb(reconstruction), as_rgb(target), normalize=True).flatten()
 
 
-class LPIPSLoss(nn.Module):
-    """Thin module: mean LPIPS over the batch."""
-
-    def __init__(self, metric: lpips.LPIPS, weights_used: str) -> None:
-        super().__init__()
-        self.metric = metric
-        self.weights_used = weights_used
-
-    def train(self, mode: bool = True) -> "LPIPSLoss":
-        # The LPIPS heads hold dropout layers: a model switching to train mode must not switch them on.
-        super().train(mode)
-        self.metric.eval()
-        return self
-
-    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return lpips_per_image(self.metric, reconstruction, target).mean()
-
-
 def _vgg_features(loss: str, context: LossContext, net, layers, weights) -> VGGFeatures:
     layers = layers or DEFAULT_LAYERS.get(net, [])
     features = VGGFeatures(net, layers, weights, context.seed)
@@ -222,4 +204,4 @@ def _make_lpips(context: LossContext, net, weights) -> nn.Module:
         raise ValueError(f"lpips with net={net!r} needs images of at least {LPIPS_MIN_SIDE[net]} px, got "
                          f"{context.image_size} px" + (f"; use net {' or '.join(fitting)}" if fitting else ""))
     metric, provenance = build_lpips(net, weights, context.seed)
-    return LPIPSLoss(metric, provenance)
+    return MetricLoss(metric, lpips_per_image, provenance)

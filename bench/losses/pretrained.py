@@ -22,6 +22,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import lpips
@@ -107,6 +108,27 @@ def build_lpips(net: str = "alex", weights: str = "auto", seed: int = 0) -> tupl
         for index, layer in piece.named_children():
             layer.load_state_dict(backbone.features[int(index)].state_dict())
     return freeze(metric), provenance
+
+
+class MetricLoss(nn.Module):
+    """Thin module over a frozen, pretrained metric (LPIPS, DISTS): the batch mean of
+    ``per_image(metric, reconstruction, target)``. The metric stays in eval mode whatever mode the module is
+    switched to (LPIPS's heads hold dropout layers), as a measuring instrument should."""
+
+    def __init__(self, metric: nn.Module, per_image: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+                 weights_used: str) -> None:
+        super().__init__()
+        self.metric = metric
+        self.per_image = per_image
+        self.weights_used = weights_used
+
+    def train(self, mode: bool = True) -> "MetricLoss":
+        super().train(mode)
+        self.metric.eval()
+        return self
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.per_image(self.metric, reconstruction, target).mean()
 
 
 def _seeded_random(arch: str, seed: int) -> nn.Module:
