@@ -21,10 +21,11 @@ from bench.results import write_atomic
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; ``step`` is the first logging interval where it was seen."""
+    """The loss (or the model's output) became NaN or infinite; ``step`` is where it was seen: the first
+    logging interval, or the step whose loss refused a non-finite reconstruction."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"loss became NaN/inf at or before step {step}")
+    def __init__(self, step: int, what: str = "loss") -> None:
+        super().__init__(f"{what} became NaN/inf at or before step {step}")
         self.step = step
 
 
@@ -91,7 +92,14 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
         target = make_batch(photos, crops, side).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
             reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
-            loss, terms = loss_fn(reconstruction, target)
+            try:
+                loss, terms = loss_fn(reconstruction, target)
+            except Exception:
+                # A NaN gradient with a finite loss turns the weights NaN; a loss that checks its input (piq's
+                # measures assert a range) then raises before the loss check below could say so.
+                if not torch.isfinite(reconstruction).all():
+                    raise Diverged(step, "the model's output (a NaN/inf gradient turned its weights NaN)") from None
+                raise
         if spec.train.on_nan == "skip" and not torch.isfinite(loss).item():
             skipped_steps += 1
             continue

@@ -78,6 +78,27 @@ def test_diverging_middle_entry_fails_alone(tmp_path, capsys):
     assert summary.loc["diverges", "failed"] == 1
 
 
+class _NaNGradient(torch.nn.Module):
+    """Finite value, NaN gradient (sqrt's slope at 0), and an input check like piq's range assertion."""
+
+    def forward(self, reconstruction, target):
+        assert torch.isfinite(reconstruction).all(), "input has NaN"
+        return torch.sqrt((reconstruction - reconstruction.detach()).abs().sum()) + (reconstruction - target).abs().mean()
+
+
+def test_a_nan_gradient_behind_a_finite_loss_fails_its_entry_as_diverged(tmp_path):
+    if "test_nan_gradient" not in loss_names():
+        register_loss("test_nan_gradient", "test only: NaN gradient, finite value")(lambda context: _NaNGradient())
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=6, entries=entries("nan_grad:test_nan_gradient", "mse:mse")))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 1
+    (folder,) = (tmp_path / "rel").iterdir()
+    quality = pd.read_csv(folder / "quality.csv").set_index("entry")
+    assert quality.loc["nan_grad", "status"] == "failed" and quality.loc["nan_grad", "failed_step"] == 2
+    assert quality.loc["nan_grad", "error"].startswith("the model's output (a NaN/inf gradient")
+    assert quality.loc["mse", "status"] == "ok"
+
+
 def test_fail_fast_stops_at_first_failure(tmp_path):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"

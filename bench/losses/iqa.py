@@ -16,7 +16,11 @@ needs around it, the same for every measure:
   identical images the gradient would be 0 * inf = NaN. The ramp keeps gradient magnitudes off 0; the
   values move by far less than the tests' tolerances against references without it;
 - identical images (where the deviations themselves are 0) are measured without a graph: they are the
-  minimum, so their gradient is 0.
+  minimum, so their gradient is 0;
+- MDSI is computed in float64. Its deviation pooling takes the modulus of each pixel's (complex) value minus
+  the image mean, whose gradient is NaN where the two are equal, and in float32 they are, by rounding, often
+  enough to matter: the CPU profile of ``suites/iqa_losses.toml`` hit such a tie (one pixel of 4096) within
+  its first 400 steps and the NaN gradient poisoned the model. In float64 a tie is some 10^9 times rarer.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Measure:
     min_side: int  # smallest image side accepted (piq's own limit, or one the tests find finite values at)
     colour_only: bool = False  # defined on RGB only: grayscale is repeated to three channels
     chromatic_param: str = ""  # the parameter switching a chromatic term on, switched off for grayscale
+    float64: bool = False  # computed in float64: float32 ties make its gradient NaN (module docstring)
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,7 +60,7 @@ def _measures() -> dict[str, Measure]:
         "gmsd": Measure(piq.gmsd, False, 4),
         "ms_gmsd": Measure(piq.multi_scale_gmsd, False, 17, chromatic_param="chromatic"),
         "haarpsi": Measure(piq.haarpsi, True, 16),
-        "mdsi": Measure(piq.mdsi, False, 4, colour_only=True),
+        "mdsi": Measure(piq.mdsi, False, 4, colour_only=True, float64=True),
         "vif": Measure(piq.vif_p, True, 41),
         "vsi": Measure(piq.vsi, True, 4, colour_only=True),
     }
@@ -89,7 +94,8 @@ def quality_index(name: str, x: torch.Tensor, y: torch.Tensor, **params) -> torc
     if spec.chromatic_param and x.shape[1] == 1:
         params[spec.chromatic_param] = False
     with torch.autocast(x.device.type, enabled=False):
-        wide = torch.promote_types(x.dtype, torch.float32)
+        result_dtype = torch.promote_types(x.dtype, torch.float32)
+        wide = torch.float64 if spec.float64 else result_dtype
         x, y = x.to(wide).clamp(0, 1), y.to(wide).clamp(0, 1)
         if spec.colour_only:
             x, y = as_rgb(x), as_rgb(y)
@@ -98,7 +104,7 @@ def quality_index(name: str, x: torch.Tensor, y: torch.Tensor, **params) -> torc
         measured = lambda a, b: spec.function(a, b, data_range=1.0, reduction="none", **params)
         identical = (x == y).flatten(1).all(1)
         if not identical.any():
-            return measured(x, y)
+            return measured(x, y).to(result_dtype)
         # At identical images the measures' deviations are 0 and their square roots have infinite slope, so
         # backpropagating through them gives NaN even where the result is multiplied by 0. Identical images are
         # measured without a graph (they are the minimum: the gradient there is 0), and the others beside a
@@ -106,7 +112,7 @@ def quality_index(name: str, x: torch.Tensor, y: torch.Tensor, **params) -> torc
         stand_in = torch.where(identical.view(-1, 1, 1, 1), (y.detach() + 0.5) % 1, x)
         with torch.no_grad():
             at_rest = measured(y, y)
-        return torch.where(identical, at_rest, measured(stand_in, y))
+        return torch.where(identical, at_rest, measured(stand_in, y)).to(result_dtype)
 
 
 def _ramp(images: torch.Tensor) -> torch.Tensor:
