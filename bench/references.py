@@ -14,6 +14,7 @@ left out; the others are still timed.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Callable
 
 import pandas as pd
@@ -71,8 +72,10 @@ def _fused_ssim(kind: str) -> LossFn:
 def _lpips_package(kind: str) -> LossFn:
     import lpips
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(0)
+        # lpips still calls torchvision's deprecated ``pretrained=`` API (as in bench.losses.pretrained.build_lpips).
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
         network = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
     network.requires_grad_(False)
     return lambda x, y: network(x, y, normalize=True).mean()
