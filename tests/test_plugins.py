@@ -256,6 +256,40 @@ def test_input_range_and_pretrained_metadata_act_on_the_built_loss():
         build_entry_loss(Entry("u", (Term("unsaid", 1.0, {}, "unsaid"),)), bench.LossContext(image_size=8))
 
 
+TRAINABLE_NETWORK = '''
+import torch
+from bench import register_loss
+
+
+class Colours(torch.nn.Module):
+    """mse after a 1x1 convolution left trainable, as a plugin author might write a feature loss."""
+
+    def __init__(self, learns):
+        super().__init__()
+        self.mix = torch.nn.Conv2d(3, 3, 1)
+        self.learns_with_model = learns
+
+    def forward(self, reconstruction, target):
+        return torch.nn.functional.mse_loss(self.mix(reconstruction), self.mix(target))
+
+
+@register_loss("colours", "mse of 1x1-convolved colours", learns=False)
+def make_colours(context, learns):
+    return Colours(learns)
+'''
+
+
+def test_a_plugin_loss_network_is_frozen_unless_it_learns_with_the_model(tmp_path):
+    (tmp_path / "net_losses.py").write_text(TRAINABLE_NETWORK)
+    suite = write_suite(tmp_path, '[[entry]]\nname = "frozen"\nloss = "colours"\n',
+                        '[[entry]]\nname = "learning"\nloss = "colours"\nlearns = true\n')
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing",
+                 "-p", str(tmp_path / "net_losses.py")]) == 0
+    learned = pd.read_csv(run_folder(tmp_path / "out") / "quality.csv", keep_default_na=False).set_index("entry")
+    assert learned.loc["frozen", "loss_learned"] == ""  # nothing of the loss was optimised
+    assert learned.loc["learning", "loss_learned"].startswith("colours: ")  # its parameters were
+
+
 def test_ray_workers_load_the_plugins_and_match_one_process(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra: pip install -e '.[distributed]'")
     (tmp_path / "my_losses.py").write_text(PLUGIN)

@@ -204,6 +204,10 @@ def _as_loss_module(info: LossInfo, loss: Any) -> nn.Module:
                                   where=info.source, fix="return an nn.Module (or a function) whose "
                                                          "forward(reconstruction, target) returns a scalar tensor")
         loss = FunctionLoss(loss)
+    if not getattr(loss, "learns_with_model", False):
+        # A loss is a fixed measuring instrument unless it says otherwise: a plugin's network left trainable
+        # would otherwise be optimised with the model (bench.train learns every loss parameter that requires grad).
+        loss.requires_grad_(False)
     if info.pretrained and not hasattr(loss, "weights_used"):
         raise BenchInputError(f"loss {info.name!r} is registered with pretrained=True but its module does not say "
                               "which weights it loaded", where=info.source,
