@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad inpu
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from bench.errors import BenchInputError
@@ -199,7 +200,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     except RunStopped as stopped:
         print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
         print(f"finished entries are saved in {stopped.folder}\n"
-              f"resume with: python -m bench run {args.suite} --resume {stopped.folder}", file=sys.stderr)
+              f"resume with: {_resume_command(argv, stopped.folder)}", file=sys.stderr)
         return 2 if stopped.error else 130
     _print_summary(result.summary)
     print(f"\nreport: {result.report}")
@@ -208,6 +209,14 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"failed entries: {', '.join(result.failed)} (reasons in quality.csv)", file=sys.stderr)
         return 1
     return 0
+
+
+def _resume_command(argv: list[str], folder) -> str:
+    """The command that was run, with its overrides and plugins (a resume must plan the same run), resuming
+    ``folder``."""
+    kept = [arg for index, arg in enumerate(argv)
+            if not (arg == "--resume" or arg.startswith("--resume=") or index and argv[index - 1] == "--resume")]
+    return shlex.join(["python", "-m", "bench", *kept, "--resume", str(folder)])
 
 
 def _print_summary(summary) -> None:

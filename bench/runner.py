@@ -116,7 +116,8 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
         quality_rows, history_rows, image_rows, speed = [], [], [], pd.DataFrame()
     else:
         folder = resume
-        quality_rows, history_rows, image_rows, speed, resumes = _completed(folder, env["plan_sha256"], force)
+        planned = {(spec.entry.name, spec.seed) for spec in plan}
+        quality_rows, history_rows, image_rows, speed, resumes = _completed(folder, env["plan_sha256"], force, planned)
         env["resumes"] = resumes + [{"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}"
                                                                          for row in quality_rows]}]
     try:
@@ -236,9 +237,11 @@ def _scores(row: dict) -> str:
     return ", ".join(shown)
 
 
-def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame, list]:
-    """Rows of the entries that finished in an earlier, interrupted run of the same plan (baselines are
-    evaluated afresh), with every column the tables had, in their order; and the record of earlier resumes."""
+def _completed(folder: Path, expected_hash: str, force: bool,
+               planned: set[tuple[str, int]]) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame, list]:
+    """Rows of the ``planned`` (entry, seed) trainings that finished in an earlier, interrupted run of the same
+    plan (baselines are evaluated afresh; with ``force``, trainings the changed plan dropped are left out), with
+    every column the tables had, in their order; and the record of earlier resumes."""
     env_path = folder / "environment.json"
     if not env_path.is_file():
         raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
@@ -249,9 +252,11 @@ def _completed(folder: Path, expected_hash: str, force: bool) -> tuple[list[dict
                               where=str(folder), fix="run without --resume, or add --force to mix them anyway")
     quality = results.read_table(folder, "quality")
     ok = quality[(quality["status"] == "ok") & (quality.get("kind", "trained") != "baseline")] if not quality.empty else quality
-    done = set(zip(ok.get("entry", []), ok.get("seed", [])))
+    done = set(zip(ok.get("entry", []), ok.get("seed", []))) & planned
     kept = lambda frame: frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
     records = lambda frame: frame.to_dict("records")
-    return (records(ok), records(kept(results.read_table(folder, "history"))),
-            records(kept(results.read_table(folder, "per_image"))), results.read_table(folder, "speed"),
-            previous.get("resumes", []))
+    speed = results.read_table(folder, "speed")
+    if not speed.empty:  # the training step's row (an entry name with underscores) and the entries still planned
+        speed = speed[speed["entry"].isin({entry for entry, _ in planned}) | speed["entry"].str.startswith("__")]
+    return (records(kept(ok)), records(kept(results.read_table(folder, "history"))),
+            records(kept(results.read_table(folder, "per_image"))), speed, previous.get("resumes", []))

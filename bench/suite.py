@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pandas._libs.parsers import STR_NA_VALUES  # the default na_values of read_csv (no public name)
+
 from bench.datasets import DATASETS
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
@@ -31,7 +33,7 @@ BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.
 BOTTLENECKS = ("conv", "linear")
 TASKS = ("autoencode", "denoise")
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
-NA_LIKE_NAMES = {"", "nan", "-nan", "na", "n/a", "#na", "#n/a", "<na>", "null", "none"}  # pandas.read_csv's NA
+NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
 
 @dataclass(frozen=True)
@@ -226,9 +228,12 @@ def validate_settings(suite: Suite, *, where: str) -> None:
             raise BenchInputError(f"image folder {str(folders[path_key])!r} does not exist",
                                   where=f"{where}: data.{path_key}",
                                   fix=f"point data.{path_key} at a folder of .png/.jpg images (relative to the suite file)")
-    if data.eval_source == data.source and (data.source != "folder" or folders["path"] == folders["eval_path"]):
-        raise BenchInputError(f"eval_source is the training source {data.source!r}: the model would be evaluated on "
-                              "photographs it trained on", where=f"{where}: data.eval_source",
+    nested = lambda a, b: a == b or a in b.parents or b in a.parents  # noqa: E731 - folders are read recursively
+    if data.eval_source == data.source and (data.source != "folder" or nested(folders["path"].resolve(),
+                                                                            folders["eval_path"].resolve())):
+        overlap = " and eval_path is, holds or lies inside path (subfolders are read)" if data.source == "folder" else ""
+        raise BenchInputError(f"eval_source is the training source {data.source!r}{overlap}: the model would be "
+                              "evaluated on photographs it trained on", where=f"{where}: data.eval_source",
                               fix="drop eval_source (then data.eval_images photographs are held out of the source) "
                                   "or name another source")
     positive = [("data.images", data.images), ("data.eval_images", data.eval_images), ("data.eval_crops", data.eval_crops),

@@ -321,6 +321,18 @@ def test_bad_named_sources_are_input_errors(tmp_path, capsys, data, key, message
     assert key in err and message in err
 
 
+@pytest.mark.parametrize("train, evaluate, refused", [("photos", "photos/test", True), ("photos/test", "photos", True),
+                                                     ("photos/train", "photos/test", False)])
+def test_an_evaluation_folder_inside_or_around_the_training_folder_is_refused(tmp_path, capsys, train, evaluate,
+                                                                               refused):
+    """Folders are read with their subfolders, so nested ones would train on the evaluation photographs."""
+    for folder in ("photos/train", "photos/test"):
+        (tmp_path / folder).mkdir(parents=True)
+    data = f'source = "folder"\npath = "{train}"\neval_source = "folder"\neval_path = "{evaluate}"'
+    assert main(["validate", str(write_suite(tmp_path, data))]) == (2 if refused else 0)
+    assert ("eval_path is, holds or lies inside path" in capsys.readouterr().err) == refused
+
+
 def test_the_real_registry_pins_a_sha256_a_licence_and_a_citation_per_dataset():
     assert list(datasets.KODAK.files) == [f"kodim{i:02d}.png" for i in range(1, 25)]
     for dataset in (datasets.KODAK, datasets.DIV2K, datasets.DIV2K_VALID):

@@ -183,6 +183,19 @@ def test_resume_refuses_a_changed_suite(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+def test_a_forced_resume_of_a_changed_suite_keeps_only_what_it_still_plans(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", "l1:l1")))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--seed", "0"]) == 0
+    (folder,) = (tmp_path / "rel").iterdir()
+    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", "huber:huber")))  # l1 renamed to huber
+    assert main(["run", str(suite), "--resume", str(folder), "--force", "--no-progress", "--seed", "0"]) == 0
+    trained = lambda table: set(pd.read_csv(folder / f"{table}.csv")["entry"]) - {"baseline-mean-colour", "baseline-bicubic"}
+    assert trained("quality") == trained("summary") == {"mse", "huber"}
+    assert set(pd.read_csv(folder / "speed.csv")["entry"]) == {"mse", "huber", "__model__"}
+    assert json.loads((folder / "environment.json").read_text())["resumes"][-1]["kept"] == ["mse seed 0"]
+
+
 def test_sigint_prints_how_to_resume(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE.format(steps=100_000, entries=entries("mse:mse", "l1:l1")))  # minutes: SIGINT lands mid-run
@@ -198,7 +211,10 @@ def test_sigint_prints_how_to_resume(tmp_path):
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 130
-    assert "--resume" in err and "Traceback" not in err
+    assert "Traceback" not in err
+    (folder,) = (tmp_path / "rel").iterdir()
+    # the command as it was run, overrides included (a resume must plan the same run), resuming that folder
+    assert f"resume with: python -m bench run {suite} --out {tmp_path} --no-progress --no-timing --resume {folder}\n" in err
 
 
 def test_unwritable_output_folder_is_input_error(tmp_path, capsys):

@@ -114,6 +114,21 @@ BAD_SUITES = {
 }
 
 
+@pytest.mark.parametrize("name", ["NaN", "null", "#N/A N/A", "1.#IND", "-1.#QNAN", "N/A", "nan-loss", "None-ish"])
+def test_an_entry_name_is_refused_exactly_when_a_csv_would_read_it_back_as_missing(tmp_path, name):
+    import io
+
+    import pandas as pd
+
+    read_back = pd.read_csv(io.StringIO(f"entry\n{name}\n"), dtype={"entry": str})["entry"][0]
+    path = write(tmp_path, f"[[entry]]\nname = {name!r}\nloss = 'mse'\n")
+    if pd.isna(read_back):
+        with pytest.raises(BenchInputError, match="missing value"):
+            load_suite(path)
+    else:
+        assert load_suite(path).entries[0].name == name
+
+
 @pytest.mark.parametrize("case", list(BAD_SUITES), ids=list(BAD_SUITES))
 def test_bad_suite_is_one_clear_error(tmp_path, capsys, case):
     text, key, message = BAD_SUITES[case]
