@@ -52,7 +52,8 @@ def per_image_rows(entry: str, seed: int, crop_names, values: dict[str, torch.Te
 def failed(error: str, step: int | None) -> dict:
     """The outcome columns of a failed training, in the order of a finished one's, so every quality.csv has
     its columns in one order whichever entries failed."""
-    return {"status": "failed", "error": error, "failed_step": step, "train_seconds": None, "skipped_steps": None}
+    return {"status": "failed", "error": error, "failed_step": step, "train_seconds": None, "loss_learned": "",
+            "skipped_steps": None}
 
 
 def warm_up(loss_fn: WeightedSum, spec: RunSpec, like: torch.Tensor, device: torch.device) -> None:
@@ -122,6 +123,14 @@ class Trainer:
         values, _ = self.metrics.per_image(reconstructions, eval_images)
         return JobResult(row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values))
 
+    def _failed(self, row: dict, error: Exception) -> JobResult:
+        """``row`` failed by ``error``: its type and first line in ``error``, its traceback (not re-raised here, so
+        a factory's error stored once reads the same for every seed) for the run folder."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return JobResult({**row, **failed(reason, None)}, [], None, traceback="".join(traceback.format_exception(error)))
+
     def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
         """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every).
 
@@ -141,9 +150,9 @@ class Trainer:
             "loss_weights": getattr(loss_fn, "weights_used", "none"),
             "loss_config": getattr(loss_fn, "loss_config", ""), **data_columns(spec, images),
         }
+        if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses), for every seed
+            return self._failed(row, loss_fn)
         try:
-            if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses)
-                raise loss_fn
             checkpoint = checkpoints / entry_file(spec.entry.name, spec.seed, ".pt") if checkpoints else None
             warm_up(loss_fn, spec, images.eval, self.device)
             result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
@@ -152,11 +161,7 @@ class Trainer:
         except BenchInputError:
             raise
         except Exception as error:  # out of memory, kernel errors, bugs in a loss or a plugin: this entry only
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            return JobResult({**row, **failed(reason, None)}, [], None,
-                             traceback="".join(traceback.format_exception(error)))
+            return self._failed(row, error)
         eval_images = images.eval.to(self.device)
         reconstructions = reconstruct(result.model, spec, eval_images)
         row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, loss_learned=result.loss.learned,

@@ -99,6 +99,19 @@ def test_a_nan_gradient_behind_a_finite_loss_fails_its_entry_as_diverged(tmp_pat
     assert quality.loc["mse", "status"] == "ok"
 
 
+def test_quality_columns_keep_one_order_whichever_entry_failed(tmp_path):
+    _ensure_nan_loss()
+    columns = []
+    for order in (("diverges:test_nan", "mse:mse"), ("mse:mse", "diverges:test_nan")):
+        out = tmp_path / str(len(columns))
+        suite = tmp_path / "s.toml"
+        suite.write_text(SUITE.format(steps=2, entries=entries(*order)))
+        assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--seed", "0"]) == 1
+        (folder,) = (out / "rel").iterdir()
+        columns.append(list(pd.read_csv(folder / "quality.csv").columns))
+    assert columns[0] == columns[1]
+
+
 def test_fail_fast_stops_at_first_failure(tmp_path):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
@@ -382,6 +395,18 @@ def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path
         assert traceback_text.startswith("Traceback") and message in traceback_text
     assert "_broken_factory" in (folder / "errors" / entry_file("factory/broken", 0, ".txt")).read_text()
     assert "traceback in errors/" in capsys.readouterr().out
+
+
+def test_a_factory_error_has_the_same_traceback_for_every_seed(tmp_path):
+    """The factory runs once per run; each seed's entry reports that one error, without the frames of earlier
+    seeds' reports piled onto it."""
+    _ensure_raising_losses()
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(steps=2, entries=entries("broken:test_broken_factory")))
+    assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 1
+    (folder,) = (tmp_path / "rel").iterdir()
+    first, second = ((folder / "errors" / f"broken__seed{seed}.txt").read_text() for seed in (0, 1))
+    assert first == second and "_broken_factory" in first
 
 
 @pytest.mark.parametrize("loss, code", [("test_ctrl_c", 130), ("test_system_exit", 3)])
