@@ -56,13 +56,13 @@ def failed(error: str, step: int | None) -> dict:
             "skipped_steps": None}
 
 
-def warm_up(loss_fn: WeightedSum, spec: RunSpec, like: torch.Tensor, device: torch.device) -> None:
+def warm_up(loss_fn: WeightedSum, spec: RunSpec, channels: int, device: torch.device) -> None:
     """One untimed fwd+bwd of the loss on a training-sized batch of random images, before the entry's clock
     starts: set-up that a loss network's first call does once in a process (kernel selection, cuDNN autotuning,
     lazily built buffers) is then billed to no entry, where it would land on the first entry using it. The
     gradient goes to the images alone, so a loss's own learnable parameters are untouched."""
     generator = torch.Generator().manual_seed(spec.seed)
-    shape = (spec.train.batch_size, like.shape[1], spec.data.resolution, spec.data.resolution)
+    shape = (spec.train.batch_size, channels, spec.data.resolution, spec.data.resolution)
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
     target, reconstruction = (torch.rand(shape, generator=generator).to(device, memory_format=memory_format)
                               for _ in range(2))
@@ -154,7 +154,7 @@ class Trainer:
             return self._failed(row, loss_fn)
         try:
             checkpoint = checkpoints / entry_file(spec.entry.name, spec.seed, ".pt") if checkpoints else None
-            warm_up(loss_fn, spec, images.eval, self.device)
+            warm_up(loss_fn, spec, images.eval.shape[1], self.device)
             result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
         except Diverged as error:
             return JobResult({**row, **failed(str(error), error.step)}, [], None)

@@ -20,6 +20,7 @@ from bench.errors import BenchInputError
 from bench.jobs import Trainer
 from bench.names import entry_file
 from bench.plan import RunSpec, make_plan
+from bench.speed import MODEL_ENTRY, time_suite, time_training_step
 from bench.stats import time_to_quality
 from bench.suite import Suite, profile_name, resolve_suite_path, suite_for_device
 from bench.tables import metric_table, summarize_with_pairs
@@ -202,7 +203,6 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
     untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
     if timing and untimed:
         from bench.references import time_references
-        from bench.speed import MODEL_ENTRY, time_suite, time_training_step
 
         timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
         if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
@@ -256,7 +256,7 @@ def _completed(folder: Path, expected_hash: str, force: bool,
     kept = lambda frame: frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
     records = lambda frame: frame.to_dict("records")
     speed = results.read_table(folder, "speed")
-    if not speed.empty:  # the training step's row (an entry name with underscores) and the entries still planned
-        speed = speed[speed["entry"].isin({entry for entry, _ in planned}) | speed["entry"].str.startswith("__")]
+    if not speed.empty:  # the entries still planned, and the model's training step
+        speed = speed[speed["entry"].isin({entry for entry, _ in planned} | {MODEL_ENTRY})]
     return (records(kept(ok)), records(kept(results.read_table(folder, "history"))),
             records(kept(results.read_table(folder, "per_image"))), speed, previous.get("resumes", []))

@@ -202,6 +202,12 @@ def apply_overrides(suite: Suite, overrides: Mapping[str, Mapping[str, Any]], *,
     return dataclasses.replace(suite, **changed)
 
 
+def _overlap(a: Path, b: Path) -> bool:
+    """Either folder is, or lies inside, the other: folders are read with their subfolders."""
+    a, b = a.resolve(), b.resolve()
+    return a.is_relative_to(b) or b.is_relative_to(a)
+
+
 def validate_settings(suite: Suite, *, where: str) -> None:
     """Checks that need several settings at once, or the file system."""
     for section_name, resolution in (("data", suite.data.resolution), ("timing", suite.timing.resolution)):
@@ -228,9 +234,7 @@ def validate_settings(suite: Suite, *, where: str) -> None:
             raise BenchInputError(f"image folder {str(folders[path_key])!r} does not exist",
                                   where=f"{where}: data.{path_key}",
                                   fix=f"point data.{path_key} at a folder of .png/.jpg images (relative to the suite file)")
-    nested = lambda a, b: a == b or a in b.parents or b in a.parents  # noqa: E731 - folders are read recursively
-    if data.eval_source == data.source and (data.source != "folder" or nested(folders["path"].resolve(),
-                                                                            folders["eval_path"].resolve())):
+    if data.eval_source == data.source and (data.source != "folder" or _overlap(folders["path"], folders["eval_path"])):
         overlap = " and eval_path is, holds or lies inside path (subfolders are read)" if data.source == "folder" else ""
         raise BenchInputError(f"eval_source is the training source {data.source!r}{overlap}: the model would be "
                               "evaluated on photographs it trained on", where=f"{where}: data.eval_source",
