@@ -29,11 +29,11 @@ _PUBLIC = {
     "time_losses": "bench.api",
     "with_overrides": "bench.api",
     "RunResult": "bench.api",
-    "Suite": "bench.suite",
+    "Suite": "bench.config.suite",
     "register_loss": "bench.losses.registry",
     "LossContext": "bench.losses.registry",
     "loss_names": "bench.losses.registry",
-    "load_plugins": "bench.plugins",
+    "load_plugins": "bench.config.plugins",
     "BenchInputError": "bench.errors",
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from bench.api import RunResult, build_suite, load_suite, open_run, run, time_losses, with_overrides
     from bench.errors import BenchInputError
     from bench.losses.registry import LossContext, loss_names, register_loss
-    from bench.plugins import load_plugins
-    from bench.suite import Suite
+    from bench.config.plugins import load_plugins
+    from bench.config.suite import Suite
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 import pandas as pd
 
 from bench.errors import BenchInputError
-from bench.plugins import load_plugins
-from bench.suite import Suite, _parse_seeds, load_suite as _load_suite_file, parse_suite, without_profile_seeds
+from bench.config.plugins import load_plugins
+from bench.config.suite import Suite, _parse_seeds, load_suite as _load_suite_file, parse_suite, without_profile_seeds
 
 try:
     import tomllib
@@ -150,10 +150,10 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     ``overrides``: ``device``, ``steps``, ``only``, ``seed`` or ``seeds`` (as the command line's flags).
     ``plugins``: module names or ``.py`` files that register losses (``-p``); Ray workers load them too.
     ``deterministic``: Ray workers turn on deterministic kernels (call
-    ``bench.reproducibility.make_deterministic()`` for this process, as ``--deterministic`` does).
-    Raises ``BenchInputError`` on bad input and ``bench.runner.RunStopped`` on Ctrl-C or a file that cannot
+    ``bench.train.reproducibility.make_deterministic()`` for this process, as ``--deterministic`` does).
+    Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
     be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
-    from bench.runner import run_suite
+    from bench.train.runner import run_suite
 
     load_plugins(plugins)
     if not isinstance(suite, Suite):
@@ -185,9 +185,9 @@ def time_losses(losses: SuiteLike | EntriesLike, *, device: str | None = None, r
     ``losses``: a ``Suite``, a suite file's path, or entries as ``build_suite`` takes them (``["mse",
     "ssim"]``). Settings left unset come from the suite's ``[timing]`` (its defaults, 512x512, batch 4,
     fp32, for bare entries) after its device profile; ``device`` defaults to the suite's ("auto")."""
-    from bench.runner import resolve_device
-    from bench.speed import time_suite, with_timing
-    from bench.suite import suite_for_device, validate_settings
+    from bench.train.runner import resolve_device
+    from bench.speed.suite import time_suite, with_timing
+    from bench.config.suite import suite_for_device, validate_settings
 
     load_plugins(plugins)
     if isinstance(losses, Suite):

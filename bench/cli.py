@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_verdict_options(command: argparse.ArgumentParser) -> None:
-    from bench.speedstats import ALPHA, MIN_FACTOR
+    from bench.speed.stats import ALPHA, MIN_FACTOR
 
     command.add_argument("--min-factor", type=float, default=MIN_FACTOR,
                          help=f"smallest slowdown that fails, as candidate / baseline (default {MIN_FACTOR})")
@@ -182,15 +182,15 @@ def load_with_overrides(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.cpu import prefer_passive_waits
+    from bench.train.process import prefer_passive_waits
 
     prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
     from bench import api
-    from bench.runner import RunStopped
+    from bench.train.runner import RunStopped
 
     suite = load_with_overrides(args)
     if args.deterministic:
-        from bench.reproducibility import make_deterministic
+        from bench.train.reproducibility import make_deterministic
 
         make_deterministic()
     try:
@@ -230,8 +230,8 @@ def _print_summary(summary) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.plan import make_plan
-    from bench.suite import profile_name, suite_for_device
+    from bench.config.plan import make_plan
+    from bench.config.suite import profile_name, suite_for_device
 
     suite = load_with_overrides(args)
     for device_type in ("cpu", "cuda"):
@@ -248,7 +248,7 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.losses import get_loss_info, loss_names
     from bench.losses.registry import IMAGE_RANGE
-    from bench.plugins import load_plugins
+    from bench.config.plugins import load_plugins
 
     load_plugins(args.plugins)
     for name in loss_names():
@@ -278,7 +278,7 @@ def _cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.datasets import DATASETS, fetch
+    from bench.data.datasets import DATASETS, fetch
 
     wanted: dict[tuple[str, Path | None], None] = {}  # (dataset, data.cache resolved), in the order named
     for target in args.targets:
@@ -300,9 +300,9 @@ def _cmd_fetch(args: argparse.Namespace, argv: list[str]) -> int:
 def suite_datasets(path: Path) -> list[tuple[str, Path | None]]:
     """(dataset, cache folder from data.cache) for every named dataset a suite's runs would read, on any device
     profile and with any entry's data overrides."""
-    from bench.datasets import DATASETS
-    from bench.plan import make_plan
-    from bench.suite import load_suite, resolve_suite_path, suite_for_device
+    from bench.data.datasets import DATASETS
+    from bench.config.plan import make_plan
+    from bench.config.suite import load_suite, resolve_suite_path, suite_for_device
 
     suite = load_suite(path)
     found: dict[tuple[str, Path | None], None] = {}
@@ -327,10 +327,10 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
 
     from bench import results
     from bench.api import time_losses
-    from bench.runner import resolve_device
-    from bench.speed import time_training_step, with_timing
-    from bench.speedcheck import save_baseline
-    from bench.suite import profile_name, suite_for_device, validate_settings
+    from bench.train.runner import resolve_device
+    from bench.speed.suite import time_training_step, with_timing
+    from bench.speed.check import save_baseline
+    from bench.config.suite import profile_name, suite_for_device, validate_settings
 
     requested = load_with_overrides(args)
     device = resolve_device(requested.device)
@@ -349,7 +349,7 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
     results.write_table(folder, "speed", speed)
     _print_speed(speed)
     if args.references:
-        from bench.references import time_references
+        from bench.speed.references import time_references
 
         references = time_references(suite, device)
         if references.empty:
@@ -390,11 +390,11 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
     if args.baseline:
         return _check(args.source, args.baseline, args.min_factor, args.alpha)
     from bench import results
-    from bench.speedcheck import baseline_commit
-    from bench.speedgate import GateSettings, run_gate
+    from bench.speed.check import baseline_commit
+    from bench.speed.gate import GateSettings, run_gate
     from bench.api import load_suite
-    from bench.speedstats import format_verdicts
-    from bench.suite import suite_for_device
+    from bench.speed.stats import format_verdicts
+    from bench.config.suite import suite_for_device
 
     revision = baseline_commit(args.against) if args.against.endswith(".json") else args.against
     suite = load_suite(args.source, plugins=args.plugins)  # the gate's workers load the same plugins
@@ -412,8 +412,8 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _check(candidate: Path, baseline: Path, min_factor: float, alpha: float) -> int:
-    from bench.speedcheck import check_tables
-    from bench.speedstats import format_verdicts
+    from bench.speed.check import check_tables
+    from bench.speed.stats import format_verdicts
 
     table, _ = check_tables(candidate, baseline, min_factor=min_factor, alpha=alpha)
     print(format_verdicts(table))

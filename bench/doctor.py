@@ -149,7 +149,7 @@ def packages() -> list[str]:
 
 
 def data_sources() -> list[str]:
-    from bench import data
+    from bench.data import images as data
 
     names = list(data.BUNDLED_PHOTOS) + list(getattr(data, "OTHER_PHOTOS", ()))
     load = getattr(data, "bundled_photo", None)
@@ -172,7 +172,7 @@ def data_sources() -> list[str]:
 
 def named_datasets() -> list[str]:
     """Each named dataset and whether the cache holds it (files present with their pinned hashes); only reads."""
-    from bench.datasets import DATASETS, ENV_CACHE, cached_files, cache_root
+    from bench.data.datasets import DATASETS, ENV_CACHE, cached_files, cache_root
 
     if importlib.util.find_spec("pooch") is None:  # a machine set up from wheels without it (.ci/gpu)
         return [f"pooch not installed (pip install pooch): {', '.join(DATASETS)} cannot be fetched or read"]

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from bench.cli import main
 from bench.losses import LossContext, build_loss, get_loss_info, loss_names
-from bench.suite import load_suite, suite_for_device
-from bench.timing import VARIANTS, scalar_loss, time_loss
+from bench.config.suite import load_suite, suite_for_device
+from bench.speed.timing import VARIANTS, scalar_loss, time_loss
 from test_reliability import TIMING_COLUMNS
 from test_run import REPO, SMOKE
 
@@ -79,7 +79,7 @@ def cudnn_deterministic():
 def test_cuda_event_timing_agrees_with_torch_utils_benchmark():
     from torch.utils.benchmark import Timer
 
-    from bench.timing import _cuda_backend, _set_tf32
+    from bench.speed.timing import _cuda_backend, _set_tf32
 
     weight = torch.randn(4096, 4096, device=CUDA, generator=torch.Generator(CUDA).manual_seed(0)) / 64
 
@@ -107,7 +107,7 @@ def test_cuda_event_timing_agrees_with_torch_utils_benchmark():
 
 @pytest.mark.parametrize("name", ["mse", "ssim", "perceptual"])
 def test_l2_flush_changes_nothing_but_cache_state(name):
-    from bench.timing import _L2_FLUSH_BYTES, _cuda_backend, _inputs, _make_step, _set_tf32
+    from bench.speed.timing import _L2_FLUSH_BYTES, _cuda_backend, _inputs, _make_step, _set_tf32
 
     l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)
     assert _L2_FLUSH_BYTES >= 2 * l2_bytes, f"flush buffer {_L2_FLUSH_BYTES} B does not cover L2 ({l2_bytes} B)"
@@ -260,7 +260,7 @@ def ssim_same_padding(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma:
 
 
 def test_fused_cuda_ssim_references_compute_ssim():
-    from bench.references import installed_references
+    from bench.speed.references import installed_references
 
     fused = [(label, loss) for label, loss in installed_references("ssim", CUDA) if label in ("fussim", "fused-ssim")]
     if not fused:

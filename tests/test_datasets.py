@@ -1,4 +1,4 @@
-"""Named datasets (bench.datasets), served from a local HTTP server on 127.0.0.1, never the internet: first fetch,
+"""Named datasets (bench.data.datasets), served from a local HTTP server on 127.0.0.1, never the internet: first fetch,
 reuse with no network, hash mismatch, interrupted download, corrupted cache, the offline error, separate training
 and evaluation sources, and identical crops for every entry."""
 
@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench import datasets
+from bench.data import datasets
 from bench.cli import main
-from bench.data import image_list_sha256, load_images
-from bench.datasets import Dataset
+from bench.data.images import image_list_sha256, load_images
+from bench.data.datasets import Dataset
 from bench.errors import BenchInputError
-from bench.suite import DataConfig
+from bench.config.suite import DataConfig
 
 
 def png(seed: int, height: int, width: int) -> bytes:
@@ -229,7 +229,7 @@ def test_separate_sources_train_on_one_and_evaluate_on_the_other(server):
 
 
 def test_every_entry_sees_the_same_crops_and_rows_record_the_sources(server, tmp_path, monkeypatch):
-    from bench import train
+    from bench.train import loop as train
 
     batches = []
     make_batch = train.make_batch

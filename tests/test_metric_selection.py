@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.data import ImageSet
+from bench.data.images import ImageSet
 from bench.errors import BenchInputError
 from bench.losses import LossContext, WeightedSum, build_loss
-from bench.metrics import DEFAULT_METRICS, METRICS, QualityMetrics
-from bench.plan import make_plan
-from bench.suite import Entry, Term, parse_suite
-from bench.tables import metric_table, summarize_with_pairs
-from bench.train import train
-from bench.verdicts import headline, trained_on
+from bench.evaluate.metrics import DEFAULT_METRICS, METRICS, QualityMetrics
+from bench.config.plan import make_plan
+from bench.config.suite import Entry, Term, parse_suite
+from bench.evaluate.tables import metric_table, summarize_with_pairs
+from bench.train.loop import train
+from bench.evaluate.verdicts import headline, trained_on
 
-from bench.model import build_model
+from bench.train.model import build_model
 
 
 def suite_with(metrics: str = "", entries: str = '[[entry]]\nname = "mse"\nloss = "mse"\n', tmp: Path = Path(".")):
@@ -40,7 +40,7 @@ def test_default_metrics_add_weight_free_measures_no_default_entry_trains_on():
     suite = suite_with()
     assert suite.metrics.compute == DEFAULT_METRICS
     assert {"fsim", "gmsd", "haarpsi", "dists"} <= set(DEFAULT_METRICS)
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     all_losses = load_suite(Path(__file__).resolve().parents[1] / "suites" / "all_losses.toml")
     owned = {metric for entry in all_losses.entries for metric in trained_on(entry).split()}

@@ -11,7 +11,7 @@ from pytorch_msssim import ms_ssim, ssim
 from skimage.metrics import peak_signal_noise_ratio
 
 from bench.losses.structural import most_levels
-from bench.metrics import QualityMetrics, ms_ssim_per_image, psnr
+from bench.evaluate.metrics import QualityMetrics, ms_ssim_per_image, psnr
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (BUNDLED_PHOTOS, OTHER_PHOTOS, bundled_photo, crop_schedule, load_images, make_batch, rescale,
+from bench.data.images import (BUNDLED_PHOTOS, OTHER_PHOTOS, bundled_photo, crop_schedule, load_images, make_batch, rescale,
                         to_tensor)
 from bench.errors import BenchInputError
-from bench.model import Autoencoder, build_model, stage_channels
-from bench.suite import DataConfig
+from bench.train.model import Autoencoder, build_model, stage_channels
+from bench.config.suite import DataConfig
 
 
 @pytest.mark.parametrize("bottleneck", ["conv", "linear"])

@@ -11,8 +11,8 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchInputError
-from bench.names import MAX_STEM, check_suite_name, file_stem
-from bench.suite import load_suite
+from bench.config.names import MAX_STEM, check_suite_name, file_stem
+from bench.config.suite import load_suite
 
 SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 

@@ -83,7 +83,7 @@ MIX = '[[entry]]\nname = "mix"\nterms = [{ loss = "cubic", weight = 0.5 }, { los
 @pytest.fixture(autouse=True)
 def clean_registry(monkeypatch):
     """Each test starts from the built-in losses and no plugins, and leaves them so."""
-    from bench import plugins
+    from bench.config import plugins
     from bench.losses import registry
 
     registry.loss_names()  # built-ins registered
@@ -235,7 +235,7 @@ def test_input_range_and_pretrained_metadata_act_on_the_built_loss():
 
     import bench
     from bench.losses import build_entry_loss
-    from bench.suite import Entry, Term
+    from bench.config.suite import Entry, Term
 
     seen = []
 
@@ -313,13 +313,13 @@ def git(repo: Path, *args: str) -> str:
 @pytest.mark.parametrize("baseline_has_plugins", [True, False])
 def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(baseline_has_plugins, tmp_path, monkeypatch,
                                                                      capsys):
-    """The baseline is this bench package committed to a scratch repository, with or without bench.plugins."""
+    """The baseline is this bench package committed to a scratch repository, with or without bench.config.plugins."""
     import bench
 
     repo = tmp_path / "repo"
     shutil.copytree(Path(bench.__file__).parent, repo / "bench", ignore=shutil.ignore_patterns("__pycache__"))
     if not baseline_has_plugins:
-        (repo / "bench" / "plugins.py").unlink()
+        (repo / "bench" / "config" / "plugins.py").unlink()
     git(repo, "init", "-q")
     git(repo, "add", "bench")
     git(repo, "commit", "-q", "-m", "baseline")

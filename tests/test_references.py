@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench import references
-from bench.suite import load_suite
+from bench.speed import references
+from bench.config.suite import load_suite
 
 SUITE = """
 name = "refs"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from bench.cli import main
 from bench.errors import BenchInputError
 from bench.losses import loss_names, register_loss
-from bench.suite import load_suite
+from bench.config.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = {"train_seconds", "seconds"}  # wall-clock columns: the only ones allowed to differ between runs
@@ -258,7 +258,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
 def test_random_suite_structures_are_valid_or_one_input_error(tmp_path, raw):
-    from bench.suite import parse_suite
+    from bench.config.suite import parse_suite
 
     try:
         parse_suite(raw, path=tmp_path / "fuzz.toml")
@@ -387,7 +387,7 @@ def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path
     (folder,) = (tmp_path / "rel").iterdir()
     quality = pd.read_csv(folder / "quality.csv", keep_default_na=False).set_index("entry")
     assert (quality.loc[["mse", "l1"], "status"] == "ok").all()
-    from bench.names import entry_file
+    from bench.config.names import entry_file
 
     for name, (loss, message) in failing.items():
         assert quality.loc[name, "status"] == "failed" and quality.loc[name, "error"] == message
@@ -432,7 +432,7 @@ def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, cod
 def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp_path, monkeypatch, capsys, code):
     import errno
 
-    import bench.jobs
+    import bench.train.jobs
     import bench.results
 
     suite = tmp_path / "s.toml"
@@ -464,8 +464,8 @@ def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp
     for csv in cut.glob("*.csv"):
         pd.read_csv(csv)  # whole
 
-    trained, real_train = [], bench.jobs.train
-    monkeypatch.setattr(bench.jobs, "train", lambda spec, *a, **k: (trained.append(spec.entry.name), real_train(spec, *a, **k))[1])
+    trained, real_train = [], bench.train.jobs.train
+    monkeypatch.setattr(bench.train.jobs, "train", lambda spec, *a, **k: (trained.append(spec.entry.name), real_train(spec, *a, **k))[1])
     assert main([*run, "--resume", str(cut)]) == 0
     assert trained == ["bce"]
     for name in ("quality", "history", "per_image", "summary"):

@@ -115,12 +115,12 @@ def test_seeds_change_initial_weights_and_batches(tmp_path):
 def test_every_entry_of_a_seed_trains_on_the_same_crops(tmp_path, monkeypatch):
     """The crops (and their flips and turns) come from the seed alone: two different losses see identical
     batches in the same order; another seed sees other crops."""
-    import bench.jobs
-    import bench.train
+    import bench.train.jobs
+    import bench.train.loop
 
     batches: dict[tuple[str, int], list] = {}
     running = {}
-    real_train, real_make_batch = bench.jobs.train, bench.train.make_batch
+    real_train, real_make_batch = bench.train.jobs.train, bench.train.loop.make_batch
 
     def train(spec, *args, **kwargs):
         running["job"] = (spec.entry.name, spec.seed)
@@ -131,8 +131,8 @@ def test_every_entry_of_a_seed_trains_on_the_same_crops(tmp_path, monkeypatch):
         batches.setdefault(running["job"], []).append(batch.clone())
         return batch
 
-    monkeypatch.setattr(bench.jobs, "train", train)
-    monkeypatch.setattr(bench.train, "make_batch", make_batch)
+    monkeypatch.setattr(bench.train.jobs, "train", train)
+    monkeypatch.setattr(bench.train.loop, "make_batch", make_batch)
     assert main(["run", str(SMOKE), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse,l1",
                  "--seeds", "2", "--steps", "3"]) == 0
     assert set(batches) == {("mse", 0), ("l1", 0), ("mse", 1), ("l1", 1)}
@@ -147,8 +147,8 @@ def test_baselines_are_scored_in_every_table(smoke_run):
     PSNR is checked against skimage on the suite's own held-out crops."""
     from skimage.metrics import peak_signal_noise_ratio
 
-    from bench.data import load_images
-    from bench.suite import load_suite
+    from bench.data.images import load_images
+    from bench.config.suite import load_suite
 
     quality = pd.read_csv(smoke_run / "quality.csv").set_index("entry")
     assert quality.loc["baseline-mean-colour", "kind"] == "baseline" and quality.loc["mse", "kind"] == "trained"
@@ -167,7 +167,7 @@ def test_baselines_are_scored_in_every_table(smoke_run):
 
 
 def test_bicubic_baseline_keeps_smooth_images_and_mean_colour_is_per_crop():
-    from bench.baselines import bicubic, mean_colour
+    from bench.data.baselines import bicubic, mean_colour
 
     axis = torch.linspace(0, 1, 64)
     smooth = (0.5 + 0.3 * torch.sin(3 * axis)[None, :] * torch.cos(2 * axis)[:, None]).expand(2, 3, 64, 64)

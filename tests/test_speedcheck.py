@@ -12,10 +12,10 @@ import pytest
 
 import bench
 from bench.errors import BenchInputError
-from bench.speedcheck import baseline_commit, check_tables, load_speed, save_baseline
-from bench.speedgate import GateSettings, extract_revision, run_gate
-from bench.speedstats import compare_samples, format_verdicts, ratio_interval
-from bench.suite import load_suite
+from bench.speed.check import baseline_commit, check_tables, load_speed, save_baseline
+from bench.speed.gate import GateSettings, extract_revision, run_gate
+from bench.speed.stats import compare_samples, format_verdicts, ratio_interval
+from bench.config.suite import load_suite
 
 
 # --- statistics -------------------------------------------------------------------------------------------

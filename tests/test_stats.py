@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from bench.stats import confidence_table, paired_comparisons, t_interval
+from bench.evaluate.stats import confidence_table, paired_comparisons, t_interval
 
 
 def test_t_interval_matches_hand_computation():
@@ -58,7 +58,7 @@ def test_confidence_table_leaves_out_failed_runs():
 
 
 def test_time_to_quality_finds_the_first_evaluation_reaching_each_target():
-    from bench.stats import time_to_quality
+    from bench.evaluate.stats import time_to_quality
 
     history = pd.DataFrame({
         "entry": ["a"] * 4, "seed": [0] * 4, "step": [10, 20, 30, 40], "seconds": [1.0, 2.0, 3.0, 4.0],

@@ -11,7 +11,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchInputError
-from bench.suite import load_suite, suite_for_device
+from bench.config.suite import load_suite, suite_for_device
 
 REPO = Path(__file__).resolve().parents[1]
 

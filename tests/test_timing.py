@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.benchmark import Measurement, Timer
 
 from bench.losses import LossContext, WeightedSum, build_loss
-from bench.timing import (CALIBRATION_ENTRY, COLUMNS, PHASES, VARIANTS, CalibrationLoss, time_calibration, time_entries,
+from bench.speed.timing import (CALIBRATION_ENTRY, COLUMNS, PHASES, VARIANTS, CalibrationLoss, time_calibration, time_entries,
                           time_loss)
 
 FAST = dict(warmup=1, min_repeats=5, min_time_s=0.05)
@@ -136,7 +136,7 @@ def test_compile_reports_compile_time_apart_from_step_time():
 
 def test_cuda_backend_flags_are_restored():
     # The CUDA path needs a GPU, but its backend switches are plain attributes that CPU builds have too.
-    from bench.timing import _cuda_backend, _set_tf32, _tf32_flags
+    from bench.speed.timing import _cuda_backend, _set_tf32, _tf32_flags
 
     flags = [(torch.backends.cudnn, "benchmark"), *_tf32_flags()[0]]
     before = [getattr(owner, name) for owner, name in flags]

@@ -18,9 +18,9 @@ from bench.cli import main
 from bench.losses import loss_names, register_loss
 from bench.report import Run
 from bench.report.html import render
-from bench.suite import Entry, Term
-from bench.tables import summarize
-from bench.verdicts import holm, pairwise, psnr_gain, rank_intervals, trained_on
+from bench.config.suite import Entry, Term
+from bench.evaluate.tables import summarize
+from bench.evaluate.verdicts import holm, pairwise, psnr_gain, rank_intervals, trained_on
 
 CROPS = 16
 

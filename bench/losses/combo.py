@@ -57,7 +57,7 @@ LOSS_NETWORK_SEED = 0  # random-fallback loss networks are one fixed instrument 
 
 
 def build_entry_loss(entry, context: LossContext) -> WeightedSum:
-    """The loss module of a suite entry (``bench.suite.Entry``)."""
+    """The loss module of a suite entry (``bench.config.suite.Entry``)."""
     losses = [build_loss(term.loss, term.params, context) for term in entry.terms]
     return WeightedSum([term.label for term in entry.terms], [term.weight for term in entry.terms], losses)
 

@@ -5,7 +5,7 @@ registration, so ``bench list`` and suite validation know them) and returns an `
 function) whose ``forward(reconstruction, target)`` returns a scalar tensor. Modules that load pretrained
 networks set ``weights_used`` (``"imagenet"``, ``"random"`` or a file path) so every result row can say which.
 
-Losses from outside LossBench register the same way, while ``bench.plugins`` imports their plugin inside
+Losses from outside LossBench register the same way, while ``bench.config.plugins`` imports their plugin inside
 ``registering_as(source)``, so each loss knows where it came from and a plugin that fails to import leaves
 nothing half-registered.
 """
@@ -206,7 +206,7 @@ def _as_loss_module(info: LossInfo, loss: Any) -> nn.Module:
         loss = FunctionLoss(loss)
     if not getattr(loss, "learns_with_model", False):
         # A loss is a fixed measuring instrument unless it says otherwise: a plugin's network left trainable
-        # would otherwise be optimised with the model (bench.train learns every loss parameter that requires grad).
+        # would otherwise be optimised with the model (bench.train.loop learns every loss parameter that requires grad).
         loss.requires_grad_(False)
     if info.pretrained and not hasattr(loss, "weights_used"):
         raise BenchInputError(f"loss {info.name!r} is registered with pretrained=True but its module does not say "

@@ -96,7 +96,7 @@ class AdaptiveRobustLoss(nn.Module):
 
     alpha = alpha_low + (alpha_high - alpha_low) * sigmoid(latent), scale = softplus(latent) + scale_low, as in
     the paper's code, so any latent value is a valid loss. These two parameters must be optimised with the model
-    (``bench.train`` adds every parameter of a loss that requires grad to the optimizer; ``learns_with_model``
+    (``bench.train.loop`` adds every parameter of a loss that requires grad to the optimizer; ``learns_with_model``
     keeps ``bench.losses.build_loss`` from freezing them, as it freezes every other loss).
     """
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.results import read_table
-from bench.metrics import METRICS
-from bench.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
+from bench.evaluate.metrics import METRICS
+from bench.evaluate.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
 
 RUN_FIX = "give a run folder, results/<suite>/<timestamp>/, as printed at the end of `python -m bench run`"
 

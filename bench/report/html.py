@@ -13,9 +13,9 @@ from matplotlib.colors import to_hex
 from bench.errors import BenchInputError
 from bench.report import LABELS, Run, higher_is_better, label, load_run
 from bench.report import plots
-from bench.baselines import LEARNED_MARGIN_DB
+from bench.data.baselines import LEARNED_MARGIN_DB
 from bench.results import read_table, write_atomic
-from bench.verdicts import headline
+from bench.evaluate.verdicts import headline
 
 SECTION_IDS = ("verdict", "run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
                "psnr-curves", "training-curves", "reconstructions")

@@ -24,8 +24,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
-from bench.baselines import PREFIX as BASELINE_PREFIX
-from bench.names import file_stem
+from bench.data.baselines import PREFIX as BASELINE_PREFIX
+from bench.config.names import file_stem
 from bench.report import Run, higher_is_better, label
 
 LOG_SCALE_RATIO = 30  # above this max/min spread, linear bars hide the cheap losses

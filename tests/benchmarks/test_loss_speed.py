@@ -4,7 +4,7 @@ Small by default (batch 1 at 128 x 128, one thread) so a plain ``pytest`` run st
 running each loss; ``LOSSBENCH_BENCH_RES=512`` raises the resolution and ``LOSSBENCH_BENCH_THREADS=0``
 leaves torch's thread count alone. Time only these with
 ``pytest tests/benchmarks --benchmark-only``; keep and compare runs with ``--benchmark-autosave`` and
-``--benchmark-compare``. The suite-level timings with calibration and variants are ``bench.timing``'s.
+``--benchmark-compare``. The suite-level timings with calibration and variants are ``bench.speed.timing``'s.
 """
 
 import os
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench.losses import LossContext, build_loss, get_loss_info, loss_names
-from bench.timing import scalar_loss
+from bench.speed.timing import scalar_loss
 
 RESOLUTION = int(os.environ.get("LOSSBENCH_BENCH_RES", "128"))
 THREADS = int(os.environ.get("LOSSBENCH_BENCH_THREADS", "1"))

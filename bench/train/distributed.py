@@ -1,6 +1,6 @@
 """Entries x seeds as Ray jobs: `bench run --workers N` (local Ray) or `--ray-address ADDR` (a cluster).
 
-Each Ray actor loads the driver's loss plugins (``bench.plugins``), holds one ``bench.jobs.Trainer`` (loss
+Each Ray actor loads the driver's loss plugins (``bench.config.plugins``), holds one ``bench.train.jobs.Trainer`` (loss
 networks, images and initial models built once per actor) and returns plain ``JobResult`` records; the driver alone writes the run folder, so files stay atomic
 and resume works as in a single-process run. Ray is an optional extra: ``pip install -e ".[distributed]"``.
 """
@@ -13,10 +13,10 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from bench.errors import BenchInputError
-from bench.jobs import JobResult
-from bench.plan import RunSpec
-from bench.plugins import command_line_plugins, load_plugins
-from bench.suite import Suite
+from bench.train.jobs import JobResult
+from bench.config.plan import RunSpec
+from bench.config.plugins import command_line_plugins, load_plugins
+from bench.config.suite import Suite
 
 
 def _import_ray():
@@ -62,8 +62,8 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
 
 class _TrainerActor:
     def __init__(self, suite: Suite, device: str, threads: int, plugins: Sequence[str], deterministic: bool) -> None:
-        from bench.jobs import Trainer
-        from bench.reproducibility import make_deterministic
+        from bench.train.jobs import Trainer
+        from bench.train.reproducibility import make_deterministic
 
         load_plugins(plugins)
         torch.set_num_threads(threads)

@@ -1,5 +1,5 @@
 """Training crops and held-out evaluation crops from bundled photographs, a folder of images or a named dataset
-(bench.datasets: fetched once, then read from the cache).
+(bench.data.datasets: fetched once, then read from the cache).
 
 Photographs are split once, by name, into training and held-out photographs (the same for every seed), or, with
 ``data.eval_source``, training uses every photograph of ``data.source`` and evaluation every one of the other
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchInputError
-from bench.suite import DataConfig
+from bench.config.suite import DataConfig
 
 # Photographs that ship inside scikit-image's wheel (no download); grayscale ones are expanded to RGB.
 BUNDLED_PHOTOS = (
@@ -125,7 +125,7 @@ def folder_photos(folder: Path) -> list[tuple[str, Callable[[], np.ndarray]]]:
 def dataset_photos(name: str, cache: Path | None, progress: bool) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """A named dataset's photographs, in name order, fetched into the cache first if they are not there; a .zip
     is read member by member, never unpacked."""
-    from bench.datasets import DATASETS, fetch
+    from bench.data.datasets import DATASETS, fetch
 
     folder = fetch(name, cache, progress)
     photos = []

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.baselines import LEARNED_MARGIN_DB, PREFIX
+from bench.data.baselines import LEARNED_MARGIN_DB, PREFIX
 
 ALPHA = 0.05
 IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving

@@ -6,7 +6,7 @@ ratio of the two. So, as ``asv continuous`` does, the gate times both versions o
 
 1. The baseline revision's ``bench`` package is extracted from git (``git archive``) into a temporary
    folder; the candidate is the ``bench`` package running this command (uncommitted changes included).
-2. Worker processes (``bench/speedgate_worker.py``), ``processes`` per side, build every entry's loss
+2. Worker processes (``bench/speed/gate_worker.py``), ``processes`` per side, build every entry's loss
    from their side's code and wait for requests; only one works at a time. Identical code in two
    processes can differ by several percent for good (memory layout, which core, what it shares a cache
    with: 12% seen here for MSE), so rounds go to each side's processes in turn and that spread shows
@@ -16,7 +16,7 @@ ratio of the two. So, as ``asv continuous`` does, the gate times both versions o
    from one loss and round to the next. Load that comes and goes on a shared machine then falls on both
    sides alike, and a block long enough to span many scheduler ticks averages per-call overhead, so
    even sub-millisecond losses give a steady per-call time.
-4. ``bench.speedstats`` gives each loss a verdict from the two samples of ``rounds`` blocks.
+4. ``bench.speed.stats`` gives each loss a verdict from the two samples of ``rounds`` blocks.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import pandas as pd
 
 import bench
 from bench.errors import BenchInputError
-from bench.plugins import command_line_plugins
-from bench.speedstats import ALPHA, MIN_FACTOR, compare_samples
-from bench.suite import Suite
+from bench.config.plugins import command_line_plugins
+from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
+from bench.config.suite import Suite
 
-WORKER = Path(__file__).with_name("speedgate_worker.py")
+WORKER = Path(__file__).with_name("gate_worker.py")
 SIDES = ("baseline", "candidate")
 
 
@@ -89,7 +89,7 @@ def run_gate(suite: Suite, baseline_ref: str, *, candidate_ref: str | None = Non
 
 def verdict_table(samples: pd.DataFrame, *, suite_order: list[str], min_factor: float = MIN_FACTOR,
                   alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per entry (in ``suite_order``): ``bench.speedstats.compare_samples`` of its two sides."""
+    """One row per entry (in ``suite_order``): ``bench.speed.stats.compare_samples`` of its two sides."""
     rows = []
     for entry in suite_order:
         mine = samples[samples["entry"] == entry]

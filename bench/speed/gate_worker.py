@@ -1,11 +1,12 @@
 """One side of the speed gate: times losses from the ``bench`` package under ROOT, on request.
 
-Run as a script, ``python speedgate_worker.py ROOT``, by ``bench.speedgate``, once for the baseline code
+Run as a script, ``python gate_worker.py ROOT``, by ``bench.speed.gate``, once for the baseline code
 (an extracted git revision) and once for the candidate. Both sides run this same file, so the timing loop
 is identical and only the loss code differs. It uses nothing of ``bench`` but the loss registry's stable
 surface (``build_loss``, ``LossContext``, ``WeightedSum``), so an older revision can be the baseline. Both
 sides load the same loss plugins (the installed ones, and those passed with -p/--plugin) through their own
-``bench.plugins``; a revision without it cannot, and its plugin entries are reported as such ("new").
+``bench.config.plugins`` (``bench.plugins`` in revisions before the packages); a revision without it cannot,
+and its plugin entries are reported as such ("new").
 
 Protocol: one JSON object per line on stdin, one reply per line on stdout.
   {"op": "setup", "entries": [{"name", "terms": [{"loss", "weight", "params"}]}], "resolution",
@@ -39,7 +40,7 @@ def main(root: str) -> None:
 
 class _OnlyFrom:
     """Finds ``bench`` and its submodules in ROOT alone. An editable install's finder would otherwise hand a
-    baseline that lacks a module (a newer loss file, bench.plugins) the checked-out code's one."""
+    baseline that lacks a module (a newer loss file, bench.config.plugins) the checked-out code's one."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -85,9 +86,14 @@ def setup(state: dict, *, entries, resolution, batch_size, device, threads, seed
 def plugins_problem(plugins) -> str:
     """Load the loss plugins with this side's ``bench``; what went wrong, as a note for the entries it costs."""
     try:
-        from bench.plugins import load_plugins as load
+        from bench.config.plugins import load_plugins as load
     except ImportError:
-        return "; this revision of bench cannot load loss plugins (it predates bench.plugins)"
+        # The baseline is often a revision from before bench/ was grouped into packages, where this module was
+        # bench.plugins; both layouts must work, since the gate times old commits against the running code.
+        try:
+            from bench.plugins import load_plugins as load
+        except ImportError:
+            return "; this revision of bench cannot load loss plugins (it predates bench.plugins)"
     try:
         load(plugins)
     except Exception as error:  # noqa: BLE001 - reported with the entries that need the plugin

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.suite import DataConfig, Entry, ModelConfig, Suite, TrainConfig, apply_overrides
+from bench.config.suite import DataConfig, Entry, ModelConfig, Suite, TrainConfig, apply_overrides
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.data import EVAL_NOISE_SEED, add_noise
-from bench.suite import BASELINE_PREFIX
+from bench.data.images import EVAL_NOISE_SEED, add_noise
+from bench.config.suite import BASELINE_PREFIX
 
 PREFIX = BASELINE_PREFIX  # entry names starting with this are reserved for baselines
 LEARNED_MARGIN_DB = 1.0  # an entry "learned" when its mean PSNR beats the trivial baseline by at least this

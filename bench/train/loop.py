@@ -13,10 +13,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from bench.data import EVAL_NOISE_SEED, ImageSet, add_noise, crop_schedule, make_batch
+from bench.data.images import EVAL_NOISE_SEED, ImageSet, add_noise, crop_schedule, make_batch
 from bench.losses import WeightedSum
-from bench.metrics import psnr
-from bench.plan import RunSpec
+from bench.evaluate.metrics import psnr
+from bench.config.plan import RunSpec
 from bench.results import write_atomic
 
 

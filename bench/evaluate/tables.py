@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.metrics import METRICS
-from bench.stats import confidence_table
-from bench.verdicts import add_verdicts
+from bench.evaluate.metrics import METRICS
+from bench.evaluate.stats import confidence_table
+from bench.evaluate.verdicts import add_verdicts
 
 QUALITY_COLUMNS = tuple(METRICS)  # every metric a run may have computed; a run's own are those in its tables
 HIGHER_IS_BETTER = {name: metric.higher_is_better for name, metric in METRICS.items()}
@@ -33,7 +33,7 @@ def summarize(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFram
 def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
                          history: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per entry and baseline: mean quality over seeds with its 95% interval, the loss's fwd+bwd time,
-    the verdicts of ``bench.verdicts`` and a rank by mean among the entries that learned (1 = best); and the
+    the verdicts of ``bench.evaluate.verdicts`` and a rank by mean among the entries that learned (1 = best); and the
     pairwise comparisons (pairwise.csv) behind the verdicts."""
     if quality.empty:
         return pd.DataFrame(), pd.DataFrame()

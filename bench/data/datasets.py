@@ -173,6 +173,6 @@ def unavailable(dataset: Dataset, folder: Path, file: str, error: Exception) -> 
         fix=f"run `python -m bench fetch {dataset.name}` where the internet is reachable (e.g. a login node) with "
             f"the same cache folder, or download {listing} from {dataset.base_url} by hand and place "
             f"{'it' if len(files) == 1 else 'them'} in "
-            f"{folder}/ (each is checked against its SHA-256 in bench/datasets.py); ${ENV_CACHE} or data.cache "
+            f"{folder}/ (each is checked against its SHA-256 in bench/data/datasets.py); ${ENV_CACHE} or data.cache "
             f"choose another cache folder",
     )

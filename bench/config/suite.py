@@ -15,12 +15,12 @@ from typing import Any, Mapping
 
 from pandas._libs.parsers import STR_NA_VALUES  # the default na_values of read_csv (no public name)
 
-from bench.datasets import DATASETS
+from bench.data.datasets import DATASETS
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
-from bench.metrics import DEFAULT_METRICS, METRICS
-from bench.names import check_distinct_stems, check_entry_name, check_suite_name
-from bench.timing import VARIANTS as TIMING_VARIANTS
+from bench.evaluate.metrics import DEFAULT_METRICS, METRICS
+from bench.config.names import check_distinct_stems, check_entry_name, check_suite_name
+from bench.speed.timing import VARIANTS as TIMING_VARIANTS
 
 try:
     import tomllib
@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
-BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.baselines)
+BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.data.baselines)
 BOTTLENECKS = ("conv", "linear")
 TASKS = ("autoencode", "denoise")
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
@@ -38,7 +38,7 @@ NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_c
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "bundled"  # "bundled" (offline sample photos), "folder", or a named dataset (bench.datasets)
+    source: str = "bundled"  # "bundled" (offline sample photos), "folder", or a named dataset (bench.data.datasets)
     path: str | None = None  # folder of png/jpg images (source = "folder"), relative to the suite file
     eval_source: str | None = None  # evaluate on every photograph of this source instead of holding some out
     eval_path: str | None = None  # folder of images (eval_source = "folder"), relative to the suite file
@@ -87,7 +87,7 @@ class TimingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    compute: tuple[str, ...] = DEFAULT_METRICS  # held-out metrics (bench.metrics.METRICS); PSNR always
+    compute: tuple[str, ...] = DEFAULT_METRICS  # held-out metrics (bench.evaluate.metrics.METRICS); PSNR always
     lpips_net: str = "alex"
     lpips_weights: str = "auto"
     dists_weights: str = "auto"  # "auto": DISTS only where its trained weights load; "random" or a path: always
@@ -139,7 +139,7 @@ class Suite:
     entries: tuple[Entry, ...]
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]  # device type -> section -> key -> value
     description: str = ""
-    requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.plugins); a suite never loads code
+    requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.config.plugins); a suite never loads code
     text: str = ""  # the TOML the suite was parsed from, copied into every run folder
 
 
@@ -368,7 +368,7 @@ def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
 
 
 def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
-    from bench.plugins import check_required
+    from bench.config.plugins import check_required
 
     if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
         raise BenchInputError(f"requires must be a list of plugin names, got {value!r}", where=where,

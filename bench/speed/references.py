@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 
 from bench.losses import LossContext, build_loss
-from bench.speed import timing_threads
-from bench.suite import Suite
-from bench.timing import time_entries
+from bench.speed.suite import timing_threads
+from bench.config.suite import Suite
+from bench.speed.timing import time_entries
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

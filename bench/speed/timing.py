@@ -10,7 +10,7 @@ How it measures (the choices follow ``triton.testing.do_bench`` and ``torch.util
 * Warm-up steps run first and are not recorded. Then steps repeat until both ``min_repeats`` and
   ``min_time_s`` are reached, or ``max_repeats``. Statistics are median, IQR and min: a median resists the
   occasional slow outlier (a page fault, another process) that drags a mean. ``samples_ms`` keeps every
-  repeat (space-separated), so ``bench check`` can test two tables with ``bench.speedstats``.
+  repeat (space-separated), so ``bench check`` can test two tables with ``bench.speed.stats``.
 * CUDA: ``torch.cuda.Event`` pairs around forward and backward, synchronised only after a step, so the
   timed region is GPU time with no host round-trip in it. The L2 cache is flushed before each step by
   zeroing a 256 MB buffer, so a loss cannot look fast by finding its inputs still cached. cuDNN autotuning
@@ -33,7 +33,7 @@ How it measures (the choices follow ``triton.testing.do_bench`` and ``torch.util
   total-phase median and min. Interleaved step by step, both see the same machine: on a shared machine,
   load comes and goes in bursts that a calibration timed before or after the loss would miss.
   ``min_ms / calibration_min_ms`` is a rough machine-independent speed, kept in the baseline record
-  (``bench.speedcheck.save_baseline``); it is not what the regression gate compares (``bench.speedgate``).
+  (``bench.speed.check.save_baseline``); it is not what the regression gate compares (``bench.speed.gate``).
 
 Variants (``VARIANTS``): ``fp32``; ``tf32`` (TF32 matmul and cuDNN on CUDA; on CPU identical to fp32 but
 labelled so); ``bf16`` (``torch.autocast`` to bfloat16 around the forward); ``channels_last`` (inputs and a

@@ -14,17 +14,17 @@ import pandas as pd
 import torch
 
 from bench import results
-from bench.baselines import LEARNED_MARGIN_DB, baselines_for
-from bench.datasets import DATASETS, cache_root
+from bench.data.baselines import LEARNED_MARGIN_DB, baselines_for
+from bench.data.datasets import DATASETS, cache_root
 from bench.errors import BenchInputError
-from bench.jobs import Trainer
-from bench.names import entry_file
-from bench.plan import RunSpec, make_plan
-from bench.speed import MODEL_ENTRY, time_suite, time_training_step
-from bench.stats import time_to_quality
-from bench.suite import Suite, profile_name, resolve_suite_path, suite_for_device
-from bench.tables import metric_table, summarize_with_pairs
-from bench.verdicts import headline
+from bench.train.jobs import Trainer
+from bench.config.names import entry_file
+from bench.config.plan import RunSpec, make_plan
+from bench.speed.suite import MODEL_ENTRY, time_suite, time_training_step
+from bench.evaluate.stats import time_to_quality
+from bench.config.suite import Suite, profile_name, resolve_suite_path, suite_for_device
+from bench.evaluate.tables import metric_table, summarize_with_pairs
+from bench.evaluate.verdicts import headline
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -165,7 +165,7 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
     quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
     image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
     if distributed:
-        from bench.distributed import run_on_ray
+        from bench.train.distributed import run_on_ray
 
         outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
                               deterministic=deterministic, log=log)
@@ -202,7 +202,7 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
     trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
     untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
     if timing and untimed:
-        from bench.references import time_references
+        from bench.speed.references import time_references
 
         timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
         if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 
 from bench.losses import build_suite_losses
-from bench.model import build_model
-from bench.suite import Suite
-from bench.timing import COLUMNS, time_entries
+from bench.train.model import build_model
+from bench.config.suite import Suite
+from bench.speed.timing import COLUMNS, time_entries
 
 
 def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None] = print,

@@ -1,6 +1,6 @@
 """One training job (a RunSpec) from initial weights to plain result records.
 
-The same ``Trainer`` runs in the driver process or inside a Ray worker (bench.distributed); it only returns
+The same ``Trainer`` runs in the driver process or inside a Ray worker (bench.train.distributed); it only returns
 records, and the driver alone writes the run folder.
 """
 
@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
-from bench.baselines import Baseline
-from bench.data import ImageSet, load_images
+from bench.data.baselines import Baseline
+from bench.data.images import ImageSet, load_images
 from bench.errors import BenchInputError
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
-from bench.metrics import QualityMetrics
-from bench.model import build_model
-from bench.names import entry_file
-from bench.plan import RunSpec
-from bench.suite import Suite, resolve_suite_path
-from bench.train import Diverged, reconstruct, train
-from bench.verdicts import trained_on
+from bench.evaluate.metrics import QualityMetrics
+from bench.train.model import build_model
+from bench.config.names import entry_file
+from bench.config.plan import RunSpec
+from bench.config.suite import Suite, resolve_suite_path
+from bench.train.loop import Diverged, reconstruct, train
+from bench.evaluate.verdicts import trained_on
 
 
 @dataclass

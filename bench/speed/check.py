@@ -1,8 +1,8 @@
 """Speed tables compared, and the baseline record.
 
 ``check_tables`` compares two ``speed.csv`` tables (a user's own runs, e.g. before and after a change) per
-entry x variant with ``bench.speedstats.compare_samples`` on their fwd+bwd repeats (``samples_ms``). The
-two runs were not interleaved, so time them on the same quiet machine; CI's gate (``bench.speedgate``)
+entry x variant with ``bench.speed.stats.compare_samples`` on their fwd+bwd repeats (``samples_ms``). The
+two runs were not interleaved, so time them on the same quiet machine; CI's gate (``bench.speed.gate``)
 times both code versions interleaved instead.
 
 ``save_baseline`` writes a record of one run (the commit, each loss's times and its ratio to the
@@ -22,7 +22,7 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.results import write_atomic
-from bench.speedstats import ALPHA, MIN_FACTOR, compare_samples
+from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
 
 REGENERATE = "python -m bench speed {suite} --device cpu --save-baseline {path}"
 _KEY = ["entry", "variant"]
@@ -50,7 +50,7 @@ def load_speed(source: SpeedSource) -> pd.DataFrame:
     missing = [column for column in _REQUIRED if column not in frame.columns]
     if missing:
         raise BenchInputError(f"speed table lacks columns {', '.join(missing)}", where=where,
-                              fix="use a table written by `python -m bench speed` (bench.timing.time_entries)")
+                              fix="use a table written by `python -m bench speed` (bench.speed.timing.time_entries)")
     return frame
 
 
@@ -113,7 +113,7 @@ def check_tables(candidate: SpeedSource, baseline: SpeedSource, *, min_factor: f
                  alpha: float = ALPHA) -> tuple[pd.DataFrame, bool]:
     """Each entry x variant of two speed tables compared on their fwd+bwd repeats; passed = none SLOWER.
 
-    Columns: entry, variant, then ``bench.speedstats.compare_samples``'s. Entries in one table only are
+    Columns: entry, variant, then ``bench.speed.stats.compare_samples``'s. Entries in one table only are
     ``new`` or ``missing`` and do not fail the check.
     """
     tables = {"candidate": _totals(load_speed(candidate)), "baseline": _totals(load_speed(baseline))}
@@ -139,7 +139,7 @@ def _totals(frame: pd.DataFrame) -> pd.DataFrame:
     totals = frame[frame["phase"] == "total"].copy()
     if totals.empty:
         raise BenchInputError("speed table has no total-phase rows", where="speed table",
-                              fix="use a table written by `python -m bench speed` (bench.timing.time_entries)")
+                              fix="use a table written by `python -m bench speed` (bench.speed.timing.time_entries)")
     duplicated = totals.duplicated(_KEY)
     if duplicated.any():
         twice = ", ".join(f"{e} [{v}]" for e, v in totals.loc[duplicated, _KEY].itertuples(index=False))
