@@ -150,7 +150,7 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     ``overrides``: ``device``, ``steps``, ``only``, ``seed`` or ``seeds`` (as the command line's flags).
     ``plugins``: module names or ``.py`` files that register losses (``-p``); Ray workers load them too.
     ``deterministic``: Ray workers turn on deterministic kernels (call
-    ``bench.train.reproducibility.make_deterministic()`` for this process, as ``--deterministic`` does).
+    ``bench.train.process.make_deterministic()`` for this process, as ``--deterministic`` does).
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
     be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
     from bench.train.runner import run_suite

@@ -190,7 +190,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     suite = load_with_overrides(args)
     if args.deterministic:
-        from bench.train.reproducibility import make_deterministic
+        from bench.train.process import make_deterministic
 
         make_deterministic()
     try:

@@ -63,7 +63,7 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
 class _TrainerActor:
     def __init__(self, suite: Suite, device: str, threads: int, plugins: Sequence[str], deterministic: bool) -> None:
         from bench.train.jobs import Trainer
-        from bench.train.reproducibility import make_deterministic
+        from bench.train.process import make_deterministic
 
         load_plugins(plugins)
         torch.set_num_threads(threads)
