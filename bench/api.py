@@ -142,13 +142,16 @@ def open_run(folder: str | Path) -> RunResult:
 def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), timing: bool = True,
         progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
         workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-        report: bool = True,
+        concurrent: int | None = None, threads: int | None = None, report: bool = True,
         argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
     """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
     folder under ``out``, as ``python -m bench run`` does; returns its tables.
 
     ``overrides``: ``device``, ``steps``, ``only``, ``seed`` or ``seeds`` (as the command line's flags).
     ``plugins``: module names or ``.py`` files that register losses (``-p``); Ray workers load them too.
+    ``concurrent``: trainings at once on this machine's device, each in a worker process (None: chosen from the
+    device, its memory and each entry's measured step); ``threads``: CPU threads per training (None: the cores
+    shared out evenly). Results depend on ``threads``, not on ``concurrent``.
     ``deterministic``: Ray workers turn on deterministic kernels (call
     ``bench.train.process.make_deterministic()`` for this process, as ``--deterministic`` does).
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
@@ -161,6 +164,12 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     suite = with_overrides(suite, **overrides)
     if workers < 1:
         raise BenchInputError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
+    for name, value in (("--concurrent", concurrent), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise BenchInputError(f"{name} must be at least 1, got {value}", where=name, fix=f"e.g. {name} 2")
+    if concurrent is not None and (workers > 1 or ray_address is not None):
+        raise BenchInputError("--concurrent packs trainings on this machine's device; Ray runs use --workers",
+                              where="--concurrent", fix="drop --concurrent, or drop --workers/--ray-address")
     if force and not resume:
         raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
     if gpus is not None and workers == 1 and ray_address is None:
@@ -169,7 +178,7 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     outcome = run_suite(suite, results_root=Path(out), argv=list(argv) if argv is not None else ["run", str(suite.path)],
                         timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
                         fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
-                        deterministic=deterministic, log=log)
+                        deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
     if report:
         from bench.report import write_report
 

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--deterministic", action="store_true",
                      help="GPU: deterministic kernels only (slower); CPU runs are deterministic already")
     run.add_argument("--no-timing", action="store_true", help="skip the loss speed measurement")
+    run.add_argument("--concurrent", type=_at_least_one, metavar="N",
+                     help="trainings at once on this machine's device, each in a worker process (default: chosen "
+                          "from the device, its memory and each entry's measured step; 1: all in this process)")
+    run.add_argument("--threads", type=_at_least_one, metavar="T",
+                     help="CPU threads per training (default: the cores shared out among the trainings at once); "
+                          "results on a CPU depend on this, not on --concurrent")
     scale = run.add_argument_group("scale out with Ray (pip install -e \".[distributed]\")")
     scale.add_argument("--workers", type=int, default=1, help="run N trainings at once on a local Ray instance "
                                                               "(one GPU each on a GPU machine)")
@@ -158,6 +164,16 @@ def _add_verdict_options(command: argparse.ArgumentParser) -> None:
                          help=f"significance level of the Mann-Whitney U test (default {ALPHA})")
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _add_plugin_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
                          help="load losses from a module (-p my_losses) or a .py file (--plugin path/losses.py); "
@@ -196,7 +212,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         result = api.run(suite, out=args.out, timing=not args.no_timing, progress=not args.no_progress,
                          resume=args.resume, force=args.force, fail_fast=args.fail_fast, workers=args.workers,
-                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic, argv=argv)
+                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic,
+                         concurrent=args.concurrent, threads=args.threads, argv=argv)
     except RunStopped as stopped:
         print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
         print(f"finished entries are saved in {stopped.folder}\n"

@@ -131,15 +131,11 @@ class Trainer:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return JobResult({**row, **failed(reason, None)}, [], None, traceback="".join(traceback.format_exception(error)))
 
-    def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
-        """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every).
-
-        Whatever the entry's loss (or its factory) raises fails this entry alone, with the message in ``error``
-        and the traceback in the result; a file that cannot be written (BenchInputError), Ctrl-C and
-        SystemExit stop the run."""
+    def row(self, spec: RunSpec) -> dict:
+        """The quality.csv columns a training of ``spec`` records whatever its outcome."""
         images = self.images(spec)
         loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
-        row = {
+        return {
             "entry": spec.entry.name, "seed": spec.seed, "kind": "trained", "formula": spec.entry.formula,
             "trained_on": trained_on(spec.entry), "task": spec.task, "profile": spec.profile,
             "resolution": spec.data.resolution, "scale": spec.data.scale, "bottleneck": spec.model.bottleneck,
@@ -150,6 +146,21 @@ class Trainer:
             "loss_weights": getattr(loss_fn, "weights_used", "none"),
             "loss_config": getattr(loss_fn, "loss_config", ""), **data_columns(spec, images),
         }
+
+    def lost(self, spec: RunSpec, reason: str) -> JobResult:
+        """``spec`` failed outside the loss and model code: its training process died (killed for memory, or a
+        crash in native code) with ``reason``."""
+        return JobResult({**self.row(spec), **failed(reason, None)}, [], None)
+
+    def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
+        """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every).
+
+        Whatever the entry's loss (or its factory) raises fails this entry alone, with the message in ``error``
+        and the traceback in the result; a file that cannot be written (BenchInputError), Ctrl-C and
+        SystemExit stop the run."""
+        images = self.images(spec)
+        loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
+        row = self.row(spec)
         if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses), for every seed
             return self._failed(row, loss_fn)
         try:

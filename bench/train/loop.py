@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from bench.data.images import EVAL_NOISE_SEED, ImageSet, add_noise, crop_schedule, make_batch
+from bench.data.images import EVAL_NOISE_SEED, ImageSet, PhotoPixels, add_noise, crop_schedule, make_batch
 from bench.losses import WeightedSum
 from bench.evaluate.metrics import psnr
 from bench.config.plan import RunSpec
 from bench.results import write_atomic
+from bench.train.average import WeightAverage
 
 
 class Diverged(RuntimeError):
@@ -63,14 +63,15 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     if any(parameter.requires_grad for parameter in loss_fn.parameters()):
         loss_fn = copy.deepcopy(loss_fn)
     learnable = [parameter for parameter in loss_fn.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.Adam([*model.parameters(), *learnable], lr=spec.train.lr)
+    # The fused kernel updates every parameter in one pass; the per-parameter loop is the fallback elsewhere.
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam([*model.parameters(), *learnable], lr=spec.train.lr, fused=fused or None)
     # With train.ema, an exponential moving average of the weights (and buffers) is what gets evaluated.
-    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec.train.ema), use_buffers=True)
-                if spec.train.ema else None)
+    averaged = WeightAverage(model, spec.train.ema) if spec.train.ema else None
     evaluated = averaged.module if averaged is not None else model
-    photos, eval_images = tuple(photo.to(device) for photo in images.train), images.eval.to(device)
+    photos, eval_images = PhotoPixels.pack(images.train, device), images.eval.to(device)
     side = spec.data.resolution
-    schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in photos], side, spec.train.batch_size,
+    schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in images.train], side, spec.train.batch_size,
                              spec.train.steps, spec.seed, spec.data.flip, spec.data.rotate)
     saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.is_file() else {}
     if saved:
@@ -107,7 +108,7 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
         loss.backward()
         optimizer.step()
         if averaged is not None:
-            averaged.update_parameters(model)
+            averaged.update()
         non_finite |= ~torch.isfinite(loss.detach())
 
         is_last = step == spec.train.steps

@@ -17,7 +17,9 @@ from bench import results
 from bench.data.baselines import LEARNED_MARGIN_DB, baselines_for
 from bench.data.datasets import DATASETS, cache_root
 from bench.errors import BenchInputError
+from bench.config.plugins import command_line_plugins
 from bench.train.jobs import Trainer
+from bench.train.pool import plan_packing, train_all
 from bench.config.names import entry_file
 from bench.config.plan import RunSpec, make_plan
 from bench.speed.suite import MODEL_ENTRY, time_suite, time_training_step
@@ -87,7 +89,7 @@ def run_suite(suite: Suite, **options) -> RunOutcome:
 def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
                resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
                ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-               log=print) -> RunOutcome:
+               concurrent: int | None = None, threads: int | None = None, log=print) -> RunOutcome:
     device = resolve_device(suite.device)
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
@@ -124,7 +126,7 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
     try:
         return _run(folder, suite, plan, trainer, images, env, quality_rows, history_rows, image_rows, speed,
                     timing=timing, fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
-                    deterministic=deterministic, log=log)
+                    deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
     except KeyboardInterrupt:
         raise RunStopped(folder) from None
     except results.WriteFailed as error:
@@ -134,16 +136,21 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
 def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, images: dict, env: dict,
          quality_rows: list[dict], history_rows: list[dict], image_rows: list[dict], speed: pd.DataFrame, *,
          timing: bool, fail_fast: bool, workers: int, ray_address: str | None, gpus: str | None,
-         deterministic: bool, log) -> RunOutcome:
+         deterministic: bool, concurrent: int | None, threads: int | None, log) -> RunOutcome:
     """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
     and writes the summary tables."""
     distributed, device = workers > 1 or ray_address is not None, trainer.device
     results.copy_suite(suite, folder)
-    results.write_json(folder / "environment.json", env)
     done = {(row["entry"], row["seed"]) for row in quality_rows}
     todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]
+    if not distributed:
+        packing, todo = plan_packing(todo, trainer, concurrent, threads)
+        env.update(trainings_at_once=packing.trainings, threads_per_training=packing.threads)
+    results.write_json(folder / "environment.json", env)
     log(f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
         f"on {env['device_name']} ({device}); results -> {folder}")
+    if not distributed and packing.trainings > 1:
+        log(f"  {packing.trainings} at once, {packing.threads} thread(s) each ({packing.reason})")
     for data, image_set in images.items():
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
 
@@ -170,7 +177,8 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
         outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
                               deterministic=deterministic, log=log)
     else:
-        outcomes = (trainer.run(spec, checkpoints=folder / "checkpoints") for spec in todo)
+        outcomes = train_all(todo, trainer, packing, plugins=command_line_plugins(), deterministic=deterministic,
+                             checkpoints=folder / "checkpoints")
     for outcome in outcomes:
         row = outcome.row
         if outcome.reconstructions is not None:
