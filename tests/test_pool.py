@@ -39,6 +39,8 @@ def test_packed_trainings_give_the_tables_of_one_by_one(tmp_path):
     alone = run_folder(tmp_path / "alone", "--concurrent", "1", "--threads", "1")
     env = json.loads((packed / "environment.json").read_text())
     assert (env["trainings_at_once"], env["threads_per_training"]) == (2, 1)
+    assert "2 trainings at once, 1 thread(s) each" in (packed / "report.html").read_text()
+    assert "trainings at once" not in (alone / "report.html").read_text()
     for table in ("quality", "history", "per_image", "summary"):
         pd.testing.assert_frame_equal(without_times(pd.read_csv(packed / f"{table}.csv")),
                                       without_times(pd.read_csv(alone / f"{table}.csv")), check_exact=True)

@@ -416,7 +416,9 @@ def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, cod
     suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", f"stops:{loss}", "l1:l1"))
                      .replace("seeds = [0, 1]", "seeds = [0]"))
     try:
-        returned = main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"])
+        # One process: packed, a loss's own KeyboardInterrupt would end only its worker (a real Ctrl-C reaches
+        # the driver, which ends the workers); a run that packs measures each loss's step before training.
+        returned = main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--concurrent", "1"])
     except SystemExit as exit:
         returned = exit.code
     assert returned == code

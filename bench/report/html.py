@@ -234,7 +234,9 @@ def _run_summary(run: Run) -> str:
     items = [
         ("suite", f"{get('suite')} ({get('suite_file')}, sha256 {str(get('suite_sha256'))[:12]})"),
         ("command", get("command")),
-        ("device", f"{get('device_name')} ({get('device')}, {get('cpu_threads')} CPU threads)"),
+        ("device", f"{get('device_name')} ({get('device')}, {get('cpu_threads')} CPU threads)"
+                   + (f"; {env['trainings_at_once']} trainings at once, {env['threads_per_training']} thread(s) each"
+                      if env.get("trainings_at_once", 1) > 1 else "")),
         ("software", f"torch {get('torch')}, CUDA {get('cuda')}, Python {get('python')}, {get('platform')}"),
         ("git commit", get("git_commit")),
         ("time", f"{started} to {finished}: {_duration(env)}"),

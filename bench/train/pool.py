@@ -21,6 +21,7 @@ import copy
 import multiprocessing
 import os
 import pickle
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -33,9 +34,10 @@ from bench.config.plan import RunSpec
 from bench.config.suite import Suite
 from bench.train.jobs import JobResult, Trainer
 
-# Packing pays once the trainings outlast the workers' start-up (importing torch and building every loss
-# network again in each worker: a few seconds); below this much estimated training a run stays in one process.
-MIN_PACKED_SECONDS = 60.0
+# Packing pays once the trainings outlast the workers' start-up: a worker imports torch and builds every loss
+# network of the suite again, 6-8 s on a 2-core VM (the CPU profiles of all_losses.toml and of its miniature).
+# Below twice that much estimated training a run stays in one process.
+MIN_PACKED_SECONDS = 15.0
 # Trainings per GPU when the count is chosen automatically: each worker holds a CUDA context and a copy of the
 # loss networks; the GPU interleaves the workers' kernels.
 TRAININGS_PER_GPU = 4
@@ -78,12 +80,12 @@ def resident_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def step_seconds(trainer: Trainer, spec: RunSpec, with_loss: bool) -> float:
-    """Seconds of one training step of ``spec`` (forward and backward on a training batch), the second of two so
-    that one-off set-up is left out: of the model alone, or with the entry's loss (0 for a loss that could not
-    be built or that raises: its training reports that)."""
+def step_seconds(trainer: Trainer, spec: RunSpec) -> float:
+    """Seconds of one training step of ``spec`` (model and loss forward and backward on a training batch), the
+    second of two so that one-off set-up is left out; 0 for a loss that could not be built or that raises (its
+    training reports why)."""
     loss_fn = trainer.losses(spec.data.resolution)[spec.entry.name]
-    if with_loss and isinstance(loss_fn, Exception):
+    if isinstance(loss_fn, Exception):
         return 0.0
     model = copy.deepcopy(trainer.initial_model(spec)).to(trainer.device).train()
     shape = (spec.train.batch_size, 3, spec.data.resolution, spec.data.resolution)
@@ -92,7 +94,7 @@ def step_seconds(trainer: Trainer, spec: RunSpec, with_loss: bool) -> float:
     for _ in range(2):
         started = time.perf_counter()
         try:
-            loss = loss_fn(model(batch), batch)[0] if with_loss else model(batch).mean()
+            loss, _ = loss_fn(model(batch), batch)
             torch.autograd.grad(loss, list(model.parameters()))  # a loss's own parameters keep no gradient
         except Exception:
             return 0.0
@@ -137,16 +139,17 @@ def plan_packing(specs: Sequence[RunSpec], trainer: Trainer, requested: int | No
                  threads: int | None) -> tuple[Packing, list[RunSpec]]:
     """The packing for ``specs`` and the order to hand them out: seed by seed as planned (a stopped run still
     compares every entry of the first seed), the costliest first within a seed when several run at once, so the
-    cheap ones fill the end. Whether to pack is judged on the model's step alone, a floor of every entry's (no
-    loss code runs before the trainings of a run that stays in one process)."""
+    cheap ones fill the end. Each entry's step is measured once, in this process, unless one training at a time
+    was asked for."""
+    if requested == 1:
+        return choose_packing(1, threads, trainer, specs, {}), list(specs)
     first = {}
     for spec in specs:
         first.setdefault(spec.entry.name, spec)
-    measure = lambda with_loss: {name: step_seconds(trainer, spec, with_loss) for name, spec in first.items()}
-    packing = choose_packing(requested, threads, trainer, specs, measure(False) if requested is None else {})
+    costs = {name: step_seconds(trainer, spec) for name, spec in first.items()}
+    packing = choose_packing(requested, threads, trainer, specs, costs)
     if packing.trainings == 1:
         return packing, list(specs)
-    costs = measure(True)
     seeds = list(dict.fromkeys(spec.seed for spec in specs))
     return packing, sorted(specs, key=lambda spec: (seeds.index(spec.seed), -costs[spec.entry.name] * spec.train.steps))
 
@@ -239,6 +242,7 @@ def _serve(connection: Connection, suite: Suite, device: str, threads: int, plug
     from bench.config.plugins import load_plugins
     from bench.train.process import make_deterministic
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver ends us
     torch.set_num_threads(threads)
     load_plugins(plugins)
     if deterministic:
