@@ -97,7 +97,7 @@ def test_crop_schedule_depends_only_on_seed_and_stays_inside_each_photo():
 def test_make_batch_crops_flips_and_turns_as_scheduled():
     photos = tuple(torch.rand(3, h, w) for h, w in SIZES)
     crops = torch.tensor([[1, 5, 2, 0, 0], [2, 1, 40, 1, 0], [0, 3, 7, 1, 3]])
-    batch = make_batch(PhotoPixels.pack(photos), crops, 32)
+    batch = make_batch(PhotoPixels.pack(photos, 32), crops)
     reference = [photos[1].numpy()[:, 5:37, 2:34], photos[2].numpy()[:, 1:33, 40:72][:, :, ::-1],
                  np.rot90(photos[0].numpy()[:, 3:35, 7:39][:, :, ::-1], 3, axes=(1, 2))]
     assert batch.shape == (3, 3, 32, 32)
@@ -111,7 +111,7 @@ def test_make_batch_gathers_every_flip_and_turn_like_numpy():
     photos = tuple(torch.rand(3, h, w) for h, w in SIZES)
     crops = torch.tensor([[photo, 2 * photo + 1, 3 * turns + 2, flip, turns]
                           for photo in range(len(SIZES)) for flip in (0, 1) for turns in range(4)])
-    batch = make_batch(PhotoPixels.pack(photos), crops, 16)
+    batch = make_batch(PhotoPixels.pack(photos, 16), crops)
     for got, (photo, top, left, flip, turns) in zip(batch, crops.tolist()):
         crop = photos[photo].numpy()[:, top:top + 16, left:left + 16]
         expected = np.rot90(crop[:, :, ::-1] if flip else crop, turns, axes=(1, 2))

@@ -272,43 +272,39 @@ def crop_schedule(sizes: list[tuple[int, int]], resolution: int, batch_size: int
 @dataclass(frozen=True)
 class PhotoPixels:
     """The training photographs, whatever their sizes, as one C x (sum of H * W) tensor on the training device,
-    so that a batch of crops is a single gather: no per-crop slicing, flipping and stacking at every step."""
+    with where each output pixel of a flipped and turned crop comes from, so that a batch of crops is a single
+    gather: no per-crop slicing, flipping and stacking at every step."""
 
     pixels: torch.Tensor  # C x (sum over photographs of H * W), each photograph's rows one after another
     offsets: torch.Tensor  # where each photograph starts along pixels' second dimension
     widths: torch.Tensor
+    sources: torch.Tensor  # 8 x 2 x R x R: per (flip, quarter turns), the (row, column) each crop pixel reads
 
     @classmethod
-    def pack(cls, photos: tuple[torch.Tensor, ...], device: torch.device | str = "cpu") -> PhotoPixels:
+    def pack(cls, photos: tuple[torch.Tensor, ...], resolution: int, device: torch.device | str = "cpu") -> PhotoPixels:
         sizes = torch.tensor([photo.shape[-2] * photo.shape[-1] for photo in photos])
+        line = torch.arange(resolution)
+        grid = torch.stack(torch.meshgrid(line, line, indexing="ij"))  # each pixel's own (row, column)
+        # Flipping and turning the grid of coordinates as make_batch's crops are flipped and turned says, for each
+        # output pixel, which pixel of the crop it shows.
+        sources = torch.stack([torch.rot90(grid.flip(-1) if flip else grid, turns, dims=(-2, -1))
+                               for flip in (0, 1) for turns in range(4)])
         return cls(pixels=torch.cat([photo.reshape(photo.shape[0], -1) for photo in photos], dim=1).to(device),
                    offsets=(sizes.cumsum(0) - sizes).to(device),
-                   widths=torch.tensor([photo.shape[-1] for photo in photos], device=device))
+                   widths=torch.tensor([photo.shape[-1] for photo in photos], device=device),
+                   sources=sources.to(device))
 
 
-def crop_grid(flips: torch.Tensor, turns: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """N x R x R (row, column) in the unturned, unflipped crop of each output pixel: the crop flipped left-right
-    where ``flips`` says, then turned by ``torch.rot90(crop, turns, dims=(-2, -1))``."""
-    line = torch.arange(resolution, device=flips.device)
-    rows, cols = line.view(1, -1, 1), line.view(1, 1, -1)
-    last, turns = resolution - 1, turns.view(-1, 1, 1) % 4
-    # torch.rot90 by k = 1, 2, 3 puts the crop's (c, last - r), (last - r, last - c), (last - c, r) at (r, c).
-    source_rows = torch.where(turns == 0, rows, torch.where(turns == 1, cols,
-                                                            torch.where(turns == 2, last - rows, last - cols)))
-    source_cols = torch.where(turns == 0, cols, torch.where(turns == 1, last - rows,
-                                                            torch.where(turns == 2, last - cols, rows)))
-    source_cols = torch.where(flips.view(-1, 1, 1).bool(), last - source_cols, source_cols)
-    return source_rows, source_cols
-
-
-def make_batch(photos: PhotoPixels, crops: torch.Tensor, resolution: int) -> torch.Tensor:
-    """The crops one ``crop_schedule`` step names, flipped and turned, as an N x C x R x R batch gathered on the
-    photographs' device in one indexing operation."""
+def make_batch(photos: PhotoPixels, crops: torch.Tensor) -> torch.Tensor:
+    """The crops one ``crop_schedule`` step names, flipped left-right and then turned by ``torch.rot90(crop,
+    turns, dims=(-2, -1))``, as an N x C x R x R batch gathered on the photographs' device in one indexing
+    operation."""
     photo, top, left, flips, turns = crops.to(photos.pixels.device, non_blocking=True).unbind(1)
-    rows, cols = crop_grid(flips, turns, resolution)
-    widths = photos.widths[photo].view(-1, 1, 1)
-    index = photos.offsets[photo].view(-1, 1, 1) + (top.view(-1, 1, 1) + rows) * widths + left.view(-1, 1, 1) + cols
-    return photos.pixels[:, index].transpose(0, 1)
+    rows, cols = photos.sources[flips * 4 + turns].unbind(1)
+    corner = photos.offsets[photo] + top * photos.widths[photo] + left
+    index = corner.view(-1, 1, 1) + rows * photos.widths[photo].view(-1, 1, 1) + cols
+    # index_select of the flattened indices: a quarter of advanced indexing's time on a CPU.
+    return photos.pixels.index_select(1, index.flatten()).view(-1, *index.shape).transpose(0, 1)
 
 
 def add_noise(images: torch.Tensor, std: float, seed: int) -> torch.Tensor:

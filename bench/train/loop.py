@@ -69,7 +69,7 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     # With train.ema, an exponential moving average of the weights (and buffers) is what gets evaluated.
     averaged = WeightAverage(model, spec.train.ema) if spec.train.ema else None
     evaluated = averaged.module if averaged is not None else model
-    photos, eval_images = PhotoPixels.pack(images.train, device), images.eval.to(device)
+    photos, eval_images = PhotoPixels.pack(images.train, spec.data.resolution, device), images.eval.to(device)
     side = spec.data.resolution
     schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in images.train], side, spec.train.batch_size,
                              spec.train.steps, spec.seed, spec.data.flip, spec.data.rotate)
@@ -90,7 +90,7 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     for step, crops in enumerate(progress, start=1):
         if step <= done_steps:
             continue  # drawn but already trained on before the checkpoint: the crop order stays the seed's
-        target = make_batch(photos, crops, side).contiguous(memory_format=memory_format)
+        target = make_batch(photos, crops).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
             reconstruction = model(model_inputs(spec, target, noise_seed=spec.seed * 1_000_000 + step))
             try:

@@ -34,7 +34,7 @@ def profile_entry(trainer: Trainer, spec, steps: int, warm: int = 5) -> dict[str
     model = copy.deepcopy(trainer.initial_model(spec)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr, fused=True)
     average = WeightAverage(model, spec.train.ema or 0.99)
-    photos = PhotoPixels.pack(images.train, device)
+    photos = PhotoPixels.pack(images.train, spec.data.resolution, device)
     schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in images.train], spec.data.resolution,
                              spec.train.batch_size, warm + steps, spec.seed, spec.data.flip, spec.data.rotate)
     totals = dict.fromkeys(PHASES, 0.0)
@@ -46,7 +46,7 @@ def profile_entry(trainer: Trainer, spec, steps: int, warm: int = 5) -> dict[str
 
     for step, crops in enumerate(schedule):
         times = [mark()]
-        target = make_batch(photos, crops, spec.data.resolution).contiguous()
+        target = make_batch(photos, crops).contiguous()
         times.append(mark())
         reconstruction = model(target)
         times.append(mark())
