@@ -33,6 +33,8 @@ _PUBLIC = {
     "register_loss": "bench.losses.registry",
     "LossContext": "bench.losses.registry",
     "loss_names": "bench.losses.registry",
+    "Measure": "bench.losses.measures",
+    "DesignSize": "bench.losses.measures",
     "load_plugins": "bench.config.plugins",
     "BenchInputError": "bench.errors",
 }
@@ -41,6 +43,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:
     from bench.api import RunResult, build_suite, load_suite, open_run, run, time_losses, with_overrides
     from bench.errors import BenchInputError
+    from bench.losses.measures import DesignSize, Measure
     from bench.losses.registry import LossContext, loss_names, register_loss
     from bench.config.plugins import load_plugins
     from bench.config.suite import Suite

@@ -19,7 +19,7 @@ def metric_table(quality: pd.DataFrame) -> pd.DataFrame:
     trained = quality[quality.get("kind", pd.Series("trained", index=quality.index)) != "baseline"]
     owners = {name: sorted({entry for entry, own in zip(trained["entry"], trained.get("trained_on", pd.Series(
         "", index=trained.index)).astype(object).fillna("")) if name in str(own).split()}) for name in computed}
-    return pd.DataFrame({"metric": computed, "label": [METRICS[n].label for n in computed],
+    return pd.DataFrame({"metric": computed, "label": [METRICS[n].table_label for n in computed],
                          "higher_is_better": [METRICS[n].higher_is_better for n in computed],
                          "source": [METRICS[n].reference for n in computed],
                          "trained_on_by": [" ".join(owners[n]) for n in computed]})

@@ -21,23 +21,28 @@ import pandas as pd
 from scipy import stats
 
 from bench.data.baselines import LEARNED_MARGIN_DB, PREFIX
+from bench.evaluate.metrics import METRICS
+from bench.losses.registry import measure_of
 
 ALPHA = 0.05
 IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving
 LAST_FRACTION = 0.2
-# Metrics a loss optimises directly (PSNR is a function of each image's MSE); combinations take the union.
-# Each quality measure that is also a loss optimises its own metric. Barron's robust loss is not marked: only its
-# alpha = 2 member is MSE (scaled), and that is the mse loss.
-OPTIMISES = {"mse": ("mse", "psnr"), "l1": ("l1",), "ssim": ("ssim",), "ms_ssim": ("ms_ssim",),
-             "ms_ssim_l1": ("ms_ssim", "l1"), "lpips": ("lpips",),
-             **{measure: (measure,) for measure in ("fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "vif", "vsi",
-                                                    "dists", "nlpd")}}
 
 
 def trained_on(entry) -> str:
-    """Space-separated metrics that ``entry`` (a suite Entry) optimises, e.g. "mse psnr"; "" for none."""
-    metrics = {metric for term in entry.terms for metric in OPTIMISES.get(term.loss, ())}
+    """Space-separated metrics that ``entry`` (a suite Entry) optimises, e.g. "mse psnr"; "" for none.
+
+    The metrics a loss optimises come from its measure record (PSNR is a function of each image's MSE);
+    combinations take the union. Losses without a record optimise none: e.g. Barron's robust loss, whose only
+    member that is MSE (alpha = 2, scaled) is the mse loss itself.
+    """
+    metrics = {metric for term in entry.terms for metric in _optimised_by(term.loss)}
     return " ".join(sorted(metrics))
+
+
+def _optimised_by(loss: str) -> tuple[str, ...]:
+    record = measure_of(loss)
+    return record.optimises if record else ()
 
 
 def holm(p_values) -> np.ndarray:
@@ -158,10 +163,7 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
     return summary, (pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame())
 
 
-# The headline leaves out L1 and MSE: PSNR says what they say.
-HEADLINE_METRICS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "fsim": "FSIM",
-                    "gmsd": "GMSD", "ms_gmsd": "MS-GMSD", "haarpsi": "HaarPSI", "mdsi": "MDSI", "vif": "VIF",
-                    "vsi": "VSI", "dists": "DISTS", "nlpd": "NLPD"}
+HEADLINE_METRICS = {name: metric.label for name, metric in METRICS.items() if metric.headline}
 
 
 def trained_on_by(summary: pd.DataFrame, metric: str) -> list[str]:
