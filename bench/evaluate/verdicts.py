@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.data.baselines import LEARNED_MARGIN_DB, PREFIX
+from bench.evaluate.design import with_sizes
 from bench.evaluate.metrics import METRICS
 from bench.losses.registry import measure_of
 
@@ -216,4 +217,19 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
                      f"{LAST_FRACTION:.0%} of steps): {len(improving)} of {known} entries"
                      + (f" ({', '.join(improving)}): the ranking is partly one of learning speed" if improving else
                         ": the ranking is of models that had stopped improving"))
+    return lines + design_flags(summary)
+
+
+def design_flags(summary: pd.DataFrame) -> list[str]:
+    """Which entries trained, and which metrics were scored, on crops smaller than the measure's design size."""
+    lines = []
+    trained = {entry: str(losses).split() for entry, losses in zip(
+        summary["entry"], summary.get("trained_below_design", pd.Series("", index=summary.index)).fillna(""))}
+    if any(trained.values()):
+        lines.append("trained on crops smaller than their loss was designed for: " + "; ".join(
+            f"{entry}: {with_sizes(losses)}" for entry, losses in trained.items() if losses))
+    scored = summary.get("scored_below_design", pd.Series("", index=summary.index)).fillna("")
+    metrics = list(dict.fromkeys(metric for names in scored for metric in str(names).split()))
+    if metrics:
+        lines.append(f"scored on crops smaller than the metric was designed for: {with_sizes(metrics)}")
     return lines

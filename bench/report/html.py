@@ -15,6 +15,7 @@ from bench.report import LABELS, Run, higher_is_better, label, load_run
 from bench.report import plots
 from bench.data.baselines import LEARNED_MARGIN_DB
 from bench.results import read_table, write_atomic
+from bench.evaluate.design import with_sizes
 from bench.evaluate.verdicts import headline
 
 SECTION_IDS = ("verdict", "run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
@@ -34,6 +35,7 @@ td.own { outline: 2px dashed #8e44ad; outline-offset: -3px; } .own-mark { color:
 tr.baseline td { background: #f3f6fa; font-style: italic; color: #445; }
 tr.dnl td { color: #999; } .badge { font-size: 11px; font-weight: bold; padding: 1px 5px; border-radius: 3px; }
 .badge.dnl { background: #c0392b; color: white; } .badge.base { background: #5d6d7e; color: white; }
+.badge.small { background: #e0a800; color: #222; } .small-mark { color: #b07800; font-weight: bold; }
 .verdict li { margin: 3px 0; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .box { padding: 8px 12px; margin: 8px 0; border-left: 5px solid; }
@@ -127,6 +129,11 @@ def _plain(value) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
+def _names(value) -> list[str]:
+    """A space-separated list cell (e.g. trained_on) as names; none where the cell is empty or missing."""
+    return [] if value is None or pd.isna(value) else str(value).split()
+
+
 def _flag(value) -> bool | None:
     """A True/False verdict cell as read back from CSV or computed (NaN, None or <NA> where there is none)."""
     return None if value is None or pd.isna(value) else bool(value)
@@ -143,7 +150,7 @@ def _rank_text(row: pd.Series, column: str) -> str:
 def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -> str:
     known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
     # Ranks and verdicts go into their metric's cell, as do intervals; all-empty extras would only add width.
-    hidden = ("kind", "trained_on", "learned", "still_improving")
+    hidden = ("kind", "trained_on", "learned", "still_improving", "trained_below_design", "scored_below_design")
     extras = [c for c in table if c not in known and c not in hidden and not c.startswith(("rank_", "best_"))
               and not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()]
     columns = [c for c in known if c in table] + extras
@@ -161,6 +168,10 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
                 badge = ' <span class="badge base">baseline</span>'
             elif _flag(row.get("learned")) is False:
                 badge = ' <span class="badge dnl">did not learn</span>'
+            below = _names(row.get("trained_below_design"))
+            if below:
+                badge += (f' <span class="badge small" title="designed for larger images than the training crops">'
+                          f"trained below design size: {_esc(with_sizes(below))}</span>")
             return f'<td class="entry">{_swatch(value, palette)}{badge}</td>'
         if column == "failed":
             style = ' style="color:#c0392b;font-weight:bold"' if value else ""
@@ -183,6 +194,9 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
         if column in str(row.get("trained_on", "")).split():
             classes.append("own")
             text += ' <span class="own-mark" title="trained on this metric">\u25c6</span>'
+        if column in _names(row.get("scored_below_design")):
+            text += (f' <span class="small-mark" title="scored below its design size, {_esc(with_sizes([column]))}">'
+                     "\u25bf</span>")
         return f'<td class="{" ".join(classes)}">{text}{_rank_text(row, column)}</td>'
 
     def row_class(row: pd.Series) -> str:
@@ -199,7 +213,9 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
               "frame: the entry was trained on this metric (or a term of its loss is it), so a win there is "
               "expected. Baselines need no training; an entry that does not beat the trivial baseline's PSNR by "
               f"{LEARNED_MARGIN_DB:g} dB is marked \"did not learn\" and not ranked. PSNR gain: held-out PSNR over "
-              "the last 20% of training steps; \u2197 marks entries still improving at the end.")
+              "the last 20% of training steps; \u2197 marks entries still improving at the end. \u25bf: scored on "
+              "crops smaller than the metric was designed for; \"trained below design size\": the entry's loss was "
+              "designed for larger images than its training crops (sizes and sources in metrics.csv).")
     return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
             f'<p class="note">{legend}</p>')
 
