@@ -94,12 +94,20 @@ class MetricsConfig:
     psnr_targets: tuple[float, ...] = ()  # time-to-quality: step and seconds when eval PSNR first reaches each
 
 
+@dataclass(frozen=True)
+class VerdictConfig:
+    # The entry whose scores on each entry's own measures that entry must not fall below significantly (else it
+    # "did not optimise its own measure"); "": the entry named mse, where there is one.
+    reference: str = ""
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "timing": TimingConfig,
     "metrics": MetricsConfig,
+    "verdict": VerdictConfig,
 }
 ENTRY_OVERRIDABLE = ("data", "model", "train")  # an entry may change how it is trained, not how it is measured
 
@@ -141,6 +149,7 @@ class Suite:
     description: str = ""
     requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.config.plugins); a suite never loads code
     text: str = ""  # the TOML the suite was parsed from, copied into every run folder
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -282,6 +291,11 @@ def validate_settings(suite: Suite, *, where: str) -> None:
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise BenchInputError(f"unknown metric {name!r}", where=f"{where}: metrics.compute",
                                   fix=f"{hint}known metrics: {', '.join(METRICS)}")
+    names = [entry.name for entry in suite.entries]
+    if suite.verdict.reference and suite.verdict.reference not in names:
+        raise BenchInputError(f"verdict.reference {suite.verdict.reference!r} is not an entry of this suite",
+                              where=f"{where}: verdict.reference",
+                              fix=f"name one of its entries ({', '.join(names)}), or drop it to compare with mse")
     for variant in suite.timing.variants:
         if variant not in TIMING_VARIANTS:
             raise BenchInputError(f"unknown timing variant {variant!r}", where=f"{where}: timing.variants",

@@ -7,7 +7,7 @@ import pandas as pd
 from bench.evaluate.design import below_design
 from bench.evaluate.metrics import METRICS
 from bench.evaluate.stats import confidence_table
-from bench.evaluate.verdicts import add_verdicts
+from bench.evaluate.verdicts import REFERENCE, add_verdicts
 
 QUALITY_COLUMNS = tuple(METRICS)  # every metric a run may have computed; a run's own are those in its tables
 HIGHER_IS_BETTER = {name: metric.higher_is_better for name, metric in METRICS.items()}
@@ -37,15 +37,16 @@ def _smallest_crop(quality: pd.DataFrame) -> int:
 
 
 def summarize(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
-              history: pd.DataFrame | None = None) -> pd.DataFrame:
-    return summarize_with_pairs(quality, speed, per_image, history)[0]
+              history: pd.DataFrame | None = None, reference: str = "") -> pd.DataFrame:
+    return summarize_with_pairs(quality, speed, per_image, history, reference)[0]
 
 
 def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
-                         history: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         history: pd.DataFrame | None = None, reference: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per entry and baseline: mean quality over seeds with its 95% interval, the loss's fwd+bwd time,
     the verdicts of ``bench.evaluate.verdicts`` and a rank by mean among the entries that learned (1 = best); and the
-    pairwise comparisons (pairwise.csv) behind the verdicts."""
+    pairwise comparisons (pairwise.csv) behind the verdicts. ``reference``: the entry own measures are compared
+    with (the suite's ``[verdict] reference``; "": mse)."""
     if quality.empty:
         return pd.DataFrame(), pd.DataFrame()
     quality = quality if "kind" in quality else quality.assign(kind="trained")  # runs from before baselines
@@ -76,7 +77,8 @@ def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: 
     if "psnr" in summary:
         summary, pairs = add_verdicts(summary, per_image if per_image is not None else pd.DataFrame(),
                                       history if history is not None else pd.DataFrame(),
-                                      {m: HIGHER_IS_BETTER[m] for m in QUALITY_COLUMNS if m in summary})
+                                      {m: HIGHER_IS_BETTER[m] for m in QUALITY_COLUMNS if m in summary},
+                                      reference or REFERENCE)
     ranked = (summary["kind"] != "baseline") & summary.get("learned", pd.Series(True, index=summary.index)).fillna(True).astype(bool)
     for column, higher in {**HIGHER_IS_BETTER, "loss_fwd_bwd_ms": False}.items():
         if column in summary:

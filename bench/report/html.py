@@ -36,6 +36,7 @@ tr.baseline td { background: #f3f6fa; font-style: italic; color: #445; }
 tr.dnl td { color: #999; } .badge { font-size: 11px; font-weight: bold; padding: 1px 5px; border-radius: 3px; }
 .badge.dnl { background: #c0392b; color: white; } .badge.base { background: #5d6d7e; color: white; }
 .badge.small { background: #e0a800; color: #222; } .small-mark { color: #b07800; font-weight: bold; }
+.badge.dno { background: #7d3c98; color: white; }
 .verdict li { margin: 3px 0; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .box { padding: 8px 12px; margin: 8px 0; border-left: 5px solid; }
@@ -150,7 +151,8 @@ def _rank_text(row: pd.Series, column: str) -> str:
 def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -> str:
     known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
     # Ranks and verdicts go into their metric's cell, as do intervals; all-empty extras would only add width.
-    hidden = ("kind", "trained_on", "learned", "still_improving", "trained_below_design", "scored_below_design")
+    hidden = ("kind", "trained_on", "learned", "still_improving", "trained_below_design", "scored_below_design",
+              "did_not_optimise", "own_measure_reference")
     extras = [c for c in table if c not in known and c not in hidden and not c.startswith(("rank_", "best_"))
               and not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()]
     columns = [c for c in known if c in table] + extras
@@ -168,6 +170,10 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
                 badge = ' <span class="badge base">baseline</span>'
             elif _flag(row.get("learned")) is False:
                 badge = ' <span class="badge dnl">did not learn</span>'
+            not_optimised = _names(row.get("did_not_optimise"))
+            if not_optimised:
+                worse = f"significantly worse than {row['own_measure_reference']} on " + ", ".join(map(label, not_optimised))
+                badge += f' <span class="badge dno" title="{_esc(worse)}">did not optimise its own measure</span>'
             below = _names(row.get("trained_below_design"))
             if below:
                 badge += (f' <span class="badge small" title="designed for larger images than the training crops">'
@@ -215,7 +221,9 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
               f"{LEARNED_MARGIN_DB:g} dB is marked \"did not learn\" and not ranked. PSNR gain: held-out PSNR over "
               "the last 20% of training steps; \u2197 marks entries still improving at the end. \u25bf: scored on "
               "crops smaller than the metric was designed for; \"trained below design size\": the entry's loss was "
-              "designed for larger images than its training crops (sizes and sources in metrics.csv).")
+              "designed for larger images than its training crops (sizes and sources in metrics.csv). \"did not "
+              "optimise its own measure\": significantly worse, on a metric the entry trained on, than the reference "
+              "entry (mse unless the suite names another) that did not train on it.")
     return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
             f'<p class="note">{legend}</p>')
 

@@ -213,7 +213,8 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
         if not references.empty:
             results.write_table(folder, "speed_references", references)
     quality = pd.DataFrame(quality_rows)
-    summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows))
+    summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows),
+                                          suite.verdict.reference)
     results.write_table(folder, "summary", summary)
     results.write_table(folder, "metrics", metric_table(quality))
     if not pairs.empty:
