@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 import re
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def render(run: Run, sort_by: str = "psnr") -> str:
     sections = [
         ("verdict", "Verdict", _verdict(run)),
         ("run-summary", "Run", _run_summary(run)),
-        ("summary-table", f"Summary (sorted by {label(sort_by)})", _summary_table(run, table, sort_by, palette)),
+        ("summary-table", f"Summary (sorted by {label(sort_by)})",
+         _summary_table(run, table, sort_by, palette, _recovery_links(run))),
         ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
                                                        "no entry finished training")),
         ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
@@ -148,7 +150,25 @@ def _rank_text(row: pd.Series, column: str) -> str:
     return f'<br><span class="rank">{text}</span>'
 
 
-def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -> str:
+def _recovery_links(run: Run) -> dict[str, str]:
+    """Entry -> a link to its result in the newest reference recovery of this run's suite, where there is one."""
+    from bench.report.recover_html import PAGE, anchor, newest_recovery
+
+    found = newest_recovery(run.folder)
+    if found is None or found[1].empty:
+        return {}
+    folder, table = found
+    href = Path(os.path.relpath(folder / PAGE, run.folder)).as_posix()
+    links = {}
+    for position, (entry, rows) in enumerate(table.groupby("entry", sort=False)):
+        recovered = int(rows["recovered"].fillna(False).astype(bool).sum())
+        links[entry] = (f'<a class="recovery" href="{_esc(href)}#{anchor(position)}">recovery: '
+                        f"{recovered} of {len(rows)} starts</a>")
+    return links
+
+
+def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
+                   recoveries: dict[str, str]) -> str:
     known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
     # Ranks and verdicts go into their metric's cell, as do intervals; all-empty extras would only add width.
     hidden = ("kind", "trained_on", "learned", "still_improving", "trained_below_design", "scored_below_design",
@@ -178,7 +198,8 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
             if below:
                 badge += (f' <span class="badge small" title="designed for larger images than the training crops">'
                           f"trained below design size: {_esc(with_sizes(below))}</span>")
-            return f'<td class="entry">{_swatch(value, palette)}{badge}</td>'
+            link = f"<br>{recoveries[value]}" if value in recoveries else ""
+            return f'<td class="entry">{_swatch(value, palette)}{badge}{link}</td>'
         if column == "failed":
             style = ' style="color:#c0392b;font-weight:bold"' if value else ""
             return f'<td class="num"{style}>{_esc(value)}</td>'
