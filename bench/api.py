@@ -222,7 +222,9 @@ class RecoveryResult:
 
     @property
     def page(self) -> Path:
-        return self.folder / "recovery.html"
+        from bench.report.recover_html import PAGE
+
+        return self.folder / PAGE
 
 
 def recover(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), device: str | None = None,
@@ -232,10 +234,8 @@ def recover(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[
     pixels of held-out crops, from white noise, a blurred and a JPEG copy; writes recovery.csv and recovery.html
     under ``out`` and returns them. ``settings``: fields of ``bench.evaluate.recover.RecoverySettings`` (steps,
     lr, images, side, blur_sigma, jpeg_quality, recovered_db, ...)."""
-    import torch
-
-    from bench.config.suite import resolve_suite_path, suite_for_device
-    from bench.evaluate.recover import RecoverySettings, held_out_crops, recover_entry, recovery_side, recovery_table
+    from bench.config.suite import suite_for_device
+    from bench.evaluate.recover import RecoverySettings, recover_suite
     from bench.report.recover_html import FOLDER, PAGE, render
     from bench.results import new_run_folder, write_atomic, write_table
     from bench.train.runner import resolve_device
@@ -252,17 +252,11 @@ def recover(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[
     chosen.validate()
     torch_device = resolve_device(suite.device)
     suite = suite_for_device(suite, torch_device.type)
-    path = lambda value: resolve_suite_path(suite, value)
-    recoveries = []
-    for entry in suite.entries:
-        side = recovery_side(entry, suite.data.resolution, chosen)
-        log(f"  {entry.name}: recovering {chosen.images} held-out crop(s) of {side} px, {chosen.steps} steps per start")
-        recoveries.append(recover_entry(entry, held_out_crops(suite, side, chosen, path), side, chosen, torch_device))
-    table = recovery_table(recoveries)
+    table, recoveries = recover_suite(suite, chosen, torch_device, log)
     folder = new_run_folder(Path(out) / suite.name, FOLDER)
     write_table(folder, "recovery", table)
     write_atomic(folder / PAGE, render(suite.name, table, recoveries, chosen))
     for row in table.itertuples():
-        outcome = "recovered" if pd.notna(row.recovered) and row.recovered else f"FAILED {row.error}".rstrip()
+        outcome = "recovered" if pd.notna(row.recovered) and row.recovered else f"NOT RECOVERED {row.error}".rstrip()
         log(f"  {row.entry} from {row.start or '-'}: PSNR {row.psnr_start:.2f} -> {row.psnr_final:.2f} dB {outcome}")
     return RecoveryResult(folder, table)

@@ -25,6 +25,7 @@ from PIL import Image
 from pytorch_msssim import ssim
 from torchvision.transforms.functional import gaussian_blur
 
+from bench.config.suite import resolve_suite_path
 from bench.data.images import ImageSet, load_images
 from bench.errors import BenchInputError
 from bench.evaluate.metrics import psnr
@@ -58,7 +59,8 @@ class RecoverySettings:
         for option, ok, fix in problems:
             if not ok:
                 name = option[2:].replace("-", "_")
-                raise BenchInputError(f"{option} is out of range: {getattr(self, name)!r}", where=option, fix=fix)
+                raise BenchInputError(f"recovery setting {name} is out of range: {getattr(self, name)!r}",
+                                      where=option, fix=fix)
 
 
 def recovery_side(entry, default_side: int, settings: RecoverySettings) -> int:
@@ -156,14 +158,27 @@ def _scores(loss, images: torch.Tensor, references: torch.Tensor, when: str) -> 
                 f"loss_{when}": float(loss(images, references))}
 
 
-def held_out_crops(suite, side: int, settings: RecoverySettings, path: Callable) -> ImageSet:
+def held_out_crops(suite, side: int, settings: RecoverySettings) -> ImageSet:
     """``settings.images`` crops of ``side`` px from the suite's held-out photographs, at their native size: a
     crop at a measure's design size should hold the detail it was designed on, not an enlarged thumbnail."""
     data = dataclasses.replace(suite.data, resolution=side, eval_crops=settings.images, scale=1.0)
+    path = lambda value: resolve_suite_path(suite, value)
     return load_images(data, path(data.path), eval_folder=path(data.eval_path), cache=path(data.cache))
 
 
-def recovery_table(recoveries: list[Recovery]) -> pd.DataFrame:
+def recover_suite(suite, settings: RecoverySettings, device: torch.device,
+                  log: Callable[[str], None]) -> tuple[pd.DataFrame, list[Recovery]]:
+    """Every entry of ``suite`` recovered from every start: recovery.csv's rows, and each entry's pictures."""
+    crops: dict[int, ImageSet] = {}  # by side: entries of one design size share their references
+    recoveries = []
+    for entry in suite.entries:
+        side = recovery_side(entry, suite.data.resolution, settings)
+        if side not in crops:
+            crops[side] = held_out_crops(suite, side, settings)
+        log(f"  {entry.name}: recovering {settings.images} held-out crop(s) of {side} px, {settings.steps} steps "
+            "per start")
+        recoveries.append(recover_entry(entry, crops[side], side, settings, device))
     columns = ["entry", "start", "side", "steps", "psnr_start", "psnr_final", "ssim_start", "ssim_final",
                "loss_start", "loss_final", "recovered", "error"]
-    return pd.DataFrame([row for recovery in recoveries for row in recovery.rows]).reindex(columns=columns)
+    table = pd.DataFrame([row for recovery in recoveries for row in recovery.rows]).reindex(columns=columns)
+    return table, recoveries
