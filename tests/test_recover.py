@@ -16,7 +16,8 @@ from scipy import ndimage
 import bench
 from bench.cli import main
 from bench.config.suite import Entry, Term
-from bench.evaluate.recover import RecoverySettings, blurred, jpeg_compressed, recovery_side
+from bench.data.degrade import blurred, jpeg_compressed
+from bench.evaluate.recover import RecoverySettings, recovery_side
 from bench.losses import loss_names, register_loss
 from bench.report import Run
 from bench.report.html import render

@@ -31,7 +31,7 @@ DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
 BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.data.baselines)
 BOTTLENECKS = ("conv", "linear")
-TASKS = ("autoencode", "denoise")
+TASKS = ("autoencode", "denoise", "deblur", "jpeg")  # restoration tasks degrade the input (bench.data.degrade)
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
@@ -51,6 +51,8 @@ class DataConfig:
     flip: bool = True  # random horizontal flips of training crops, drawn from the seed
     rotate: bool = True  # random quarter turns of training crops, drawn from the seed
     noise_std: float = 0.1  # Gaussian noise added to inputs when task = "denoise"
+    blur_sigma: float = 2.0  # Gaussian blur of the inputs (px) when task = "deblur"
+    jpeg_quality: int = 10  # PIL JPEG quality of the inputs when task = "jpeg"
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,12 @@ def validate_settings(suite: Suite, *, where: str) -> None:
                               fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights")
     if data.noise_std < 0:
         raise BenchInputError("data.noise_std must be >= 0", where=f"{where}: data.noise_std", fix="use e.g. 0.1")
+    if not (data.blur_sigma > 0 and math.isfinite(data.blur_sigma)):
+        raise BenchInputError(f"data.blur_sigma must be a positive number, got {data.blur_sigma}",
+                              where=f"{where}: data.blur_sigma", fix="use e.g. 2.0 (pixels)")
+    if not 1 <= data.jpeg_quality <= 95:
+        raise BenchInputError(f"data.jpeg_quality must be from 1 to 95, got {data.jpeg_quality}",
+                              where=f"{where}: data.jpeg_quality", fix="use e.g. 10 (PIL's quality scale)")
     for name in suite.metrics.compute:
         if name not in METRICS:
             close = difflib.get_close_matches(name, list(METRICS), n=1)

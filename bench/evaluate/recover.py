@@ -13,19 +13,16 @@ recovered when its final PSNR reaches ``recovered_db`` and rose at least ``RISE_
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from pytorch_msssim import ssim
-from torchvision.transforms.functional import gaussian_blur
 
 from bench.config.suite import resolve_suite_path
+from bench.data.degrade import blurred, jpeg_compressed
 from bench.data.images import ImageSet, load_images
 from bench.errors import BenchInputError
 from bench.evaluate.metrics import psnr
@@ -69,23 +66,6 @@ def recovery_side(entry, default_side: int, settings: RecoverySettings) -> int:
         return settings.side
     designed = [record.design.side for term in entry.terms if (record := measure_of(term.loss)) is not None]
     return max([side for side in designed if side] or [default_side])
-
-
-def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    kernel = 2 * math.ceil(3 * sigma) + 1  # +-3 sigma holds all but 0.3% of the Gaussian's weight
-    return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
-
-
-def jpeg_compressed(images: torch.Tensor, quality: int) -> torch.Tensor:
-    """Each image saved as a JPEG at ``quality`` by PIL and decoded again (8-bit, 4:2:0 chroma as PIL does)."""
-    decoded = []
-    for image in images:
-        pixels = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-        array = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32) / 255
-        decoded.append(torch.from_numpy(array).permute(2, 0, 1))
-    return torch.stack(decoded).to(images)
 
 
 def starting_points(references: torch.Tensor, settings: RecoverySettings) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Verdicts a user can act on, from the result tables alone.
 
 - **Did it learn?** An entry whose mean held-out PSNR does not beat the task's trivial baseline (each crop's mean
-  colour; the noisy input when denoising) by ``LEARNED_MARGIN_DB`` "did not learn": it is never ranked.
+  colour; the degraded input in a restoration task) by ``LEARNED_MARGIN_DB`` "did not learn": it is never ranked.
 - **Still improving?** The gain in held-out PSNR over the last 20% of the training steps, mean over seeds.
 - **Who is best?** Every pair of ranked entries is compared per metric, paired over every (seed, evaluation crop):
   a paired t-test on the differences, Holm-corrected for the number of pairs, and the winner must be ahead on

@@ -13,7 +13,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from bench.data.images import EVAL_NOISE_SEED, ImageSet, add_noise, crop_schedule, make_batch
+from bench.data.degrade import degrade
+from bench.data.images import EVAL_NOISE_SEED, ImageSet, crop_schedule, make_batch
 from bench.losses import WeightedSum
 from bench.evaluate.metrics import psnr
 from bench.config.plan import RunSpec
@@ -40,7 +41,7 @@ class TrainResult:
 
 
 def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
-    return add_noise(clean, spec.data.noise_std, noise_seed) if spec.task == "denoise" else clean
+    return degrade(spec.task, clean, spec.data, noise_seed)
 
 
 @torch.no_grad()

@@ -152,7 +152,7 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
                                                                row.get("step", 0), row.get("crop", 0)))
     started = time.perf_counter()
     baselines = [trainer.baseline(baseline, spec)
-                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
+                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data)
                  for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
     trivial_psnr = baselines[0].row["psnr"]
     for index, outcome in enumerate(baselines):

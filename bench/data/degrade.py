@@ -1,0 +1,52 @@
+"""The degradations of the restoration tasks, applied to a network's input only (its target stays clean).
+
+- ``denoise``: additive Gaussian noise of ``data.noise_std``, from a seeded generator (``bench.data.images``);
+- ``deblur``: a Gaussian blur of ``data.blur_sigma`` px (torchvision's, reflect padding);
+- ``jpeg``: a JPEG round trip at ``data.jpeg_quality`` (PIL's encoder and decoder, 8-bit, 4:2:0 chroma).
+
+Blur and JPEG are deterministic, and the noise depends on the seed and step only, so every entry of a seed sees
+the same degraded inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.functional import gaussian_blur
+
+from bench.data.images import add_noise
+
+RESTORATION_TASKS = ("denoise", "deblur", "jpeg")
+
+
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    kernel = 2 * math.ceil(3 * sigma) + 1  # +-3 sigma holds all but 0.3% of the Gaussian's weight
+    return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+
+
+def jpeg_compressed(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """Each image saved as a JPEG at ``quality`` by PIL and decoded again."""
+    decoded = []
+    for image in images:
+        pixels = (image.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+        array = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32) / 255
+        decoded.append(torch.from_numpy(array).permute(2, 0, 1))
+    return torch.stack(decoded).to(images)
+
+
+def degrade(task: str, images: torch.Tensor, data, noise_seed: int) -> torch.Tensor:
+    """``images`` as the network of ``task`` sees them (``data``: the suite's DataConfig); unchanged when
+    autoencoding."""
+    if task == "denoise":
+        return add_noise(images, data.noise_std, noise_seed)
+    if task == "deblur":
+        return blurred(images, data.blur_sigma)
+    if task == "jpeg":
+        return jpeg_compressed(images, data.jpeg_quality)
+    return images
