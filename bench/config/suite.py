@@ -301,7 +301,7 @@ def validate_settings(suite: Suite, *, where: str) -> None:
                                   fix=f"{hint}known metrics: {', '.join(METRICS)}")
     names = [entry.name for entry in suite.entries]
     if suite.verdict.reference and suite.verdict.reference not in names:
-        raise BenchInputError(f"verdict.reference {suite.verdict.reference!r} is not an entry of this suite",
+        raise BenchInputError(f"the reference {suite.verdict.reference!r} is not an entry of this suite",
                               where=f"{where}: verdict.reference",
                               fix=f"name one of its entries ({', '.join(names)}), or drop it to compare with mse")
     for variant in suite.timing.variants:
