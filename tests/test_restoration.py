@@ -1,4 +1,4 @@
-"""Restoration tasks (deblur, jpeg; denoise as before): the degradation is applied to the network's input only,
+"""Restoration tasks (deblur, jpeg, super_resolution; denoise as before): the degradation is applied to the network's input only,
 is the same for every entry of a seed, and matches an independent computation (scipy's Gaussian filter, a PIL
 JPEG file at the same quality); the degraded input itself is the task's trivial baseline."""
 
@@ -50,7 +50,15 @@ def test_blur_and_jpeg_match_scipy_and_a_pil_jpeg_file(tmp_path):
     assert torch.equal(degrade("autoencode", IMAGES, DataConfig(), 0), IMAGES)
 
 
-@pytest.mark.parametrize("task", ["denoise", "deblur", "jpeg"])
+def test_super_resolution_inputs_are_a_bicubic_shrink_and_enlargement():
+    ours = degrade("super_resolution", IMAGES, DataConfig(scale_factor=4), 0)
+    small = torch.nn.functional.interpolate(IMAGES, scale_factor=0.25, mode="bicubic", antialias=True)
+    torch_bicubic = torch.nn.functional.interpolate(small, size=(24, 24), mode="bicubic").clamp(0, 1)
+    # PIL's and torch's bicubic kernels differ slightly (a = -0.5 against -0.75): close, never equal.
+    assert (ours - torch_bicubic).abs().mean() < 0.01 < (ours - IMAGES).abs().mean()
+
+
+@pytest.mark.parametrize("task", ["denoise", "deblur", "jpeg", "super_resolution"])
 def test_every_entry_of_a_seed_sees_the_same_degraded_inputs_and_the_clean_target_is_untouched(task):
     clean = IMAGES.clone()
     first, second = model_inputs(spec(task, "mse"), clean, 7), model_inputs(spec(task, "l1"), clean, 7)

@@ -31,7 +31,7 @@ DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
 BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.data.baselines)
 BOTTLENECKS = ("conv", "linear")
-TASKS = ("autoencode", "denoise", "deblur", "jpeg")  # restoration tasks degrade the input (bench.data.degrade)
+TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")  # restoration tasks degrade the input (bench.data.degrade)
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
@@ -53,6 +53,7 @@ class DataConfig:
     noise_std: float = 0.1  # Gaussian noise added to inputs when task = "denoise"
     blur_sigma: float = 2.0  # Gaussian blur of the inputs (px) when task = "deblur"
     jpeg_quality: int = 10  # PIL JPEG quality of the inputs when task = "jpeg"
+    scale_factor: int = 4  # task = "super_resolution": inputs are shrunk by this factor and enlarged back
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,10 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     if not 1 <= data.jpeg_quality <= 95:
         raise BenchInputError(f"data.jpeg_quality must be from 1 to 95, got {data.jpeg_quality}",
                               where=f"{where}: data.jpeg_quality", fix="use e.g. 10 (PIL's quality scale)")
+    if data.scale_factor < 2 or data.resolution % data.scale_factor:
+        raise BenchInputError(f"data.scale_factor must be at least 2 and divide data.resolution "
+                              f"({data.resolution}), got {data.scale_factor}", where=f"{where}: data.scale_factor",
+                              fix="use e.g. 2 or 4")
     for name in suite.metrics.compute:
         if name not in METRICS:
             close = difflib.get_close_matches(name, list(METRICS), n=1)

@@ -49,7 +49,8 @@ def bicubic(images: torch.Tensor, side: int) -> torch.Tensor:
 
 DEGRADED_INPUTS = {"denoise": ("noisy-input", "the noisy input itself (noise std {noise_std:g})"),
                    "deblur": ("blurred-input", "the blurred input itself (sigma {blur_sigma:g} px)"),
-                   "jpeg": ("jpeg-input", "the JPEG input itself (quality {jpeg_quality})")}
+                   "jpeg": ("jpeg-input", "the JPEG input itself (quality {jpeg_quality})"),
+                   "super_resolution": ("upscaled-input", "the bicubic-enlarged input itself (x{scale_factor})")}
 
 
 def baselines_for(task: str, latent_dim: int, data) -> tuple[Baseline, ...]:
