@@ -1,6 +1,7 @@
-"""Restoration tasks (deblur, jpeg, super_resolution; denoise as before): the degradation is applied to the network's input only,
-is the same for every entry of a seed, and matches an independent computation (scipy's Gaussian filter, a PIL
-JPEG file at the same quality); the degraded input itself is the task's trivial baseline."""
+"""Restoration tasks (deblur, jpeg, super_resolution; denoise as before): the degradation is applied to the
+network's input only, is the same for every entry of a seed, and matches an independent computation (scipy's
+Gaussian filter, a PIL JPEG file at the same quality, torch's bicubic); the degraded input itself is the task's
+trivial baseline."""
 
 from __future__ import annotations
 

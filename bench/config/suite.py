@@ -31,7 +31,8 @@ DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
 BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.data.baselines)
 BOTTLENECKS = ("conv", "linear")
-TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")  # restoration tasks degrade the input (bench.data.degrade)
+# Every task but autoencode is a restoration task: its input is degraded (bench.data.degrade).
+TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 

@@ -2,8 +2,9 @@
 
 A trained entry is worth reading only beside these. For the autoencoder task: each crop's mean colour, and a
 bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim).
-For the restoration tasks: the degraded input itself (noisy, blurred or JPEG) and the mean colour. The first baseline of a task is its trivial
-answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is marked "did not learn".
+For the restoration tasks: the degraded input itself (noisy, blurred, JPEG or enlarged) and the mean colour. The
+first baseline of a task is its trivial answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is
+marked "did not learn".
 """
 
 from __future__ import annotations

@@ -278,8 +278,8 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
 def design_flags(summary: pd.DataFrame) -> list[str]:
     """Which entries trained, and which metrics were scored, on crops smaller than the measure's design size."""
     lines = []
-    trained = {entry: str(losses).split() for entry, losses in zip(
-        summary["entry"], summary.get("trained_below_design", pd.Series("", index=summary.index)).astype(object).fillna(""))}
+    below = summary.get("trained_below_design", pd.Series("", index=summary.index)).astype(object).fillna("")
+    trained = {entry: str(losses).split() for entry, losses in zip(summary["entry"], below)}
     if any(trained.values()):
         lines.append("trained on crops smaller than their loss was designed for: " + "; ".join(
             f"{entry}: {with_sizes(losses)}" for entry, losses in trained.items() if losses))

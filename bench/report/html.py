@@ -152,7 +152,7 @@ def _rank_text(row: pd.Series, column: str) -> str:
 
 def _recovery_links(run: Run) -> dict[str, str]:
     """Entry -> a link to its result in the newest reference recovery of this run's suite, where there is one."""
-    from bench.report.recover_html import PAGE, anchor, newest_recovery
+    from bench.report.recover_html import PAGE, anchor, newest_recovery  # here: it builds on this module
 
     found = newest_recovery(run.folder)
     if found is None or found[1].empty:
@@ -192,7 +192,8 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
                 badge = ' <span class="badge dnl">did not learn</span>'
             not_optimised = _names(row.get("did_not_optimise"))
             if not_optimised:
-                worse = f"significantly worse than {row['own_measure_reference']} on " + ", ".join(map(label, not_optimised))
+                worse = (f"significantly worse than {row['own_measure_reference']} on "
+                         + ", ".join(map(label, not_optimised)))
                 badge += f' <span class="badge dno" title="{_esc(worse)}">did not optimise its own measure</span>'
             below = _names(row.get("trained_below_design"))
             if below:
