@@ -27,20 +27,26 @@ _PUBLIC = {
     "run": "bench.api",
     "open_run": "bench.api",
     "time_losses": "bench.api",
+    "recover": "bench.api",
+    "RecoveryResult": "bench.api",
     "with_overrides": "bench.api",
     "RunResult": "bench.api",
     "Suite": "bench.config.suite",
     "register_loss": "bench.losses.registry",
     "LossContext": "bench.losses.registry",
     "loss_names": "bench.losses.registry",
+    "Measure": "bench.losses.measures",
+    "DesignSize": "bench.losses.measures",
     "load_plugins": "bench.config.plugins",
     "BenchInputError": "bench.errors",
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:
-    from bench.api import RunResult, build_suite, load_suite, open_run, run, time_losses, with_overrides
+    from bench.api import (RecoveryResult, RunResult, build_suite, load_suite, open_run, recover, run, time_losses,
+                           with_overrides)
     from bench.errors import BenchInputError
+    from bench.losses.measures import DesignSize, Measure
     from bench.losses.registry import LossContext, loss_names, register_loss
     from bench.config.plugins import load_plugins
     from bench.config.suite import Suite

@@ -220,3 +220,52 @@ def _entry_tables(entries: EntriesLike) -> list[dict[str, Any]]:
         raise BenchInputError(f"entries must be a list or a mapping, got the string {entries!r}",
                               where="build_suite", fix=f"e.g. [{entries!r}]")
     return [{"name": entry, "loss": entry} if isinstance(entry, str) else dict(entry) for entry in entries]
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """A recovery folder (``results/<suite>/recover/<timestamp>/``), its table and its page."""
+
+    folder: Path
+    table: pd.DataFrame
+
+    @property
+    def page(self) -> Path:
+        from bench.report.recover_html import PAGE
+
+        return self.folder / PAGE
+
+
+def recover(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), device: str | None = None,
+            only: Sequence[str] | str | None = None, log: Callable[[str], None] = print,
+            **settings: Any) -> RecoveryResult:
+    """The reference-recovery diagnostic (``python -m bench recover``): each entry's loss minimised over the
+    pixels of held-out crops, from white noise, a blurred and a JPEG copy; writes recovery.csv and recovery.html
+    under ``out`` and returns them. ``settings``: fields of ``bench.evaluate.recover.RecoverySettings`` (steps,
+    lr, images, side, blur_sigma, jpeg_quality, recovered_db, ...)."""
+    from bench.config.suite import suite_for_device
+    from bench.evaluate.recover import RecoverySettings, recover_suite
+    from bench.report.recover_html import FOLDER, PAGE, render
+    from bench.results import new_run_folder, write_atomic, write_table
+    from bench.train.runner import resolve_device
+
+    load_plugins(plugins)
+    if not isinstance(suite, Suite):
+        suite = _load_suite_file(suite)
+    suite = with_overrides(suite, device=device, only=only)
+    unknown = set(settings) - {field.name for field in dataclasses.fields(RecoverySettings)}
+    if unknown:
+        raise BenchInputError(f"unknown recovery settings {sorted(unknown)}", where="bench.recover",
+                              fix=f"use {', '.join(field.name for field in dataclasses.fields(RecoverySettings))}")
+    chosen = RecoverySettings(**settings)
+    chosen.validate()
+    torch_device = resolve_device(suite.device)
+    suite = suite_for_device(suite, torch_device.type)
+    table, recoveries = recover_suite(suite, chosen, torch_device, log)
+    folder = new_run_folder(Path(out) / suite.name, FOLDER)
+    write_table(folder, "recovery", table)
+    write_atomic(folder / PAGE, render(suite.name, table, recoveries, chosen))
+    for row in table.itertuples():
+        outcome = "recovered" if pd.notna(row.recovered) and row.recovered else f"NOT RECOVERED {row.error}".rstrip()
+        log(f"  {row.entry} from {row.start or '-'}: PSNR {row.psnr_start:.2f} -> {row.psnr_final:.2f} dB {outcome}")
+    return RecoveryResult(folder, table)

@@ -1,5 +1,5 @@
-"""Command line: python -m bench {run, validate, list, speed, check, report, compare, doctor, fetch}, a thin layer
-over ``bench.api``.
+"""Command line: python -m bench {run, validate, list, speed, check, report, compare, doctor, fetch, recover}, a
+thin layer over ``bench.api``.
 
 Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
 """
@@ -128,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
     report.add_argument("--sort-by", default="psnr", help="summary column to sort the table by (default: psnr)")
     report.set_defaults(handler=_cmd_report)
+
+    recover = commands.add_parser("recover", help="reference recovery: optimise pixels toward held-out photographs "
+                                                  "under each loss, from noise, blur and JPEG",
+                                  description="For each entry of SUITE, minimise its loss over an image's pixels "
+                                              "(Adam, cosine-decaying rate, clamped to [0, 1]) toward held-out "
+                                              "photographs at the loss's design size, from white noise, a blurred "
+                                              "and a JPEG copy; write recovery.csv and recovery.html under "
+                                              "results/<suite>/recover/<timestamp>/.")
+    recover.add_argument("suite", type=Path, help="suite file (.toml)")
+    recover.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
+    recover.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N" (default: the suite\'s, else auto)')
+    recover.add_argument("--only", help="comma-separated entry names, e.g. --only mse,ssim")
+    settings = recover.add_argument_group("recovery settings (defaults: bench.evaluate.recover.RecoverySettings)")
+    settings.add_argument("--steps", type=int, help="optimisation steps per start")
+    settings.add_argument("--lr", type=float, help="Adam's initial rate, decayed along a cosine")
+    settings.add_argument("--images", type=int, help="held-out photographs to recover")
+    settings.add_argument("--side", type=int, help="crop side for every loss (0: each loss's design size)")
+    settings.add_argument("--blur-sigma", type=float, help="Gaussian blur of the blurred start, in pixels")
+    settings.add_argument("--jpeg-quality", type=int, help="PIL JPEG quality of the JPEG start")
+    _add_plugin_option(recover)
+    recover.set_defaults(handler=_cmd_recover)
 
     compare = commands.add_parser("compare", help="per-entry differences between two runs",
                                   description="Quality differences (b - a) and speed ratios (b / a) per entry, "
@@ -284,6 +305,16 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.report import write_report
 
     print(write_report(args.run_dir, sort_by=args.sort_by))
+    return 0
+
+
+def _cmd_recover(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.api import recover
+
+    given = {key: getattr(args, key) for key in ("steps", "lr", "images", "side", "blur_sigma", "jpeg_quality")
+             if getattr(args, key) is not None}
+    result = recover(args.suite, out=args.out, plugins=args.plugins, device=args.device, only=args.only, **given)
+    print(result.page)
     return 0
 
 

@@ -31,7 +31,8 @@ DECODER_BASE = 8  # the decoder starts from an 8x8x512 map and doubles per stage
 LATENT_SIDE = 8  # a conv bottleneck's latent is an 8x8 map
 BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.data.baselines)
 BOTTLENECKS = ("conv", "linear")
-TASKS = ("autoencode", "denoise")
+# Every task but autoencode is a restoration task: its input is degraded (bench.data.degrade).
+TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
@@ -51,6 +52,9 @@ class DataConfig:
     flip: bool = True  # random horizontal flips of training crops, drawn from the seed
     rotate: bool = True  # random quarter turns of training crops, drawn from the seed
     noise_std: float = 0.1  # Gaussian noise added to inputs when task = "denoise"
+    blur_sigma: float = 2.0  # Gaussian blur of the inputs (px) when task = "deblur"
+    jpeg_quality: int = 10  # PIL JPEG quality of the inputs when task = "jpeg"
+    scale_factor: int = 4  # task = "super_resolution": inputs are shrunk by this factor and enlarged back
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,20 @@ class MetricsConfig:
     psnr_targets: tuple[float, ...] = ()  # time-to-quality: step and seconds when eval PSNR first reaches each
 
 
+@dataclass(frozen=True)
+class VerdictConfig:
+    # The entry whose scores on each entry's own measures that entry must not fall below significantly (else it
+    # "did not optimise its own measure"); "": the entry named mse, where there is one.
+    reference: str = ""
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "timing": TimingConfig,
     "metrics": MetricsConfig,
+    "verdict": VerdictConfig,
 }
 ENTRY_OVERRIDABLE = ("data", "model", "train")  # an entry may change how it is trained, not how it is measured
 
@@ -141,6 +153,7 @@ class Suite:
     description: str = ""
     requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.config.plugins); a suite never loads code
     text: str = ""  # the TOML the suite was parsed from, copied into every run folder
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -276,12 +289,27 @@ def validate_settings(suite: Suite, *, where: str) -> None:
                               fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights")
     if data.noise_std < 0:
         raise BenchInputError("data.noise_std must be >= 0", where=f"{where}: data.noise_std", fix="use e.g. 0.1")
+    if not (data.blur_sigma > 0 and math.isfinite(data.blur_sigma)):
+        raise BenchInputError(f"data.blur_sigma must be a positive number, got {data.blur_sigma}",
+                              where=f"{where}: data.blur_sigma", fix="use e.g. 2.0 (pixels)")
+    if not 1 <= data.jpeg_quality <= 95:
+        raise BenchInputError(f"data.jpeg_quality must be from 1 to 95, got {data.jpeg_quality}",
+                              where=f"{where}: data.jpeg_quality", fix="use e.g. 10 (PIL's quality scale)")
+    if data.scale_factor < 2 or data.resolution % data.scale_factor:
+        raise BenchInputError(f"data.scale_factor must be at least 2 and divide data.resolution "
+                              f"({data.resolution}), got {data.scale_factor}", where=f"{where}: data.scale_factor",
+                              fix="use e.g. 2 or 4")
     for name in suite.metrics.compute:
         if name not in METRICS:
             close = difflib.get_close_matches(name, list(METRICS), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise BenchInputError(f"unknown metric {name!r}", where=f"{where}: metrics.compute",
                                   fix=f"{hint}known metrics: {', '.join(METRICS)}")
+    names = [entry.name for entry in suite.entries]
+    if suite.verdict.reference and suite.verdict.reference not in names:
+        raise BenchInputError(f"the reference {suite.verdict.reference!r} is not an entry of this suite",
+                              where=f"{where}: verdict.reference",
+                              fix=f"name one of its entries ({', '.join(names)}), or drop it to compare with mse")
     for variant in suite.timing.variants:
         if variant not in TIMING_VARIANTS:
             raise BenchInputError(f"unknown timing variant {variant!r}", where=f"{where}: timing.variants",

@@ -2,12 +2,14 @@
 
 A trained entry is worth reading only beside these. For the autoencoder task: each crop's mean colour, and a
 bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim).
-For the denoising task: the mean colour and the noisy input itself. The first baseline of a task is its trivial
-answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is marked "did not learn".
+For the restoration tasks: the degraded input itself (noisy, blurred, JPEG or enlarged) and the mean colour. The
+first baseline of a task is its trivial answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is
+marked "did not learn".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -15,8 +17,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.data.images import EVAL_NOISE_SEED, add_noise
-from bench.config.suite import BASELINE_PREFIX
+from bench.data.degrade import degrade
+from bench.data.images import EVAL_NOISE_SEED
+from bench.config.suite import BASELINE_PREFIX, DataConfig
 
 PREFIX = BASELINE_PREFIX  # entry names starting with this are reserved for baselines
 LEARNED_MARGIN_DB = 1.0  # an entry "learned" when its mean PSNR beats the trivial baseline by at least this
@@ -45,13 +48,20 @@ def bicubic(images: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def baselines_for(task: str, latent_dim: int, noise_std: float) -> tuple[Baseline, ...]:
-    """The task's baselines, its trivial answer first."""
+DEGRADED_INPUTS = {"denoise": ("noisy-input", "the noisy input itself (noise std {noise_std:g})"),
+                   "deblur": ("blurred-input", "the blurred input itself (sigma {blur_sigma:g} px)"),
+                   "jpeg": ("jpeg-input", "the JPEG input itself (quality {jpeg_quality})"),
+                   "super_resolution": ("upscaled-input", "the bicubic-enlarged input itself (x{scale_factor})")}
+
+
+def baselines_for(task: str, latent_dim: int, data) -> tuple[Baseline, ...]:
+    """The task's baselines, its trivial answer first (``data``: the suite's DataConfig)."""
     mean = Baseline(f"{PREFIX}mean-colour", "each crop's mean colour", mean_colour)
-    if task == "denoise":
-        noisy = Baseline(f"{PREFIX}noisy-input", f"the noisy input itself (noise std {noise_std:g})",
-                         lambda images: add_noise(images, noise_std, EVAL_NOISE_SEED))
-        return noisy, mean
+    if task in DEGRADED_INPUTS:
+        name, formula = DEGRADED_INPUTS[task]
+        degraded = Baseline(f"{PREFIX}{name}", formula.format(**dataclasses.asdict(data)),
+                            lambda images: degrade(task, images, data, EVAL_NOISE_SEED))
+        return degraded, mean
     side = bicubic_side(latent_dim)
     shrink = Baseline(f"{PREFIX}bicubic", f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, "
                                           f"latent {latent_dim})", lambda images: bicubic(images, side))
@@ -59,4 +69,4 @@ def baselines_for(task: str, latent_dim: int, noise_std: float) -> tuple[Baselin
 
 
 def trivial_name(task: str) -> str:
-    return baselines_for(task, 64, 0.1)[0].name
+    return baselines_for(task, 64, DataConfig())[0].name

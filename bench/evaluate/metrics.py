@@ -9,40 +9,21 @@ is ``bench.losses.nlpd``'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from pytorch_msssim import ssim
 
+from bench.losses.measures import PER_PIXEL, Measure
+from bench.losses.registry import measure_of
 from bench.losses.structural import most_levels, ms_ssim_index
 
 WINDOW = 11
 
-
-@dataclass(frozen=True)
-class Metric:
-    label: str  # for tables and the report
-    higher_is_better: bool
-    reference: str  # where the numbers come from
-
-
-METRICS: dict[str, Metric] = {
-    "psnr": Metric("PSNR (dB)", True, "10 log10(1 / MSE), per image"),
-    "ssim": Metric("SSIM", True, "pytorch-msssim, 11 px Gaussian window"),
-    "ms_ssim": Metric("MS-SSIM", True, "as many scales as fit, standard weights renormalised"),
-    "lpips": Metric("LPIPS", False, "lpips package, [metrics] lpips_net / lpips_weights"),
-    "l1": Metric("L1", False, "mean absolute error"),
-    "mse": Metric("MSE", False, "mean squared error"),
-    "fsim": Metric("FSIM", True, "piq FSIMc (FSIM for grayscale)"),
-    "gmsd": Metric("GMSD", False, "piq"),
-    "ms_gmsd": Metric("MS-GMSD", False, "piq"),
-    "haarpsi": Metric("HaarPSI", True, "piq"),
-    "mdsi": Metric("MDSI", False, "piq"),
-    "vif": Metric("VIF", True, "piq, pixel domain"),
-    "vsi": Metric("VSI", True, "piq"),
-    "dists": Metric("DISTS", False, "piq, [metrics] dists_weights"),
-    "nlpd": Metric("NLPD", False, "bench.losses.nlpd, as many levels as fit"),
-}
+# The one metric that is no loss; every other metric's record is its loss's (bench.losses.measures).
+PSNR = Measure("PSNR", True, ("psnr",), PER_PIXEL, "10 log10(1 / MSE), per image", unit="dB")
+# The metrics QualityMetrics computes, in the order of the tables' columns.
+METRIC_NAMES = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "vif",
+                "vsi", "dists", "nlpd")
+METRICS: dict[str, Measure] = {name: PSNR if name == "psnr" else measure_of(name) for name in METRIC_NAMES}
 # Today's metrics plus weight-free ones no loss of the default suite trains on, and DISTS where its weights load.
 DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse", "fsim", "gmsd", "haarpsi", "dists")
 

@@ -4,43 +4,55 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.evaluate.design import below_design
 from bench.evaluate.metrics import METRICS
 from bench.evaluate.stats import confidence_table
-from bench.evaluate.verdicts import add_verdicts
+from bench.evaluate.verdicts import REFERENCE, add_verdicts
 
 QUALITY_COLUMNS = tuple(METRICS)  # every metric a run may have computed; a run's own are those in its tables
 HIGHER_IS_BETTER = {name: metric.higher_is_better for name, metric in METRICS.items()}
 
 
 def metric_table(quality: pd.DataFrame) -> pd.DataFrame:
-    """metrics.csv: one row per metric the run computed, with its direction, its source and the entries that
-    trained on it (whose wins there are expected)."""
+    """metrics.csv: one row per metric the run computed, with its direction, its source, the entries that
+    trained on it (whose wins there are expected), its design size with that size's source, and whether the run
+    scored it on crops below that size."""
     computed = [name for name in QUALITY_COLUMNS if name in quality]
     trained = quality[quality.get("kind", pd.Series("trained", index=quality.index)) != "baseline"]
     owners = {name: sorted({entry for entry, own in zip(trained["entry"], trained.get("trained_on", pd.Series(
         "", index=trained.index)).astype(object).fillna("")) if name in str(own).split()}) for name in computed}
-    return pd.DataFrame({"metric": computed, "label": [METRICS[n].label for n in computed],
+    return pd.DataFrame({"metric": computed, "label": [METRICS[n].table_label for n in computed],
                          "higher_is_better": [METRICS[n].higher_is_better for n in computed],
                          "source": [METRICS[n].reference for n in computed],
-                         "trained_on_by": [" ".join(owners[n]) for n in computed]})
+                         "trained_on_by": [" ".join(owners[n]) for n in computed],
+                         "design_px": [METRICS[n].design.side for n in computed],
+                         "design_source": [METRICS[n].design.source for n in computed],
+                         "scored_below_design": [n in below_design([n], _smallest_crop(quality)) for n in computed]})
+
+
+def _smallest_crop(quality: pd.DataFrame) -> int:
+    """The smallest crop side any row was scored at; 0 (nothing below any design) where none is recorded."""
+    sides = quality.get("resolution", pd.Series(dtype=float)).dropna()
+    return int(sides.min()) if len(sides) else 0
 
 
 def summarize(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
-              history: pd.DataFrame | None = None) -> pd.DataFrame:
-    return summarize_with_pairs(quality, speed, per_image, history)[0]
+              history: pd.DataFrame | None = None, reference: str = "") -> pd.DataFrame:
+    return summarize_with_pairs(quality, speed, per_image, history, reference)[0]
 
 
 def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: pd.DataFrame | None = None,
-                         history: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         history: pd.DataFrame | None = None, reference: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per entry and baseline: mean quality over seeds with its 95% interval, the loss's fwd+bwd time,
     the verdicts of ``bench.evaluate.verdicts`` and a rank by mean among the entries that learned (1 = best); and the
-    pairwise comparisons (pairwise.csv) behind the verdicts."""
+    pairwise comparisons (pairwise.csv) behind the verdicts. ``reference``: the entry own measures are compared
+    with (the suite's ``[verdict] reference``; "": mse)."""
     if quality.empty:
         return pd.DataFrame(), pd.DataFrame()
     quality = quality if "kind" in quality else quality.assign(kind="trained")  # runs from before baselines
     ok = quality[quality["status"] == "ok"]
     columns = {"kind": ("kind", "first"), "formula": ("formula", "first")}
-    columns.update({c: (c, "first") for c in ("trained_on", "loss_weights") if c in quality})
+    columns.update({c: (c, "first") for c in ("trained_on", "trained_below_design", "loss_weights") if c in quality})
     summary = quality.groupby("entry", sort=False).agg(
         **columns, seeds=("seed", "nunique"), failed=("status", lambda s: int((s != "ok").sum())),
     )
@@ -56,11 +68,17 @@ def summarize_with_pairs(quality: pd.DataFrame, speed: pd.DataFrame, per_image: 
         total = speed[(speed["phase"] == "total") & (speed["variant"] == speed["variant"].iloc[0])]
         summary = summary.join(total.set_index("entry")[["median_ms"]].rename(columns={"median_ms": "loss_fwd_bwd_ms"}))
     summary = summary.reset_index()
+    if "resolution" in quality:
+        sides = quality.groupby("entry", sort=False)["resolution"].min()
+        computed = [metric for metric in QUALITY_COLUMNS if metric in quality]
+        summary["scored_below_design"] = [" ".join(below_design(computed, sides[entry])) if pd.notna(sides[entry])
+                                          else "" for entry in summary["entry"]]
     pairs = pd.DataFrame()
     if "psnr" in summary:
         summary, pairs = add_verdicts(summary, per_image if per_image is not None else pd.DataFrame(),
                                       history if history is not None else pd.DataFrame(),
-                                      {m: HIGHER_IS_BETTER[m] for m in QUALITY_COLUMNS if m in summary})
+                                      {m: HIGHER_IS_BETTER[m] for m in QUALITY_COLUMNS if m in summary},
+                                      reference or REFERENCE)
     ranked = (summary["kind"] != "baseline") & summary.get("learned", pd.Series(True, index=summary.index)).fillna(True).astype(bool)
     for column, higher in {**HIGHER_IS_BETTER, "loss_fwd_bwd_ms": False}.items():
         if column in summary:

@@ -1,7 +1,7 @@
 """Verdicts a user can act on, from the result tables alone.
 
 - **Did it learn?** An entry whose mean held-out PSNR does not beat the task's trivial baseline (each crop's mean
-  colour; the noisy input when denoising) by ``LEARNED_MARGIN_DB`` "did not learn": it is never ranked.
+  colour; the degraded input in a restoration task) by ``LEARNED_MARGIN_DB`` "did not learn": it is never ranked.
 - **Still improving?** The gain in held-out PSNR over the last 20% of the training steps, mean over seeds.
 - **Who is best?** Every pair of ranked entries is compared per metric, paired over every (seed, evaluation crop):
   a paired t-test on the differences, Holm-corrected for the number of pairs, and the winner must be ahead on
@@ -9,6 +9,11 @@
   [1 + entries significantly better, entries ranked - entries significantly worse]; "best" is an interval of
   [1, 1], "tied" for best is an interval starting at 1 that does not end there.
 - **Trained on the metric**: the metrics an entry's loss optimises (or a term of it does), whose wins are expected.
+- **Did it optimise its own measure?** Each trained entry is compared with a reference entry (``mse``, or the
+  suite's ``[verdict] reference``) on every metric the entry trained on and the reference did not, paired over
+  (seed, crop) as above, Holm-corrected over all these comparisons. Significantly worse there: the entry "did
+  not optimise its own measure", an optimisation finding (its own objective was not reached) distinct from "did
+  not learn" (nothing beyond the trivial baseline).
 """
 
 from __future__ import annotations
@@ -21,23 +26,30 @@ import pandas as pd
 from scipy import stats
 
 from bench.data.baselines import LEARNED_MARGIN_DB, PREFIX
+from bench.evaluate.design import with_sizes
+from bench.evaluate.metrics import METRICS
+from bench.losses.registry import measure_of
 
 ALPHA = 0.05
+REFERENCE = "mse"  # the entry own measures are compared with, unless the suite names another
 IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving
 LAST_FRACTION = 0.2
-# Metrics a loss optimises directly (PSNR is a function of each image's MSE); combinations take the union.
-# Each quality measure that is also a loss optimises its own metric. Barron's robust loss is not marked: only its
-# alpha = 2 member is MSE (scaled), and that is the mse loss.
-OPTIMISES = {"mse": ("mse", "psnr"), "l1": ("l1",), "ssim": ("ssim",), "ms_ssim": ("ms_ssim",),
-             "ms_ssim_l1": ("ms_ssim", "l1"), "lpips": ("lpips",),
-             **{measure: (measure,) for measure in ("fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "vif", "vsi",
-                                                    "dists", "nlpd")}}
 
 
 def trained_on(entry) -> str:
-    """Space-separated metrics that ``entry`` (a suite Entry) optimises, e.g. "mse psnr"; "" for none."""
-    metrics = {metric for term in entry.terms for metric in OPTIMISES.get(term.loss, ())}
+    """Space-separated metrics that ``entry`` (a suite Entry) optimises, e.g. "mse psnr"; "" for none.
+
+    The metrics a loss optimises come from its measure record (PSNR is a function of each image's MSE);
+    combinations take the union. Losses without a record optimise none: e.g. Barron's robust loss, whose only
+    member that is MSE (alpha = 2, scaled) is the mse loss itself.
+    """
+    metrics = {metric for term in entry.terms for metric in _optimised_by(term.loss)}
     return " ".join(sorted(metrics))
+
+
+def _optimised_by(loss: str) -> tuple[str, ...]:
+    record = measure_of(loss)
+    return record.optimises if record else ()
 
 
 def holm(p_values) -> np.ndarray:
@@ -64,10 +76,16 @@ def pairwise(per_image: pd.DataFrame, metric: str, higher_is_better: bool, entri
     """Every pair of ``entries`` on ``metric``, paired over (seed, crop): mean difference a - b with a 95%
     t-interval, p-value, Holm-adjusted p-value, whether every seed's mean difference has the overall sign, and
     the verdict "a better" / "b better" / "tie (within noise)"."""
-    values = per_image[per_image["entry"].isin(entries)].pivot_table(index=["seed", "crop"], columns="entry",
-                                                                     values=metric)
+    return _judged(_paired(per_image, metric, list(itertools.combinations(entries, 2))), higher_is_better)
+
+
+def _paired(per_image: pd.DataFrame, metric: str, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """The paired differences a - b on ``metric`` of each of ``pairs``, before any verdict."""
+    names = {name for pair in pairs for name in pair}
+    values = per_image[per_image["entry"].isin(names)].pivot_table(index=["seed", "crop"], columns="entry",
+                                                                   values=metric)
     rows = []
-    for a, b in itertools.combinations([e for e in entries if e in values], 2):
+    for a, b in [(a, b) for a, b in pairs if a in values and b in values]:
         pair = values[[a, b]].dropna()
         difference = (pair[a] - pair[b]).to_numpy()
         mean = float(difference.mean()) if difference.size else math.nan
@@ -78,8 +96,13 @@ def pairwise(per_image: pd.DataFrame, metric: str, higher_is_better: bool, entri
         rows.append({"metric": metric, "a": a, "b": b, "seeds": per_seed.size, "pairs": difference.size,
                      "mean_difference": mean, "ci_low": mean - half, "ci_high": mean + half,
                      "p_value": _paired_p(difference), "seeds_agree": agree})
-    frame = pd.DataFrame(rows, columns=["metric", "a", "b", "seeds", "pairs", "mean_difference", "ci_low", "ci_high",
-                                        "p_value", "seeds_agree"])
+    return pd.DataFrame(rows, columns=["metric", "a", "b", "seeds", "pairs", "mean_difference", "ci_low", "ci_high",
+                                       "p_value", "seeds_agree"])
+
+
+def _judged(frame: pd.DataFrame, higher_is_better) -> pd.DataFrame:
+    """``frame`` with Holm-adjusted p-values over all its rows and each row's verdict; ``higher_is_better`` is one
+    direction for every row, or one per row."""
     tested = frame["p_value"].notna()
     frame["p_holm"] = math.nan
     frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p_value"])
@@ -118,8 +141,38 @@ def psnr_gain(history: pd.DataFrame) -> pd.Series:
     return pd.Series({entry: float(np.mean(values)) for entry, values in gains.items()}, dtype=float)
 
 
+def own_measure_comparisons(summary: pd.DataFrame, per_image: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each trained entry against ``reference`` on each held-out metric the entry trained on and ``reference``
+    did not, paired over (seed, crop), Holm-corrected over all these comparisons (module docstring)."""
+    owns = dict(zip(summary["entry"], summary.get("trained_on", pd.Series("", index=summary.index))
+                    .astype(object).fillna("").astype(str).str.split()))
+    trained = summary.loc[summary["kind"] != "baseline", "entry"]
+    if per_image.empty or reference not in owns:
+        return pd.DataFrame()
+    compared = [_paired(per_image, metric, [(entry, reference)]).assign(higher=METRICS[metric].higher_is_better)
+                for entry in trained if entry != reference
+                for metric in owns[entry] if metric not in owns[reference] and metric in per_image]
+    if not compared:
+        return pd.DataFrame()
+    frame = pd.concat(compared, ignore_index=True)
+    return _judged(frame, frame["higher"])
+
+
+def own_measure_marks(summary: pd.DataFrame, per_image: pd.DataFrame, reference: str) -> tuple[list[str], list[str]]:
+    """Per summary row: the own metrics it is significantly worse on than ``reference`` (space-separated), and
+    the reference it was compared with ("" where it was not compared)."""
+    comparisons = own_measure_comparisons(summary, per_image, reference)
+    worse, compared = {}, set()
+    for _, row in comparisons.iterrows():
+        compared.add(row["a"])
+        if row["verdict"] == f"{reference} better":
+            worse.setdefault(row["a"], []).append(row["metric"])
+    return ([" ".join(worse.get(entry, [])) for entry in summary["entry"]],
+            [reference if entry in compared else "" for entry in summary["entry"]])
+
+
 def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.DataFrame,
-                 metrics: dict[str, bool]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 metrics: dict[str, bool], reference: str = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``summary`` (one row per entry, with ``kind`` and mean metrics) with verdict columns added, and the
     pairwise comparisons behind them (pairwise.csv)."""
     summary = summary.copy()
@@ -128,6 +181,7 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
     summary["learned"] = pd.Series(pd.NA, index=summary.index, dtype="boolean")
     if not math.isnan(trivial):
         summary.loc[trained, "learned"] = summary.loc[trained, "psnr"].fillna(-math.inf) >= trivial + LEARNED_MARGIN_DB
+    summary["did_not_optimise"], summary["own_measure_reference"] = own_measure_marks(summary, per_image, reference)
     gain = psnr_gain(history)
     summary["psnr_gain_last20"] = summary["entry"].map(gain)
     summary["still_improving"] = (summary["psnr_gain_last20"] >= IMPROVING_DB).where(summary["psnr_gain_last20"].notna())
@@ -158,10 +212,7 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
     return summary, (pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame())
 
 
-# The headline leaves out L1 and MSE: PSNR says what they say.
-HEADLINE_METRICS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "fsim": "FSIM",
-                    "gmsd": "GMSD", "ms_gmsd": "MS-GMSD", "haarpsi": "HaarPSI", "mdsi": "MDSI", "vif": "VIF",
-                    "vsi": "VSI", "dists": "DISTS", "nlpd": "NLPD"}
+HEADLINE_METRICS = {name: metric.label for name, metric in METRICS.items() if metric.headline}
 
 
 def trained_on_by(summary: pd.DataFrame, metric: str) -> list[str]:
@@ -196,6 +247,13 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
             lines.append(f"{name}: best is {best[0]} (ahead of every other entry beyond noise)")
         elif tied:
             lines.append(f"{name}: tied for best within noise: {', '.join(tied)}")
+    not_optimised = summary.get("did_not_optimise", pd.Series("", index=summary.index)).astype(object).fillna("")
+    not_optimised = not_optimised.astype(str)
+    if not_optimised.str.strip().astype(bool).any():
+        reference = summary.loc[not_optimised.str.strip().astype(bool), "own_measure_reference"].iloc[0]
+        lines.append(f"did not optimise its own measure (significantly worse on it than {reference}, which did not "
+                     "train on it): " + ", ".join(f"{entry} on {', '.join(labels.get(m, m) for m in own.split())}"
+                                                  for entry, own in zip(summary["entry"], not_optimised) if own))
     if "learned" in summary and not baselines.empty:
         missed = list(trained.loc[trained["learned"].eq(False).fillna(False), "entry"])
         trivial = baselines.iloc[0]
@@ -214,4 +272,19 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
                      f"{LAST_FRACTION:.0%} of steps): {len(improving)} of {known} entries"
                      + (f" ({', '.join(improving)}): the ranking is partly one of learning speed" if improving else
                         ": the ranking is of models that had stopped improving"))
+    return lines + design_flags(summary)
+
+
+def design_flags(summary: pd.DataFrame) -> list[str]:
+    """Which entries trained, and which metrics were scored, on crops smaller than the measure's design size."""
+    lines = []
+    below = summary.get("trained_below_design", pd.Series("", index=summary.index)).astype(object).fillna("")
+    trained = {entry: str(losses).split() for entry, losses in zip(summary["entry"], below)}
+    if any(trained.values()):
+        lines.append("trained on crops smaller than their loss was designed for: " + "; ".join(
+            f"{entry}: {with_sizes(losses)}" for entry, losses in trained.items() if losses))
+    scored = summary.get("scored_below_design", pd.Series("", index=summary.index)).astype(object).fillna("")
+    metrics = list(dict.fromkeys(metric for names in scored for metric in str(names).split()))
+    if metrics:
+        lines.append(f"scored on crops smaller than the metric was designed for: {with_sizes(metrics)}")
     return lines

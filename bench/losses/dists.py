@@ -27,6 +27,7 @@ from torch import nn
 from bench.losses.checks import as_rgb, check_image_pair
 from bench.losses.pretrained import (MetricLoss, WeightsUnavailableError, hub_file, hub_state_dict,
                                      imagenet_weights_file, load_backbone)
+from bench.losses.measures import DesignSize, Measure
 from bench.losses.registry import LossContext, register_loss
 
 HEAD_URL = "https://github.com/photosynthesis-team/piq/releases/download/v0.4.1/dists_weights.pt"
@@ -95,7 +96,11 @@ def dists_per_image(metric: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
 
 
 @register_loss("dists", "DISTS, structure and texture similarity of VGG16 features (Ding et al. 2020), piq",
-               weights="auto")
+               weights="auto",
+               measure=Measure("DISTS", False, ("dists",),
+                               DesignSize(256, "Ding et al. 2020: the authors' code resizes images larger than "
+                                               "256 px to a 256 px shorter side; VGG16 learnt ImageNet at 224 px"),
+                               "piq, [metrics] dists_weights"))
 def _make_dists(context: LossContext, weights) -> nn.Module:
     if context.image_size < MIN_SIDE:
         raise ValueError(f"dists needs images of at least {MIN_SIDE} px, got {context.image_size} px")

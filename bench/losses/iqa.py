@@ -9,7 +9,7 @@ needs around it, the same for every measure:
 - images are clamped to [0, 1], the range piq asserts (the model's sigmoid keeps them there already);
 - grayscale input: FSIM and MS-GMSD drop their chromatic part; MDSI and VSI, defined on colour only, see the
   gray channel three times (as piq does, without its warning);
-- images smaller than a measure's minimum side (``MIN_SIDE``) are refused with the size they need;
+- images smaller than a measure's minimum side (``min_side``) are refused with the size they need;
 - a fixed, tiny luminance ramp (``RAMP``, a tenth of one 8-bit level across the image) is added to both
   images before measuring. Every measure here takes square roots of local gradient magnitudes or deviations,
   whose slope at 0 is infinite: on a flat patch (a constant image, a region clipped at 0 or 1) or at
@@ -25,7 +25,6 @@ needs around it, the same for every measure:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from bench.losses.checks import as_rgb, check_image_pair
+from bench.losses.measures import DesignSize, Measure
 from bench.losses.pixel import PixelLoss
 from bench.losses.registry import LossContext, register_loss
 
@@ -40,46 +40,70 @@ RAMP = 0.1 / 255  # total rise of the ramp across the image, in data-range units
 
 
 @dataclass(frozen=True)
-class Measure:
-    """One piq measure: its function (per-image values with ``reduction="none"``), its direction and limits."""
+class PiqMeasure:
+    """One piq measure: what LossBench computes it with, its limits, and its record as a measure."""
 
-    function: Callable[..., torch.Tensor]
-    similarity: bool  # True: higher is better, the loss is 1 - value; False: a distance, the loss is the value
+    function_name: str  # piq's function giving per-image values with ``reduction="none"``
+    record: Measure
+    summary: str  # the line `bench list` shows
+    defaults: dict  # parameters a suite may set, with piq's defaults (so `bench list` does not import piq)
     min_side: int  # smallest image side accepted (piq's own limit, or one the tests find finite values at)
     colour_only: bool = False  # defined on RGB only: grayscale is repeated to three channels
     chromatic_param: str = ""  # the parameter switching a chromatic term on, switched off for grayscale
     float64: bool = False  # computed in float64: float32 ties make its gradient NaN (module docstring)
 
+    @property
+    def function(self) -> Callable[..., torch.Tensor]:
+        import piq  # on first use: `bench list` needs only the records below
 
-@functools.lru_cache(maxsize=1)
-def _measures() -> dict[str, Measure]:
-    import piq  # on first use: `bench list` needs only the names and defaults below
+        return getattr(piq, self.function_name)
 
-    return {
-        "fsim": Measure(piq.fsim, True, 8, chromatic_param="chromatic"),
-        "gmsd": Measure(piq.gmsd, False, 4),
-        "ms_gmsd": Measure(piq.multi_scale_gmsd, False, 17, chromatic_param="chromatic"),
-        "haarpsi": Measure(piq.haarpsi, True, 16),
-        "mdsi": Measure(piq.mdsi, False, 4, colour_only=True, float64=True),
-        "vif": Measure(piq.vif_p, True, 41),
-        "vsi": Measure(piq.vsi, True, 4, colour_only=True),
-    }
+    @property
+    def similarity(self) -> bool:
+        """True: higher is better, the loss is 1 - value; False: a distance, the loss is the value."""
+        return self.record.higher_is_better
 
 
-MEASURE_NAMES = ("fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "vif", "vsi")
-SUMMARIES = {
-    "fsim": "1 - FSIM(c), phase congruency and gradient similarity (Zhang et al. 2011), piq",
-    "gmsd": "gradient magnitude similarity deviation (Xue et al. 2014), piq",
-    "ms_gmsd": "multi-scale GMSD (Zhang et al. 2017), piq",
-    "haarpsi": "1 - HaarPSI, Haar wavelet perceptual similarity (Reisenhofer et al. 2018), piq",
-    "mdsi": "mean deviation similarity index (Nafchi et al. 2016), a distance, piq",
-    "vif": "1 - VIF in the pixel domain (Sheikh & Bovik 2006), piq",
-    "vsi": "1 - VSI, visual saliency-induced index (Zhang et al. 2014), piq",
-}
+# The reference code of these measures shrinks images whose shorter side exceeds 256 px by round(side / 256)
+# before measuring (piq does the same): their filters and constants were set for images of about 256 px.
+SHRUNK_TO_256 = "reference code (and piq) average-pools images to a shorter side of about 256 px"
+# These halve every image before measuring, with constants fitted on LIVE, CSIQ and TID images of about 512 px:
+# they measure at about 256 px, the design size given (a lower bound).
+HALVED_FROM_512 = "reference code (and piq) halves images; constants fitted on ~512 px LIVE/CSIQ/TID images"
 
 
-def measure(name: str) -> Measure:
-    return _measures()[name]
+def _piq(name: str, function_name: str, label: str, similarity: bool, design: DesignSize, reference: str,
+         summary: str, defaults: dict, min_side: int, **limits) -> tuple[str, PiqMeasure]:
+    """``name`` and its measure, whose loss optimises the metric of the same name."""
+    record = Measure(label, similarity, (name,), design, reference)
+    return name, PiqMeasure(function_name, record, summary, defaults, min_side, **limits)
+
+
+PIQ_MEASURES: dict[str, PiqMeasure] = dict([
+    _piq("fsim", "fsim", "FSIM", True, DesignSize(256, f"Zhang et al. 2011: {SHRUNK_TO_256}"),
+         "piq FSIMc (FSIM for grayscale)",
+         "1 - FSIM(c), phase congruency and gradient similarity (Zhang et al. 2011), piq",
+         dict(chromatic=True), 8, chromatic_param="chromatic"),
+    _piq("gmsd", "gmsd", "GMSD", False, DesignSize(256, f"Xue et al. 2014: {HALVED_FROM_512}"), "piq",
+         "gradient magnitude similarity deviation (Xue et al. 2014), piq", dict(t=170 / 255**2), 4),
+    _piq("ms_gmsd", "multi_scale_gmsd", "MS-GMSD", False, DesignSize(0, "not stated (Zhang et al. 2017)"), "piq",
+         "multi-scale GMSD (Zhang et al. 2017), piq", dict(chromatic=False), 17, chromatic_param="chromatic"),
+    _piq("haarpsi", "haarpsi", "HaarPSI", True, DesignSize(256, f"Reisenhofer et al. 2018: {HALVED_FROM_512}"),
+         "piq", "1 - HaarPSI, Haar wavelet perceptual similarity (Reisenhofer et al. 2018), piq",
+         dict(scales=3, subsample=True, c=30.0, alpha=4.2), 16),
+    _piq("mdsi", "mdsi", "MDSI", False, DesignSize(256, f"Nafchi et al. 2016: {SHRUNK_TO_256}"), "piq",
+         "mean deviation similarity index (Nafchi et al. 2016), a distance, piq", dict(combination="sum"), 4,
+         colour_only=True, float64=True),
+    _piq("vif", "vif_p", "VIF", True, DesignSize(0, "not stated (Sheikh & Bovik 2006)"), "piq, pixel domain",
+         "1 - VIF in the pixel domain (Sheikh & Bovik 2006), piq", dict(sigma_n_sq=2.0), 41),
+    _piq("vsi", "vsi", "VSI", True, DesignSize(256, f"Zhang et al. 2014: {SHRUNK_TO_256}; saliency at 256x256"),
+         "piq", "1 - VSI, visual saliency-induced index (Zhang et al. 2014), piq", dict(), 4, colour_only=True),
+])
+MEASURE_NAMES = tuple(PIQ_MEASURES)
+
+
+def measure(name: str) -> PiqMeasure:
+    return PIQ_MEASURES[name]
 
 
 def quality_index(name: str, x: torch.Tensor, y: torch.Tensor, **params) -> torch.Tensor:
@@ -90,7 +114,7 @@ def quality_index(name: str, x: torch.Tensor, y: torch.Tensor, **params) -> torc
     side = min(x.shape[-2:])
     if side < spec.min_side:
         raise ValueError(f"{name} needs images of at least {spec.min_side} px, got {side} px")
-    params = {**DEFAULTS[name], **params}
+    params = {**spec.defaults, **params}
     if spec.chromatic_param and x.shape[1] == 1:
         params[spec.chromatic_param] = False
     with torch.autocast(x.device.type, enabled=False):
@@ -129,24 +153,14 @@ def iqa_loss(reconstruction: torch.Tensor, target: torch.Tensor, measure_name: s
 
 
 def _register(name: str) -> None:
-    @register_loss(name, SUMMARIES[name], **DEFAULTS[name])
+    spec = measure(name)
+
+    @register_loss(name, spec.summary, **spec.defaults, measure=spec.record)
     def _make(context: LossContext, **params) -> nn.Module:
-        spec = measure(name)
         if context.image_size < spec.min_side:
             raise ValueError(f"{name} needs images of at least {spec.min_side} px, got {context.image_size} px")
         return PixelLoss(iqa_loss, measure_name=name, **params)
 
-
-# Parameters a suite may set, with piq's defaults (listed here so `bench list` does not import piq).
-DEFAULTS: dict[str, dict] = {
-    "fsim": dict(chromatic=True),
-    "gmsd": dict(t=170 / 255**2),
-    "ms_gmsd": dict(chromatic=False),
-    "haarpsi": dict(scales=3, subsample=True, c=30.0, alpha=4.2),
-    "mdsi": dict(combination="sum"),
-    "vif": dict(sigma_n_sq=2.0),
-    "vsi": dict(),
-}
 
 for _name in MEASURE_NAMES:
     _register(_name)

@@ -21,6 +21,7 @@ from torch import nn
 
 from bench.losses.checks import check_image_pair
 from bench.losses.pixel import PixelLoss
+from bench.losses.measures import DesignSize, Measure
 from bench.losses.registry import LossContext, register_loss
 
 _LOW_PASS_1D = (0.05, 0.25, 0.4, 0.25, 0.05)
@@ -90,7 +91,9 @@ def most_nlpd_levels(side: int) -> int:
     return max((n for n in range(1, MAX_LEVELS + 1) if side >= nlpd_min_side(n)), default=0)
 
 
-@register_loss("nlpd", "normalised Laplacian pyramid distance (Laparra et al. 2016), per channel", levels=MAX_LEVELS)
+@register_loss("nlpd", "normalised Laplacian pyramid distance (Laparra et al. 2016), per channel", levels=MAX_LEVELS,
+               measure=Measure("NLPD", False, ("nlpd",), DesignSize(0, "not stated (Laparra et al. 2016)"),
+                               "bench.losses.nlpd, as many levels as fit"))
 def _make_nlpd(context: LossContext, levels) -> nn.Module:
     if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"levels must be an integer from 1 to {MAX_LEVELS}, got {levels!r}")

@@ -16,6 +16,7 @@ from torch import nn
 from bench.losses.checks import as_rgb, check_image_pair
 from bench.losses.combo import freeze
 from bench.losses.pretrained import LPIPS_MIN_SIDE, MetricLoss, build_lpips, load_backbone
+from bench.losses.measures import DesignSize, Measure
 from bench.losses.registry import LossContext, register_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -205,7 +206,10 @@ def _make_style(context: LossContext, net, layers, layer_weights, weights) -> nn
 
 
 @register_loss("lpips", "learned perceptual distance (Zhang et al. 2018), [0, 1] inputs", net="alex",
-               weights="auto")
+               weights="auto",
+               measure=Measure("LPIPS", False, ("lpips",),
+                               DesignSize(64, "Zhang et al. 2018: trained and validated on 64x64 patches (BAPPS)"),
+                               "lpips package, [metrics] lpips_net / lpips_weights"))
 def _make_lpips(context: LossContext, net, weights) -> nn.Module:
     if context.image_size < LPIPS_MIN_SIDE.get(net, 0):
         fitting = [f"{other!r} ({side} px)" for other, side in LPIPS_MIN_SIDE.items() if side <= context.image_size]

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchInputError
+from bench.losses.measures import Measure
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class LossInfo:
     input_range: tuple[float, float] = IMAGE_RANGE  # images are mapped linearly from [0, 1] to this range
     pretrained: bool = False  # loads pretrained networks: its module must say which weights (``weights_used``)
     source: str = BUILTIN  # "built-in" or the plugin that registered it, e.g. "plugin wavelet (lossbench-wavelet 0.1.0)"
+    measure: Measure | None = None  # the image-quality measure it is (label, direction, design size), if any
 
 
 class DuplicateLossError(ValueError):
@@ -59,7 +61,7 @@ _registering: list[str] = [BUILTIN]  # the source that registrations come from n
 
 
 def register_loss(name: str, summary: str, *, input_range: tuple[float, float] = IMAGE_RANGE,
-                  pretrained: bool = False, **defaults: Any) -> Callable:
+                  pretrained: bool = False, measure: Measure | None = None, **defaults: Any) -> Callable:
     """Decorator: register ``factory(context, **params)`` as the loss ``name``.
 
     ``summary`` is the one line ``bench list`` shows; ``defaults`` declare every parameter with its default
@@ -68,17 +70,22 @@ def register_loss(name: str, summary: str, *, input_range: tuple[float, float] =
     ``pretrained``: the loss loads pretrained networks, so its module must set ``weights_used`` (for
     example ``"imagenet"``, ``"random"`` or a file path), which every result row records. The factory
     returns an ``nn.Module`` or a function of ``(reconstruction, target)`` giving a scalar tensor.
+    ``measure``: the loss's record as an image-quality measure (``bench.losses.measures.Measure``): its label,
+    direction, the metrics it optimises, its design size and its reference.
     """
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ValueError(f"loss name {name!r} must be non-empty letters, digits, '_', '-' or '.'")
     low, high = (float(bound) for bound in input_range)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"input_range of loss {name!r} must be two finite numbers, low < high; got {input_range!r}")
+    if measure is not None and not isinstance(measure, Measure):
+        raise ValueError(f"measure of loss {name!r} must be a bench.losses.measures.Measure, got {measure!r}")
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _LOSSES:
             raise DuplicateLossError(name, _LOSSES[name].source)
-        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained), _registering[-1])
+        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained),
+                                 _registering[-1], measure)
         return factory
 
     return decorator
@@ -117,6 +124,12 @@ def get_loss_info(name: str, *, where: str = "") -> LossInfo:
                 "plugin needs the plugin installed, or passed with -p MODULE / --plugin FILE.py.",
         )
     return _LOSSES[name]
+
+
+def measure_of(name: str) -> Measure | None:
+    """The measure record of loss ``name``; None for a loss without one, or one not registered."""
+    _import_builtin_losses()
+    return _LOSSES[name].measure if name in _LOSSES else None
 
 
 def resolve_params(name: str, params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:

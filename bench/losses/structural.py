@@ -18,6 +18,7 @@ from torch import nn
 
 from bench.losses.checks import check_image_pair
 from bench.losses.pixel import PixelLoss
+from bench.losses.measures import DesignSize, Measure
 from bench.losses.registry import LossContext, register_loss
 
 # Wang, Simoncelli & Bovik 2003, as in pytorch-msssim; fewer levels take the first ones, renormalised.
@@ -219,16 +220,22 @@ def _window_params(win_size, win_sigma, k1, k2, data_range) -> dict:
 
 
 _WINDOW_DEFAULTS = dict(win_size=11, win_sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
+SSIM_DESIGN = DesignSize(11, "Wang et al. 2004: one 11x11 Gaussian window (sigma 1.5); no image size stated "
+                             "(the authors' later ssim.m shrinks images by round(shorter side / 256))")
+MS_SSIM_DESIGN = DesignSize(161, "Wang et al. 2003: 5 scales of the 11 px window, halving 4 times, need 161 px")
 
 
-@register_loss("ssim", "1 - SSIM (Gaussian window), float32", **_WINDOW_DEFAULTS)
+@register_loss("ssim", "1 - SSIM (Gaussian window), float32", **_WINDOW_DEFAULTS,
+               measure=Measure("SSIM", True, ("ssim",), SSIM_DESIGN, "pytorch-msssim, 11 px Gaussian window"))
 def _make_ssim(context: LossContext, **window) -> nn.Module:
     params = _window_params(**window)
     check_fits(context.image_size, params["win_size"], levels=1)
     return PixelLoss(ssim_loss, **params)
 
 
-@register_loss("ms_ssim", "1 - MS-SSIM; levels='auto' fits the image size", levels=MAX_LEVELS, **_WINDOW_DEFAULTS)
+@register_loss("ms_ssim", "1 - MS-SSIM; levels='auto' fits the image size", levels=MAX_LEVELS, **_WINDOW_DEFAULTS,
+               measure=Measure("MS-SSIM", True, ("ms_ssim",), MS_SSIM_DESIGN,
+                               "as many scales as fit, standard weights renormalised"))
 def _make_ms_ssim(context: LossContext, levels, **window) -> nn.Module:
     params = _window_params(**window)
     levels, notes = resolve_levels(levels, context.image_size, params["win_size"])
@@ -236,7 +243,9 @@ def _make_ms_ssim(context: LossContext, levels, **window) -> nn.Module:
 
 
 @register_loss("ms_ssim_l1", "alpha (1 - MS-SSIM) + (1 - alpha) Gaussian-weighted l1 (Zhao et al. 2017)",
-               alpha=0.84, levels=MAX_LEVELS, **_WINDOW_DEFAULTS)
+               alpha=0.84, levels=MAX_LEVELS, **_WINDOW_DEFAULTS,
+               measure=Measure("MS-SSIM + L1", False, ("ms_ssim", "l1"), MS_SSIM_DESIGN,
+                               "Zhao et al. 2017, as bench.losses.structural computes it"))
 def _make_ms_ssim_l1(context: LossContext, alpha, levels, **window) -> nn.Module:
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -20,7 +20,7 @@ from bench.evaluate.tables import HIGHER_IS_BETTER, QUALITY_COLUMNS, summarize
 RUN_FIX = "give a run folder, results/<suite>/<timestamp>/, as printed at the end of `python -m bench run`"
 
 LABELS = {
-    **{name: metric.label for name, metric in METRICS.items()},
+    **{name: metric.table_label for name, metric in METRICS.items()},
     "train_seconds": "train time (s)", "loss_fwd_bwd_ms": "loss fwd+bwd (ms)",
     "psnr_gain_last20": "PSNR gain, last 20% of steps (dB)",
 }

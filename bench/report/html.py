@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from bench.report import LABELS, Run, higher_is_better, label, load_run
 from bench.report import plots
 from bench.data.baselines import LEARNED_MARGIN_DB
 from bench.results import read_table, write_atomic
+from bench.evaluate.design import with_sizes
 from bench.evaluate.verdicts import headline
 
 SECTION_IDS = ("verdict", "run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
@@ -34,6 +36,8 @@ td.own { outline: 2px dashed #8e44ad; outline-offset: -3px; } .own-mark { color:
 tr.baseline td { background: #f3f6fa; font-style: italic; color: #445; }
 tr.dnl td { color: #999; } .badge { font-size: 11px; font-weight: bold; padding: 1px 5px; border-radius: 3px; }
 .badge.dnl { background: #c0392b; color: white; } .badge.base { background: #5d6d7e; color: white; }
+.badge.small { background: #e0a800; color: #222; } .small-mark { color: #b07800; font-weight: bold; }
+.badge.dno { background: #7d3c98; color: white; }
 .verdict li { margin: 3px 0; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .box { padding: 8px 12px; margin: 8px 0; border-left: 5px solid; }
@@ -59,7 +63,8 @@ def render(run: Run, sort_by: str = "psnr") -> str:
     sections = [
         ("verdict", "Verdict", _verdict(run)),
         ("run-summary", "Run", _run_summary(run)),
-        ("summary-table", f"Summary (sorted by {label(sort_by)})", _summary_table(run, table, sort_by, palette)),
+        ("summary-table", f"Summary (sorted by {label(sort_by)})",
+         _summary_table(run, table, sort_by, palette, _recovery_links(run))),
         ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
                                                        "no entry finished training")),
         ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
@@ -127,6 +132,11 @@ def _plain(value) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
+def _names(value) -> list[str]:
+    """A space-separated list cell (e.g. trained_on) as names; none where the cell is empty or missing."""
+    return [] if value is None or pd.isna(value) else str(value).split()
+
+
 def _flag(value) -> bool | None:
     """A True/False verdict cell as read back from CSV or computed (NaN, None or <NA> where there is none)."""
     return None if value is None or pd.isna(value) else bool(value)
@@ -140,10 +150,29 @@ def _rank_text(row: pd.Series, column: str) -> str:
     return f'<br><span class="rank">{text}</span>'
 
 
-def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -> str:
+def _recovery_links(run: Run) -> dict[str, str]:
+    """Entry -> a link to its result in the newest reference recovery of this run's suite, where there is one."""
+    from bench.report.recover_html import PAGE, anchor, newest_recovery  # here: it builds on this module
+
+    found = newest_recovery(run.folder)
+    if found is None or found[1].empty:
+        return {}
+    folder, table = found
+    href = Path(os.path.relpath(folder / PAGE, run.folder)).as_posix()
+    links = {}
+    for position, (entry, rows) in enumerate(table.groupby("entry", sort=False)):
+        recovered = int(rows["recovered"].fillna(False).astype(bool).sum())
+        links[entry] = (f'<a class="recovery" href="{_esc(href)}#{anchor(position)}">recovery: '
+                        f"{recovered} of {len(rows)} starts</a>")
+    return links
+
+
+def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
+                   recoveries: dict[str, str]) -> str:
     known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
     # Ranks and verdicts go into their metric's cell, as do intervals; all-empty extras would only add width.
-    hidden = ("kind", "trained_on", "learned", "still_improving")
+    hidden = ("kind", "trained_on", "learned", "still_improving", "trained_below_design", "scored_below_design",
+              "did_not_optimise", "own_measure_reference")
     extras = [c for c in table if c not in known and c not in hidden and not c.startswith(("rank_", "best_"))
               and not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()]
     columns = [c for c in known if c in table] + extras
@@ -161,7 +190,17 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
                 badge = ' <span class="badge base">baseline</span>'
             elif _flag(row.get("learned")) is False:
                 badge = ' <span class="badge dnl">did not learn</span>'
-            return f'<td class="entry">{_swatch(value, palette)}{badge}</td>'
+            not_optimised = _names(row.get("did_not_optimise"))
+            if not_optimised:
+                worse = (f"significantly worse than {row['own_measure_reference']} on "
+                         + ", ".join(map(label, not_optimised)))
+                badge += f' <span class="badge dno" title="{_esc(worse)}">did not optimise its own measure</span>'
+            below = _names(row.get("trained_below_design"))
+            if below:
+                badge += (f' <span class="badge small" title="designed for larger images than the training crops">'
+                          f"trained below design size: {_esc(with_sizes(below))}</span>")
+            link = f"<br>{recoveries[value]}" if value in recoveries else ""
+            return f'<td class="entry">{_swatch(value, palette)}{badge}{link}</td>'
         if column == "failed":
             style = ' style="color:#c0392b;font-weight:bold"' if value else ""
             return f'<td class="num"{style}>{_esc(value)}</td>'
@@ -183,6 +222,9 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
         if column in str(row.get("trained_on", "")).split():
             classes.append("own")
             text += ' <span class="own-mark" title="trained on this metric">\u25c6</span>'
+        if column in _names(row.get("scored_below_design")):
+            text += (f' <span class="small-mark" title="scored below its design size, {_esc(with_sizes([column]))}">'
+                     "\u25bf</span>")
         return f'<td class="{" ".join(classes)}">{text}{_rank_text(row, column)}</td>'
 
     def row_class(row: pd.Series) -> str:
@@ -199,7 +241,11 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict) -
               "frame: the entry was trained on this metric (or a term of its loss is it), so a win there is "
               "expected. Baselines need no training; an entry that does not beat the trivial baseline's PSNR by "
               f"{LEARNED_MARGIN_DB:g} dB is marked \"did not learn\" and not ranked. PSNR gain: held-out PSNR over "
-              "the last 20% of training steps; \u2197 marks entries still improving at the end.")
+              "the last 20% of training steps; \u2197 marks entries still improving at the end. \u25bf: scored on "
+              "crops smaller than the metric was designed for; \"trained below design size\": the entry's loss was "
+              "designed for larger images than its training crops (sizes and sources in metrics.csv). \"did not "
+              "optimise its own measure\": significantly worse, on a metric the entry trained on, than the reference "
+              "entry (mse unless the suite names another) that did not train on it.")
     return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
             f'<p class="note">{legend}</p>')
 

@@ -18,6 +18,7 @@ from bench.data.images import ImageSet, load_images
 from bench.errors import BenchInputError
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.evaluate.metrics import QualityMetrics
+from bench.evaluate.design import trained_below_design
 from bench.train.model import build_model
 from bench.config.names import entry_file
 from bench.config.plan import RunSpec
@@ -138,6 +139,7 @@ class Trainer:
         return {
             "entry": spec.entry.name, "seed": spec.seed, "kind": "trained", "formula": spec.entry.formula,
             "trained_on": trained_on(spec.entry), "task": spec.task, "profile": spec.profile,
+            "trained_below_design": trained_below_design(spec.entry, spec.data.resolution),
             "resolution": spec.data.resolution, "scale": spec.data.scale, "bottleneck": spec.model.bottleneck,
             "width": spec.model.width, "latent_dim": spec.model.latent_dim, "steps": spec.train.steps,
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,

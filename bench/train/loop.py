@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.data.images import EVAL_NOISE_SEED, ImageSet, PhotoPixels, add_noise, crop_schedule, make_batch
+from bench.data.degrade import degrade
+from bench.data.images import EVAL_NOISE_SEED, ImageSet, PhotoPixels, crop_schedule, make_batch
 from bench.losses import WeightedSum
 from bench.evaluate.metrics import psnr
 from bench.config.plan import RunSpec
@@ -40,7 +41,7 @@ class TrainResult:
 
 
 def model_inputs(spec: RunSpec, clean: torch.Tensor, noise_seed: int) -> torch.Tensor:
-    return add_noise(clean, spec.data.noise_std, noise_seed) if spec.task == "denoise" else clean
+    return degrade(spec.task, clean, spec.data, noise_seed)
 
 
 @torch.no_grad()

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from bench.data.degrade import RESTORATION_TASKS
+
 BASE_SIDE = 8
 BASE_CHANNELS = 512
 MIN_CHANNELS = 16
@@ -103,8 +105,9 @@ class Autoencoder(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """A small fully convolutional restoration net in the spirit of Zhao et al. 2017: it predicts the noise
-    residual, so the output is input - residual, clamped smoothly into [0, 1] by a sigmoid on the logit."""
+    """A small fully convolutional restoration net in the spirit of Zhao et al. 2017, for every restoration task
+    (denoise, deblur, jpeg): it predicts the degradation's residual, so the output is input - residual, clamped
+    smoothly into [0, 1] by a sigmoid on the logit."""
 
     def __init__(self, width: int = 64, depth: int = 5) -> None:
         super().__init__()
@@ -124,6 +127,6 @@ def build_model(task: str, resolution: int, latent_dim: int, seed: int, bottlene
     """The initial model for a seed: built under its own RNG so every entry can start from a copy of it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if task == "denoise":
+        if task in RESTORATION_TASKS:
             return Denoiser()
         return Autoencoder(resolution, latent_dim, bottleneck, width)

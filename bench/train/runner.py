@@ -159,7 +159,7 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
                                                                row.get("step", 0), row.get("crop", 0)))
     started = time.perf_counter()
     baselines = [trainer.baseline(baseline, spec)
-                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data.noise_std)
+                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data)
                  for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
     trivial_psnr = baselines[0].row["psnr"]
     for index, outcome in enumerate(baselines):
@@ -221,7 +221,8 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
         if not references.empty:
             results.write_table(folder, "speed_references", references)
     quality = pd.DataFrame(quality_rows)
-    summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows))
+    summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows),
+                                          suite.verdict.reference)
     results.write_table(folder, "summary", summary)
     results.write_table(folder, "metrics", metric_table(quality))
     if not pairs.empty:
