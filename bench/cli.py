@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_option(validate)
     validate.set_defaults(handler=_cmd_validate)
 
-    listing = commands.add_parser("list", help="list every loss with its parameters, defaults and source")
+    listing = commands.add_parser("list", help="list every loss and model with its parameters, defaults and source")
     _add_plugin_option(listing)
     listing.set_defaults(handler=_cmd_list)
 
@@ -160,8 +160,9 @@ def _add_verdict_options(command: argparse.ArgumentParser) -> None:
 
 def _add_plugin_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
-                         help="load losses from a module (-p my_losses) or a .py file (--plugin path/losses.py); "
-                              "repeatable. Installed plugins (entry point group lossbench.losses) load anyway")
+                         help="load losses or models from a module (-p my_losses) or a .py file (--plugin "
+                              "path/losses.py); repeatable. Installed plugins (entry point groups lossbench.losses "
+                              "and lossbench.models) load anyway")
 
 
 def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
@@ -248,19 +249,28 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.losses import get_loss_info, loss_names
     from bench.losses.registry import IMAGE_RANGE
+    from bench.models import get_model_info, model_names
     from bench.config.plugins import load_plugins
 
     load_plugins(args.plugins)
     for name in loss_names():
         info = get_loss_info(name)
-        params = ", ".join(f"{key}={value!r}" for key, value in info.defaults.items()) or "no parameters"
         notes = [info.source]
         if info.input_range != IMAGE_RANGE:
             notes.append(f"inputs mapped to [{info.input_range[0]:g}, {info.input_range[1]:g}]")
         if info.pretrained:
             notes.append("pretrained networks")
-        print(f"{name:16s} {info.summary}\n{'':16s} {params}\n{'':16s} [{'; '.join(notes)}]")
+        _print_listed(name, info.summary, info.defaults, notes)
+    print("\nmodels (a suite's [model] table: name = \"...\" and these parameters):")
+    for name in model_names():
+        info = get_model_info(name)
+        _print_listed(name, info.summary, info.defaults, [info.source])
     return 0
+
+
+def _print_listed(name: str, summary: str, defaults, notes: list[str]) -> None:
+    params = ", ".join(f"{key}={value!r}" for key, value in defaults.items()) or "no parameters"
+    print(f"{name:16s} {summary}\n{'':16s} {params}\n{'':16s} [{'; '.join(notes)}]")
 
 
 def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:

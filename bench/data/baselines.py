@@ -1,7 +1,8 @@
 """Answers that need no training, scored on the same held-out crops as every entry.
 
 A trained entry is worth reading only beside these. For the autoencoder task: each crop's mean colour, and a
-bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim).
+bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim),
+where the model says how many that is (a ``latent_dim`` parameter, as the built-in autoencoder's).
 For the denoising task: the mean colour and the noisy input itself. The first baseline of a task is its trivial
 answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is marked "did not learn".
 """
@@ -45,13 +46,15 @@ def bicubic(images: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def baselines_for(task: str, latent_dim: int, noise_std: float) -> tuple[Baseline, ...]:
-    """The task's baselines, its trivial answer first."""
+def baselines_for(task: str, latent_dim: int | None, noise_std: float) -> tuple[Baseline, ...]:
+    """The task's baselines, its trivial answer first; ``latent_dim`` None: no bicubic baseline to match it."""
     mean = Baseline(f"{PREFIX}mean-colour", "each crop's mean colour", mean_colour)
     if task == "denoise":
         noisy = Baseline(f"{PREFIX}noisy-input", f"the noisy input itself (noise std {noise_std:g})",
                          lambda images: add_noise(images, noise_std, EVAL_NOISE_SEED))
         return noisy, mean
+    if latent_dim is None:
+        return (mean,)
     side = bicubic_side(latent_dim)
     shrink = Baseline(f"{PREFIX}bicubic", f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, "
                                           f"latent {latent_dim})", lambda images: bicubic(images, side))
