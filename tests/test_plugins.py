@@ -17,7 +17,13 @@ import pytest
 from bench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "lossbench-wavelet"
+# Each example plugin: (its folder, what `bench list` shows of it, its suite, the entries that suite trains)
+EXAMPLES = {
+    "loss": (REPO / "examples" / "lossbench-wavelet", "haar_l1", "[plugin wavelet (lossbench-wavelet 0.1.0)]", "wavelet.toml",
+             {"haar_l1", "mse", "l1", "ssim"}),
+    "model": (REPO / "examples" / "lossbench-unet", "tiny_unet", "[plugin unet (lossbench-unet 0.1.0)]", "unet.toml",
+              {"l1", "mse", "ssim"}),
+}
 WALL_CLOCK = {"train_seconds", "seconds"}
 
 PLUGIN = '''
@@ -312,22 +318,26 @@ def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(baseline_has
         assert "this revision of bench cannot load loss plugins" in out
 
 
-def test_the_example_plugin_installs_with_pip_and_runs(tmp_path):
-    """examples/lossbench-wavelet installed by pip into a folder of its own (never the shared site-packages),
-    then found by its entry point in a fresh process: listed, its own tests pass, its suite runs."""
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_the_example_plugin_installs_with_pip_and_runs(kind, tmp_path):
+    """An example plugin (examples/lossbench-wavelet, examples/lossbench-unet) installed by pip into a folder of
+    its own (never the shared site-packages), then found by its entry point in a fresh process: listed, its own
+    tests pass, its suite runs."""
+    example, name, source, suite, entries = EXAMPLES[kind]
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+                    "--target", str(target), str(example)], check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(target)])}
     bench = lambda *args: subprocess.run([sys.executable, "-m", "bench", *args], env=env, cwd=tmp_path,  # noqa: E731
                                          capture_output=True, text=True)
     listing = bench("list")
-    assert "haar_l1" in listing.stdout and "[plugin wavelet (lossbench-wavelet 0.1.0)]" in listing.stdout
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+    assert name in listing.stdout and source in listing.stdout
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
                            env=env, cwd=tmp_path, capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    done = bench("run", str(EXAMPLE / "wavelet.toml"), "--steps", "3", "--seed", "0", "--no-timing", "--no-progress",
+    done = bench("run", str(example / suite), "--steps", "3", "--seed", "0", "--no-timing", "--no-progress",
                  "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
-    (folder,) = (tmp_path / "out" / "wavelet").iterdir()
-    assert set(pd.read_csv(folder / "quality.csv")["entry"]) >= {"haar_l1", "mse", "l1", "ssim"}
+    (folder,) = (tmp_path / "out" / Path(suite).stem).iterdir()
+    quality = pd.read_csv(folder / "quality.csv")
+    assert set(quality["entry"]) >= entries and (quality["status"] == "ok").all()
