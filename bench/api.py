@@ -18,6 +18,7 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.config.plugins import load_plugins
+from bench.trackers import check_trackers, export_run
 from bench.config.suite import (Suite, _parse_seeds, load_suite as _load_suite_file, model_config, parse_suite,
                                 without_profile_seeds)
 
@@ -144,8 +145,8 @@ def open_run(folder: str | Path) -> RunResult:
 def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), timing: bool = True,
         progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
         workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-        report: bool = True, model: Callable[..., Any] | None = None,
-        argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
+        report: bool = True, model: Callable[..., Any] | None = None, log_to: Sequence[str] | None = None,
+        tracking_uri: str | None = None, argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
     """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
     folder under ``out``, as ``python -m bench run`` does; returns its tables.
 
@@ -154,6 +155,9 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     ``model``: a factory ``model(context, **params)`` returning the ``nn.Module`` every entry trains instead of
     the suite's model (``context``: a ``bench.ModelContext``; its keyword parameters' defaults are its
     parameters), registered under its function's name; single-process runs only.
+    ``log_to``: trackers ("tensorboard", "mlflow") the finished run is also written to, instead of the suite's
+    ``log_to``; ``tracking_uri``: MLflow's, instead of the suite's (see ``bench.trackers``). A tracker that
+    fails is reported through ``log``; the run's tables stay complete.
     ``deterministic``: Ray workers turn on deterministic kernels (call
     ``bench.train.process.make_deterministic()`` for this process, as ``--deterministic`` does).
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
@@ -172,6 +176,7 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
                                                               "[model]")
         suite = dataclasses.replace(suite, model=model_config({"name": _registered_factory(model)}, suite.model,
                                                               where="run(model=...)"))
+    trackers = check_trackers(log_to, where="--log-to") if log_to is not None else suite.log_to
     if workers < 1:
         raise BenchInputError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
     if force and not resume:
@@ -187,6 +192,8 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
         from bench.report import write_report
 
         write_report(outcome.folder)
+    if trackers:
+        export_run(outcome.folder, trackers, tracking_uri=tracking_uri or suite.tracking_uri, log=log)
     return RunResult(outcome.folder)
 
 

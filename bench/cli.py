@@ -1,5 +1,5 @@
-"""Command line: python -m bench {run, validate, list, speed, check, report, compare, doctor, fetch}, a thin layer
-over ``bench.api``.
+"""Command line: python -m bench {run, validate, list, speed, check, report, export, compare, doctor, fetch}, a
+thin layer over ``bench.api``.
 
 Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
 """
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
     scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_tracker_options(run, "--log-to", "also write the finished run to these trackers, e.g. tensorboard,mlflow "
+                                          "(instead of the suite's log_to)")
     _add_plugin_option(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -123,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--sort-by", default="psnr", help="summary column to sort the table by (default: psnr)")
     report.set_defaults(handler=_cmd_report)
 
+    export = commands.add_parser("export", help="write a finished run to TensorBoard or MLflow",
+                                 description="Write RUN_DIR's training curves, held-out metrics, settings and "
+                                             "reconstruction grids to trackers, from its tables alone (pip install "
+                                             "-e \".[trackers]\"). TensorBoard: RUN_DIR/tensorboard/; MLflow: the "
+                                             "tracking URI, or results/mlflow.db. Replaces an earlier export.")
+    export.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
+    _add_tracker_options(export, "--to", "the trackers, e.g. tensorboard,mlflow", required=True)
+    export.set_defaults(handler=_cmd_export)
+
     compare = commands.add_parser("compare", help="per-entry differences between two runs",
                                   description="Quality differences (b - a) and speed ratios (b / a) per entry, "
                                               "flagging changes larger than the seed-to-seed spread.")
@@ -158,6 +169,12 @@ def _add_verdict_options(command: argparse.ArgumentParser) -> None:
                          help=f"significance level of the Mann-Whitney U test (default {ALPHA})")
 
 
+def _add_tracker_options(command: argparse.ArgumentParser, flag: str, meaning: str, required: bool = False) -> None:
+    command.add_argument(flag, dest="trackers", metavar="TRACKERS", required=required, help=meaning)
+    command.add_argument("--tracking-uri", metavar="URI", help="MLflow's tracking URI, e.g. http://host:5000 "
+                                                                "(default: the suite's, else results/mlflow.db)")
+
+
 def _add_plugin_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
                          help="load losses or models from a module (-p my_losses) or a .py file (--plugin "
@@ -187,6 +204,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
     from bench import api
+    from bench.trackers import parse_trackers
     from bench.train.runner import RunStopped
 
     suite = load_with_overrides(args)
@@ -194,10 +212,12 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         from bench.train.process import make_deterministic
 
         make_deterministic()
+    trackers = parse_trackers(args.trackers, where="--log-to") if args.trackers is not None else None
     try:
         result = api.run(suite, out=args.out, timing=not args.no_timing, progress=not args.no_progress,
                          resume=args.resume, force=args.force, fail_fast=args.fail_fast, workers=args.workers,
-                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic, argv=argv)
+                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic,
+                         log_to=trackers, tracking_uri=args.tracking_uri, argv=argv)
     except RunStopped as stopped:
         print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
         print(f"finished entries are saved in {stopped.folder}\n"
@@ -278,6 +298,13 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
 
     print(write_report(args.run_dir, sort_by=args.sort_by))
     return 0
+
+
+def _cmd_export(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.trackers import export_run, parse_trackers
+
+    failed = export_run(args.run_dir, parse_trackers(args.trackers, where="--to"), tracking_uri=args.tracking_uri)
+    return 1 if failed else 0
 
 
 def _cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:

@@ -150,7 +150,9 @@ class Suite:
     entries: tuple[Entry, ...]
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]  # device type -> section -> key -> value
     description: str = ""
-    requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.config.plugins); a suite never loads code
+    requires: tuple[str, ...] = ()  # plugins the suite needs (bench.config.plugins); a suite never loads code
+    log_to: tuple[str, ...] = ()  # trackers a run also writes to: "tensorboard", "mlflow" (bench.trackers)
+    tracking_uri: str | None = None  # MLflow's tracking URI (None: a local store beside the run folders)
     text: str = ""  # the TOML the suite was parsed from, copied into every run folder
 
 
@@ -169,7 +171,8 @@ def load_suite(path: str | Path) -> Suite:
 
 def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: str = "") -> Suite:
     where = str(path)
-    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", "model", *SECTIONS}
+    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", "model", "log_to",
+               "tracking_uri", *SECTIONS}
     _reject_unknown(raw, allowed, where)
     name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
     task = _typed(raw, "task", str, where, default="autoencode")
@@ -196,6 +199,8 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         profiles=profiles,
         description=_typed(raw, "description", str, where, default=""),
         requires=requires,
+        log_to=_parse_log_to(raw.get("log_to", []), f"{where}: log_to"),
+        tracking_uri=_typed(raw, "tracking_uri", str, where, default="") or None,
         text=text,
         **sections,
     )
@@ -414,6 +419,15 @@ def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
                               fix='e.g. requires = ["lossbench-wavelet"]')
     check_required(value, where=where)
     return tuple(value)
+
+
+def _parse_log_to(value: Any, where: str) -> tuple[str, ...]:
+    from bench.trackers import check_trackers
+
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise BenchInputError(f"log_to must be a list of trackers, got {value!r}", where=where,
+                              fix='e.g. log_to = ["tensorboard", "mlflow"]')
+    return check_trackers(value, where=where)
 
 
 def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
