@@ -60,6 +60,11 @@ def make_brighter(context):
 @register_model("exploding", "raises in forward")
 def make_exploding(context):
     return Exploding(context.channels, 4)
+
+
+@register_model("unbuildable", "raises in its factory")
+def make_unbuildable(context):
+    raise MemoryError("no room for this model")
 '''
 
 SUITE = '''
@@ -195,12 +200,14 @@ def test_a_model_whose_output_cannot_be_trained_on_is_refused_before_training(mo
 def test_a_model_that_raises_fails_only_its_entries(tmp_path, capsys):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
-    boom = '[[entry]]\nname = "boom"\nloss = "mse"\nmodel = { name = "exploding" }\n'
-    assert run(write_suite(tmp_path, PLUGIN_MODEL, boom), tmp_path / "out", "--plugin", str(plugin)) == 1
+    failing = ('[[entry]]\nname = "boom"\nloss = "mse"\nmodel = { name = "exploding" }\n'
+               '[[entry]]\nname = "unbuilt"\nloss = "mse"\nmodel = { name = "unbuildable" }\n')
+    assert run(write_suite(tmp_path, PLUGIN_MODEL, failing), tmp_path / "out", "--plugin", str(plugin)) == 1
     folder = run_folder(tmp_path / "out")
     quality = pd.read_csv(folder / "quality.csv").set_index(["entry", "seed"])
-    assert (quality.loc["boom", "status"] == "failed").all()
+    assert (quality.loc[["boom", "unbuilt"], "status"] == "failed").all()
     assert (quality.loc["boom", "error"] == "FloatingPointError: exploding model").all()
+    assert (quality.loc["unbuilt", "error"] == "MemoryError: no room for this model").all()
     assert (quality.loc[["mse", "bce"], "status"] == "ok").all()
     assert "exploding model" in (folder / "errors" / "boom__seed0.txt").read_text()
 
