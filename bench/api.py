@@ -146,7 +146,8 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
         progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
         workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
         report: bool = True, model: Callable[..., Any] | None = None, log_to: Sequence[str] | None = None,
-        tracking_uri: str | None = None, argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
+        tracking_uri: str | None = None, argv: Sequence[str] | None = None, log: Callable[[str], None] = print,
+        **overrides: Any) -> RunResult:
     """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
     folder under ``out``, as ``python -m bench run`` does; returns its tables.
 
@@ -238,7 +239,8 @@ def _registered_factory(factory: Callable[..., Any]) -> str:
             return name
         raise BenchInputError(f"a model named {name!r} is registered already, by {get_model_info(name).source}",
                               where="run(model=...)", fix="rename the factory")
-    defaults = {parameter.name: parameter.default for parameter in list(inspect.signature(factory).parameters.values())[1:]
+    parameters = list(inspect.signature(factory).parameters.values())[1:]  # the first is the context
+    defaults = {parameter.name: parameter.default for parameter in parameters
                 if parameter.default is not inspect.Parameter.empty}
     summary = (inspect.getdoc(factory) or "a model factory given to bench.run").splitlines()[0]
     with registering_as(f"Python API ({getattr(factory, '__module__', '?')})"):

@@ -106,7 +106,8 @@ def _trainings(run) -> list[Training]:
         entry, seed = row["entry"], int(row["seed"])
         history = run.history[(run.history["entry"] == entry) & (run.history["seed"] == seed)] \
             if not run.history.empty else pd.DataFrame()
-        curves = [(_tag(f"history/{column}"), int(point["step"]), float(point[column]), started + float(point["seconds"]))
+        curves = [(_tag(f"history/{column}"), int(point["step"]), float(point[column]),
+                   started + float(point["seconds"]))
                   for _, point in history.iterrows() for column in history.columns
                   if column not in NOT_CURVES and pd.notna(point[column])]
         finished = row.get("status") == "ok"

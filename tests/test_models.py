@@ -161,7 +161,8 @@ def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_
         plugin_flags, builtin_run, initial_states, tmp_path, capsys):
     assert main(["list", *plugin_flags]) == 0
     listing = capsys.readouterr().out
-    assert "two_convs        two convolutions and a sigmoid\n                 width=8\n                 [plugin " in listing
+    shown = "two_convs        two convolutions and a sigmoid\n" + " " * 17 + "width=8\n" + " " * 17 + "[plugin "
+    assert shown in listing
     assert run(write_suite(tmp_path, PLUGIN_MODEL), tmp_path / "out", *plugin_flags) == 0
     folder = run_folder(tmp_path / "out")
 

@@ -19,8 +19,8 @@ from bench.cli import main
 REPO = Path(__file__).resolve().parents[1]
 # Each example plugin: (its folder, what `bench list` shows of it, its suite, the entries that suite trains)
 EXAMPLES = {
-    "loss": (REPO / "examples" / "lossbench-wavelet", "haar_l1", "[plugin wavelet (lossbench-wavelet 0.1.0)]", "wavelet.toml",
-             {"haar_l1", "mse", "l1", "ssim"}),
+    "loss": (REPO / "examples" / "lossbench-wavelet", "haar_l1", "[plugin wavelet (lossbench-wavelet 0.1.0)]",
+             "wavelet.toml", {"haar_l1", "mse", "l1", "ssim"}),
     "model": (REPO / "examples" / "lossbench-unet", "tiny_unet", "[plugin unet (lossbench-unet 0.1.0)]", "unet.toml",
               {"l1", "mse", "ssim"}),
 }

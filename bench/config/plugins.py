@@ -7,12 +7,12 @@
 * ``-p MODULE`` or ``--plugin path/to/losses.py`` (repeatable) loads a module or a single file that is not
   installed as a package.
 
-Importing a plugin registers its losses (``@register_loss``) and models (``@register_model``); a named function is called, with no arguments,
-after its module is imported. A suite never names code to import: it may only say which plugins it needs
-(``requires``), and a missing one is an input error saying how to install or pass it.
+Importing a plugin registers its losses (``@register_loss``) and models (``@register_model``); a named function
+is called, with no arguments, after its module is imported. A suite never names code to import: it may only say
+which plugins it needs (``requires``), and a missing one is an input error saying how to install or pass it.
 
-Loading is idempotent: Ray workers and the
-speed gate's workers load the same plugins from ``command_line_plugins()``.
+Loading is idempotent: Ray workers and the speed gate's workers load the same plugins from
+``command_line_plugins()``.
 """
 
 from __future__ import annotations
@@ -126,8 +126,9 @@ def _register(plugin: Plugin, key: str, load: Callable[[], object]) -> None:
         raise
     except DuplicateNameError as error:
         raise BenchInputError(f"registers the {error.kind} {error.name!r}, which {error.existing_source} already "
-                              f"registers", where=where, fix=f"rename the {error.kind} in the plugin ({error.kind} "
-                                                             "names are global), or leave out one of the two plugins") from None
+                              "registers", where=where,
+                              fix=f"rename the {error.kind} in the plugin ({error.kind} names are global), or leave "
+                                  "out one of the two plugins") from None
     except Exception as error:  # noqa: BLE001 - any failure of foreign code is reported as that plugin's
         raise BenchInputError(f"failed to load: {type(error).__name__}: {error}{_origin(error)}", where=where,
                               fix="fix the plugin (or uninstall it, or set LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to "

@@ -22,6 +22,7 @@ from bench.models.registry import resolve_model_params
 from bench.evaluate.metrics import DEFAULT_METRICS, METRICS
 from bench.config.names import check_distinct_stems, check_entry_name, check_suite_name
 from bench.speed.timing import VARIANTS as TIMING_VARIANTS
+from bench.trackers import check_trackers
 
 try:
     import tomllib
@@ -328,7 +329,8 @@ def _validate_autoencoder(model: Mapping[str, Any], where: str) -> None:
                               fix=f"use one of {', '.join(BOTTLENECKS)}")
     if model["bottleneck"] == "conv" and model["latent_dim"] % LATENT_SIDE**2:
         raise BenchInputError(f"a conv bottleneck is an {LATENT_SIDE}x{LATENT_SIDE} map, so latent_dim must be a "
-                              f"multiple of {LATENT_SIDE**2}, got {model['latent_dim']}", where=f"{where}: model.latent_dim",
+                              f"multiple of {LATENT_SIDE**2}, got {model['latent_dim']}",
+                              where=f"{where}: model.latent_dim",
                               fix=f"use e.g. 256 ({LATENT_SIDE}x{LATENT_SIDE}x4), or bottleneck = \"linear\"")
 
 
@@ -422,8 +424,6 @@ def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _parse_log_to(value: Any, where: str) -> tuple[str, ...]:
-    from bench.trackers import check_trackers
-
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         raise BenchInputError(f"log_to must be a list of trackers, got {value!r}", where=where,
                               fix='e.g. log_to = ["tensorboard", "mlflow"]')

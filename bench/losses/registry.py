@@ -68,7 +68,8 @@ def register_loss(name: str, summary: str, *, input_range: tuple[float, float] =
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _LOSSES:
             raise DuplicateNameError("loss", name, _LOSSES[name].source)
-        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained), current_source())
+        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained),
+                                 current_source())
         return factory
 
     return decorator

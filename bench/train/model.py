@@ -123,7 +123,8 @@ class Denoiser(nn.Module):
 
 
 @register_model("autoencoder", "the built-in autoencoder: stride-2 conv encoder to the latent, upsampling decoder "
-                               "from an 8x8 map, sigmoid output", latent_dim=256, bottleneck="conv", width=BASE_CHANNELS)
+                               "from an 8x8 map, sigmoid output",
+                latent_dim=256, bottleneck="conv", width=BASE_CHANNELS)
 def make_autoencoder(context: ModelContext, latent_dim: int, bottleneck: str, width: int) -> Autoencoder:
     return Autoencoder(context.image_size, latent_dim, bottleneck, width)
 
