@@ -260,6 +260,7 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
         plan = make_plan(resolved, profile_name(suite, device_type))
         print(f"{suite.path}: on {device_type}: {len(plan)} trainings at {resolved.data.resolution}px, "
               f"{resolved.train.steps} steps; timing at {resolved.timing.resolution}px batch {resolved.timing.batch_size}")
+    print(f"  model: {suite.model.description}")
     for entry in suite.entries:
         print(f"  {entry.name}: {entry.formula}")
     print("suite is valid")
