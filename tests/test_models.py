@@ -44,6 +44,8 @@ class Exploding(TwoConvs):
 
 @register_model("two_convs", "two convolutions and a sigmoid", width=8)
 def make_two_convs(context, width):
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
     return TwoConvs(context.channels, width)
 
 
@@ -181,20 +183,20 @@ def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_
     assert "two_convs(width=4)" in (folder / "report.html").read_text()
 
 
-@pytest.mark.parametrize("model, message", [
-    ("half_size", "model 'half_size' (plugin my_models ({path})): returns shape (2, 3, 8, 8) for inputs of shape "
-                  "(2, 3, 16, 16)\n  fix: return one tensor shaped like the input"),
-    ("brighter", "model 'brighter' (plugin my_models ({path})): returns values in [1."),
+@pytest.mark.parametrize("model, messages", [
+    ('name = "two_convs"\nwidth = 0', ["model (plugin my_models ({path})): model 'two_convs' could not be built: "
+                                       "width must be >= 1, got 0\n  fix: change its parameters in [model]"]),
+    ('name = "half_size"', ["model 'half_size' (plugin my_models ({path})): returns shape (2, 3, 8, 8) for inputs of "
+                            "shape (2, 3, 16, 16)\n  fix: return one tensor shaped like the input"]),
+    ('name = "brighter"', ["model 'brighter' (plugin my_models ({path})): returns values in [1.", "outside [0, 1]",
+                           "fix: end the model with a sigmoid"]),
 ])
-def test_a_model_whose_output_cannot_be_trained_on_is_refused_before_training(model, message, tmp_path, capsys):
+def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(model, messages, tmp_path, capsys):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
-    suite = write_suite(tmp_path, f'name = "{model}"')
-    assert run(suite, tmp_path / "out", "--plugin", str(plugin)) == 2
+    assert run(write_suite(tmp_path, model), tmp_path / "out", "--plugin", str(plugin)) == 2
     err = capsys.readouterr().err
-    assert message.format(path=plugin) in err and "Traceback" not in err
-    if model == "brighter":
-        assert "outside [0, 1]" in err and "end the model with a sigmoid" in err
+    assert all(message.format(path=plugin) in err for message in messages) and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()  # refused before any run folder
 
 
