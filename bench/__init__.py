@@ -11,7 +11,8 @@ CLI must set OpenMP's wait policy before torch loads)::
     suite = bench.build_suite(["mse", "l1", "ssim"], data={"resolution": 32}, train={"steps": 50})
     bench.time_losses(["mse", "ssim"], resolution=128)     # speed.csv's rows, no training
 
-Add a loss with ``@bench.register_loss`` (README "Benchmark your own loss").
+Add a loss with ``@bench.register_loss`` (README "Benchmark your own loss"), a model with
+``@bench.register_model`` (README "Your own model").
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ _PUBLIC = {
     "loss_names": "bench.losses.registry",
     "Measure": "bench.losses.measures",
     "DesignSize": "bench.losses.measures",
+    "register_model": "bench.models.registry",
+    "ModelContext": "bench.models.registry",
+    "model_names": "bench.models.registry",
     "load_plugins": "bench.config.plugins",
     "BenchInputError": "bench.errors",
 }
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from bench.errors import BenchInputError
     from bench.losses.measures import DesignSize, Measure
     from bench.losses.registry import LossContext, loss_names, register_loss
+    from bench.models.registry import ModelContext, model_names, register_model
     from bench.config.plugins import load_plugins
     from bench.config.suite import Suite
 

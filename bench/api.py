@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
@@ -17,7 +18,9 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.config.plugins import load_plugins
-from bench.config.suite import Suite, _parse_seeds, load_suite as _load_suite_file, parse_suite, without_profile_seeds
+from bench.trackers import check_trackers, export_run
+from bench.config.suite import (Suite, _parse_seeds, load_suite as _load_suite_file, model_config, parse_suite,
+                                without_profile_seeds)
 
 try:
     import tomllib
@@ -143,15 +146,22 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
         progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
         workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
         concurrent: int | None = None, threads: int | None = None, report: bool = True,
+        model: Callable[..., Any] | None = None, log_to: Sequence[str] | None = None, tracking_uri: str | None = None,
         argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
     """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
     folder under ``out``, as ``python -m bench run`` does; returns its tables.
 
     ``overrides``: ``device``, ``steps``, ``only``, ``seed`` or ``seeds`` (as the command line's flags).
-    ``plugins``: module names or ``.py`` files that register losses (``-p``); Ray workers load them too.
+    ``plugins``: module names or ``.py`` files that register losses or models (``-p``); Ray workers load them too.
     ``concurrent``: trainings at once on this machine's device, each in a worker process (None: chosen from the
     device, its memory and each entry's measured step); ``threads``: CPU threads per training (None: the cores
     shared out evenly). Results depend on ``threads``, not on ``concurrent``.
+    ``model``: a factory ``model(context, **params)`` returning the ``nn.Module`` every entry trains instead of
+    the suite's model (``context``: a ``bench.ModelContext``; its keyword parameters' defaults are its
+    parameters), registered under its function's name; single-process runs only.
+    ``log_to``: trackers ("tensorboard", "mlflow") the finished run is also written to, instead of the suite's
+    ``log_to``; ``tracking_uri``: MLflow's, instead of the suite's (see ``bench.trackers``). A tracker that
+    fails is reported through ``log``; the run's tables stay complete.
     ``deterministic``: Ray workers turn on deterministic kernels (call
     ``bench.train.process.make_deterministic()`` for this process, as ``--deterministic`` does).
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
@@ -162,6 +172,16 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     if not isinstance(suite, Suite):
         suite = _load_suite_file(suite)
     suite = with_overrides(suite, **overrides)
+    if model is not None:
+        if workers > 1 or ray_address is not None or (concurrent or 1) > 1:
+            raise BenchInputError("a model factory passed to run() exists in this process only, not in worker "
+                                  "processes", where="run(model=...)",
+                                  fix="register it in a plugin file (@bench.register_model) and pass plugins=[that "
+                                      "file] and the model's name in [model], or leave concurrent and workers unset")
+        concurrent = 1
+        suite = dataclasses.replace(suite, model=model_config({"name": _registered_factory(model)}, suite.model,
+                                                              where="run(model=...)"))
+    trackers = check_trackers(log_to, where="--log-to") if log_to is not None else suite.log_to
     if workers < 1:
         raise BenchInputError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
     for name, value in (("--concurrent", concurrent), ("--threads", threads)):
@@ -183,6 +203,8 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
         from bench.report import write_report
 
         write_report(outcome.folder)
+    if trackers:
+        export_run(outcome.folder, trackers, tracking_uri=tracking_uri or suite.tracking_uri, log=log)
     return RunResult(outcome.folder)
 
 
@@ -210,6 +232,30 @@ def time_losses(losses: SuiteLike | EntriesLike, *, device: str | None = None, r
                         variants=tuple(variants) if variants else None)
     validate_settings(suite, where="time_losses")
     return time_suite(suite, resolved, log=log)
+
+
+def _registered_factory(factory: Callable[..., Any]) -> str:
+    """The name ``factory`` is registered under as a model (once: run() may be called again with it), with its
+    keyword parameters' defaults as the model's parameters."""
+    from bench.config.registry import registering_as
+    from bench.models.registry import get_model_info, model_names, register_model
+
+    name = getattr(factory, "__name__", "")
+    if not callable(factory) or not name.isidentifier():
+        raise BenchInputError(f"model must be a named function or class, got {factory!r}", where="run(model=...)",
+                              fix="def my_model(context, width=16): return MyNet(context.channels, width)")
+    if name in model_names():
+        if get_model_info(name).factory is factory:
+            return name
+        raise BenchInputError(f"a model named {name!r} is registered already, by {get_model_info(name).source}",
+                              where="run(model=...)", fix="rename the factory")
+    parameters = list(inspect.signature(factory).parameters.values())[1:]  # the first is the context
+    defaults = {parameter.name: parameter.default for parameter in parameters
+                if parameter.default is not inspect.Parameter.empty}
+    summary = (inspect.getdoc(factory) or "a model factory given to bench.run").splitlines()[0]
+    with registering_as(f"Python API ({getattr(factory, '__module__', '?')})"):
+        register_model(name, summary, **defaults)(factory)
+    return name
 
 
 def _entry_tables(entries: EntriesLike) -> list[dict[str, Any]]:

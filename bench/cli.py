@@ -1,4 +1,4 @@
-"""Command line: python -m bench {run, validate, list, speed, check, report, compare, doctor, fetch, recover}, a
+"""Command line: python -m bench {run, validate, list, speed, check, report, export, compare, doctor, fetch, recover}, a
 thin layer over ``bench.api``.
 
 Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
     scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_tracker_options(run, "--log-to", "also write the finished run to these trackers, e.g. tensorboard,mlflow "
+                                          "(instead of the suite's log_to)")
     _add_plugin_option(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_option(validate)
     validate.set_defaults(handler=_cmd_validate)
 
-    listing = commands.add_parser("list", help="list every loss with its parameters, defaults and source")
+    listing = commands.add_parser("list", help="list every loss and model with its parameters, defaults and source")
     _add_plugin_option(listing)
     listing.set_defaults(handler=_cmd_list)
 
@@ -149,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--jpeg-quality", type=int, help="PIL JPEG quality of the JPEG start")
     _add_plugin_option(recover)
     recover.set_defaults(handler=_cmd_recover)
+    export = commands.add_parser("export", help="write a finished run to TensorBoard or MLflow",
+                                 description="Write RUN_DIR's training curves, held-out metrics, settings and "
+                                             "reconstruction grids to trackers, from its tables alone (pip install "
+                                             "-e \".[trackers]\"). TensorBoard: RUN_DIR/tensorboard/; MLflow: the "
+                                             "tracking URI, or results/mlflow.db. Replaces an earlier export.")
+    export.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
+    _add_tracker_options(export, "--to", "the trackers, e.g. tensorboard,mlflow", required=True)
+    export.set_defaults(handler=_cmd_export)
 
     compare = commands.add_parser("compare", help="per-entry differences between two runs",
                                   description="Quality differences (b - a) and speed ratios (b / a) per entry, "
@@ -195,10 +205,17 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _add_tracker_options(command: argparse.ArgumentParser, flag: str, meaning: str, required: bool = False) -> None:
+    command.add_argument(flag, dest="trackers", metavar="TRACKERS", required=required, help=meaning)
+    command.add_argument("--tracking-uri", metavar="URI", help="MLflow's tracking URI, e.g. http://host:5000 "
+                                                                "(default: the suite's, else results/mlflow.db)")
+
+
 def _add_plugin_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
-                         help="load losses from a module (-p my_losses) or a .py file (--plugin path/losses.py); "
-                              "repeatable. Installed plugins (entry point group lossbench.losses) load anyway")
+                         help="load losses or models from a module (-p my_losses) or a .py file (--plugin "
+                              "path/losses.py); repeatable. Installed plugins (entry point groups lossbench.losses "
+                              "and lossbench.models) load anyway")
 
 
 def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
@@ -223,6 +240,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     prefer_passive_waits()  # before torch loads: spinning OpenMP threads stall training on a shared CPU
     from bench import api
+    from bench.trackers import parse_trackers
     from bench.train.runner import RunStopped
 
     suite = load_with_overrides(args)
@@ -230,11 +248,13 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         from bench.train.process import make_deterministic
 
         make_deterministic()
+    trackers = parse_trackers(args.trackers, where="--log-to") if args.trackers is not None else None
     try:
         result = api.run(suite, out=args.out, timing=not args.no_timing, progress=not args.no_progress,
                          resume=args.resume, force=args.force, fail_fast=args.fail_fast, workers=args.workers,
                          ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic,
-                         concurrent=args.concurrent, threads=args.threads, argv=argv)
+                         concurrent=args.concurrent, threads=args.threads, log_to=trackers,
+                         tracking_uri=args.tracking_uri, argv=argv)
     except RunStopped as stopped:
         print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
         print(f"finished entries are saved in {stopped.folder}\n"
@@ -277,6 +297,7 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
         plan = make_plan(resolved, profile_name(suite, device_type))
         print(f"{suite.path}: on {device_type}: {len(plan)} trainings at {resolved.data.resolution}px, "
               f"{resolved.train.steps} steps; timing at {resolved.timing.resolution}px batch {resolved.timing.batch_size}")
+    print(f"  model: {suite.model.description}")
     for entry in suite.entries:
         print(f"  {entry.name}: {entry.formula}")
     print("suite is valid")
@@ -286,19 +307,28 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.losses import get_loss_info, loss_names
     from bench.losses.registry import IMAGE_RANGE
+    from bench.models import get_model_info, model_names
     from bench.config.plugins import load_plugins
 
     load_plugins(args.plugins)
     for name in loss_names():
         info = get_loss_info(name)
-        params = ", ".join(f"{key}={value!r}" for key, value in info.defaults.items()) or "no parameters"
         notes = [info.source]
         if info.input_range != IMAGE_RANGE:
             notes.append(f"inputs mapped to [{info.input_range[0]:g}, {info.input_range[1]:g}]")
         if info.pretrained:
             notes.append("pretrained networks")
-        print(f"{name:16s} {info.summary}\n{'':16s} {params}\n{'':16s} [{'; '.join(notes)}]")
+        _print_listed(name, info.summary, info.defaults, notes)
+    print("\nmodels (a suite's [model] table: name = \"...\" and these parameters):")
+    for name in model_names():
+        info = get_model_info(name)
+        _print_listed(name, info.summary, info.defaults, [info.source])
     return 0
+
+
+def _print_listed(name: str, summary: str, defaults, notes: list[str]) -> None:
+    params = ", ".join(f"{key}={value!r}" for key, value in defaults.items()) or "no parameters"
+    print(f"{name:16s} {summary}\n{'':16s} {params}\n{'':16s} [{'; '.join(notes)}]")
 
 
 def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
@@ -316,6 +346,13 @@ def _cmd_recover(args: argparse.Namespace, argv: list[str]) -> int:
     result = recover(args.suite, out=args.out, plugins=args.plugins, device=args.device, only=args.only, **given)
     print(result.page)
     return 0
+
+
+def _cmd_export(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.trackers import export_run, parse_trackers
+
+    failed = export_run(args.run_dir, parse_trackers(args.trackers, where="--to"), tracking_uri=args.tracking_uri)
+    return 1 if failed else 0
 
 
 def _cmd_doctor(args: argparse.Namespace, argv: list[str]) -> int:

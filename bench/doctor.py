@@ -31,6 +31,8 @@ REQUIRED_PACKAGES = (
 )
 OPTIONAL_PACKAGES = (
     ("ray", "ray", "--workers / --ray-address"),
+    ("tensorboard", "tensorboard", "--log-to tensorboard, bench export"),
+    ("mlflow", "mlflow", "--log-to mlflow, bench export"),
     ("piq", "piq", "reference SSIM/MS-SSIM timing"),
     ("kornia", "kornia", "reference SSIM timing"),
     ("torchmetrics", "torchmetrics", "reference SSIM/MS-SSIM timing"),

@@ -20,7 +20,7 @@ from bench.evaluate.tables import metric_table, summarize_with_pairs
 from bench.train.loop import train
 from bench.evaluate.verdicts import headline, trained_on
 
-from bench.train.model import build_model
+from bench.models import ModelContext, build_model
 
 
 def suite_with(metrics: str = "", entries: str = '[[entry]]\nname = "mse"\nloss = "mse"\n', tmp: Path = Path(".")):
@@ -167,7 +167,7 @@ def test_adaptive_robust_loss_learns_its_shape_and_scale_with_the_model(tmp_path
                       eval_names=("c@0,0", "c@0,1"), eval_photos=("c",), images_sha256="")
     loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
     before = [p.detach().clone() for p in loss.parameters()]
-    model = build_model("autoencode", 16, 64, 0, "conv", 16)
+    model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)
     result = train(spec, model, loss, images, torch.device("cpu"), show_progress=False)
     # The copy that trained learned its shape and scale (Adam moves each by about lr per step)...
     trained = result.loss.terms[0]

@@ -9,8 +9,11 @@ import torch
 from bench.data.images import (BUNDLED_PHOTOS, OTHER_PHOTOS, bundled_photo, crop_schedule, load_images, make_batch, PhotoPixels, rescale,
                         to_tensor)
 from bench.errors import BenchInputError
-from bench.train.model import Autoencoder, build_model, stage_channels
+from bench.models import ModelContext, build_model
+from bench.train.model import Autoencoder, stage_channels
 from bench.config.suite import DataConfig
+
+CONTEXT = ModelContext(image_size=32, channels=3, task="autoencode")
 
 
 @pytest.mark.parametrize("bottleneck", ["conv", "linear"])
@@ -60,7 +63,7 @@ def test_unreachable_resolution_or_bad_latent_is_refused():
 
 
 def test_same_seed_same_initial_weights_different_seed_different():
-    a, b, c = (build_model("autoencode", 32, 64, seed, width=32) for seed in (0, 0, 1))
+    a, b, c = (build_model("autoencoder", {"latent_dim": 64, "width": 32}, CONTEXT, seed) for seed in (0, 0, 1))
     for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
@@ -70,7 +73,7 @@ def test_model_init_does_not_disturb_global_rng():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    build_model("autoencode", 32, 64, seed=5, width=32)
+    build_model("autoencoder", {"latent_dim": 64, "width": 32}, CONTEXT, seed=5)
     assert torch.equal(torch.rand(3), expected)
 
 

@@ -17,7 +17,13 @@ import pytest
 from bench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "lossbench-wavelet"
+# Each example plugin: (its folder, what `bench list` shows of it, its suite, the entries that suite trains)
+EXAMPLES = {
+    "loss": (REPO / "examples" / "lossbench-wavelet", "haar_l1", "[plugin wavelet (lossbench-wavelet 0.1.0)]",
+             "wavelet.toml", {"haar_l1", "mse", "l1", "ssim"}),
+    "model": (REPO / "examples" / "lossbench-unet", "tiny_unet", "[plugin unet (lossbench-unet 0.1.0)]", "unet.toml",
+              {"l1", "mse", "ssim"}),
+}
 WALL_CLOCK = {"train_seconds", "seconds"}
 
 PLUGIN = '''
@@ -80,41 +86,14 @@ def entry(loss: str, **params) -> str:
 MIX = '[[entry]]\nname = "mix"\nterms = [{ loss = "cubic", weight = 0.5 }, { loss = "mse", weight = 0.5 }]\n'
 
 
-@pytest.fixture(autouse=True)
-def clean_registry(monkeypatch):
-    """Each test starts from the built-in losses and no plugins, and leaves them so."""
-    from bench.config import plugins
-    from bench.losses import registry
-
-    registry.loss_names()  # built-ins registered
-    monkeypatch.setattr(registry, "_LOSSES", dict(registry._LOSSES))
-    monkeypatch.setattr(plugins, "_LOADED", {})
-    modules = set(sys.modules)
-    yield
-    for name in set(sys.modules) - modules:
-        if name.startswith(("lossbench_plugin_", "lbtest_")):
-            del sys.modules[name]
-
-
-def installed_distribution(root: Path, monkeypatch, source: str = PLUGIN, module: str = "") -> str:
-    """A distribution 'lbtest-losses' on sys.path, made by hand: its module and a dist-info folder whose
-    entry_points.txt declares the module under lossbench.losses (what pip writes from a pyproject)."""
-    module = module or f"lbtest_{root.name.replace('-', '_')}"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{module}.py").write_text(source)
-    info = root / "lbtest_losses-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lbtest-losses\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[lossbench.losses]\nmine = {module}\n")
-    monkeypatch.syspath_prepend(str(root))
-    return module
+pytestmark = pytest.mark.usefixtures("clean_plugins")
 
 
 @pytest.fixture(params=["entry_point", "file"])
-def plugin(request, tmp_path, monkeypatch):
+def plugin(request, tmp_path, installed_distribution):
     """(command-line flags that load it, its name for `requires`, how `bench list` names its source)."""
     if request.param == "entry_point":
-        installed_distribution(tmp_path / "site", monkeypatch)
+        installed_distribution(tmp_path / "site", PLUGIN)
         return [], "lbtest-losses", "plugin mine (lbtest-losses 1.0)"
     path = tmp_path / "my_losses.py"
     path.write_text(PLUGIN)
@@ -166,7 +145,7 @@ def test_a_suite_names_the_plugins_it_needs_and_a_missing_one_says_how_to_get_it
     suite = write_suite(tmp_path, entry("cubic"), requires="lossbench-nothing")
     assert main(["validate", str(suite)]) == 2
     err = capsys.readouterr().err
-    assert "requires the loss plugin 'lossbench-nothing'" in err and "pip install lossbench-nothing" in err
+    assert "requires the plugin 'lossbench-nothing'" in err and "pip install lossbench-nothing" in err
     assert "--plugin" in err and "Traceback" not in err
 
 
@@ -191,13 +170,13 @@ BROKEN = {
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 @pytest.mark.parametrize("how", ["entry_point", "file"])
-def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, monkeypatch, capsys):
+def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, installed_distribution, capsys):
     source, message = BROKEN[kind]
     if how == "file":
         (tmp_path / "broken.py").write_text(source)
         flags, name = ["--plugin", str(tmp_path / "broken.py")], "broken"
     else:
-        installed_distribution(tmp_path / "site", monkeypatch, source)
+        installed_distribution(tmp_path / "site", source)
         flags, name = [], "mine"
     suite = write_suite(tmp_path, entry("answer") if kind == "bad_return" else entry("mse"))
     out = tmp_path / "out"
@@ -221,8 +200,9 @@ def test_a_plugin_loss_that_raises_mid_training_fails_only_its_entry(tmp_path, c
     assert "flaky seed 0: FAILED (ArithmeticError: flaky gave up)" in capsys.readouterr().out
 
 
-def test_module_plugins_load_by_name_and_autoload_can_be_turned_off(tmp_path, monkeypatch, capsys):
-    installed_distribution(tmp_path / "site", monkeypatch, module="lbtest_by_name")
+def test_module_plugins_load_by_name_and_autoload_can_be_turned_off(tmp_path, monkeypatch, installed_distribution,
+                                                                   capsys):
+    installed_distribution(tmp_path / "site", PLUGIN, module="lbtest_by_name")
     monkeypatch.setenv("LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert main(["list"]) == 0
     assert "cubic" not in capsys.readouterr().out
@@ -338,22 +318,26 @@ def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(baseline_has
         assert "this revision of bench cannot load loss plugins" in out
 
 
-def test_the_example_plugin_installs_with_pip_and_runs(tmp_path):
-    """examples/lossbench-wavelet installed by pip into a folder of its own (never the shared site-packages),
-    then found by its entry point in a fresh process: listed, its own tests pass, its suite runs."""
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_the_example_plugin_installs_with_pip_and_runs(kind, tmp_path):
+    """An example plugin (examples/lossbench-wavelet, examples/lossbench-unet) installed by pip into a folder of
+    its own (never the shared site-packages), then found by its entry point in a fresh process: listed, its own
+    tests pass, its suite runs."""
+    example, name, source, suite, entries = EXAMPLES[kind]
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+                    "--target", str(target), str(example)], check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(target)])}
     bench = lambda *args: subprocess.run([sys.executable, "-m", "bench", *args], env=env, cwd=tmp_path,  # noqa: E731
                                          capture_output=True, text=True)
     listing = bench("list")
-    assert "haar_l1" in listing.stdout and "[plugin wavelet (lossbench-wavelet 0.1.0)]" in listing.stdout
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+    assert name in listing.stdout and source in listing.stdout
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
                            env=env, cwd=tmp_path, capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    done = bench("run", str(EXAMPLE / "wavelet.toml"), "--steps", "3", "--seed", "0", "--no-timing", "--no-progress",
+    done = bench("run", str(example / suite), "--steps", "3", "--seed", "0", "--no-timing", "--no-progress",
                  "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
-    (folder,) = (tmp_path / "out" / "wavelet").iterdir()
-    assert set(pd.read_csv(folder / "quality.csv")["entry"]) >= {"haar_l1", "mse", "l1", "ssim"}
+    (folder,) = (tmp_path / "out" / Path(suite).stem).iterdir()
+    quality = pd.read_csv(folder / "quality.csv")
+    assert set(quality["entry"]) >= entries and (quality["status"] == "ok").all()

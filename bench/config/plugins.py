@@ -1,18 +1,18 @@
-"""Losses from outside LossBench, found the way pytest finds its plugins.
+"""Losses and models from outside LossBench, found the way pytest finds its plugins.
 
 * Installed packages declare a module (or a ``module:function``) under the entry-point group
-  ``lossbench.losses`` in their own ``pyproject.toml``; every command loads them at start-up, as pytest
-  loads ``pytest11`` plugins (``LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` turns that off, as
+  ``lossbench.losses`` (or ``lossbench.models``) in their own ``pyproject.toml``; every command loads them at
+  start-up, as pytest loads ``pytest11`` plugins (``LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` turns that off, as
   ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does for pytest).
 * ``-p MODULE`` or ``--plugin path/to/losses.py`` (repeatable) loads a module or a single file that is not
   installed as a package.
 
-Importing a plugin registers its losses (``@register_loss``); a named function is called, with no arguments,
-after its module is imported. A suite never names code to import: it may only say which plugins it needs
-(``requires``), and a missing one is an input error saying how to install or pass it.
+Importing a plugin registers its losses (``@register_loss``) and models (``@register_model``); a named function
+is called, with no arguments, after its module is imported. A suite never names code to import: it may only say
+which plugins it needs (``requires``), and a missing one is an input error saying how to install or pass it.
 
-Loading is idempotent, and the record of what was loaded is part of the loss registry: Ray workers and the
-speed gate's workers load the same plugins from ``command_line_plugins()``.
+Loading is idempotent: Ray workers and the speed gate's workers load the same plugins from
+``command_line_plugins()``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import bench.losses.registry  # noqa: F401 - its registry takes part in registering_as
+import bench.models.registry  # noqa: F401 - so does this one
+from bench.config.registry import DuplicateNameError, registering_as
 from bench.errors import BenchInputError
-from bench.losses.registry import DuplicateLossError, registering_as
 
-ENTRY_POINT_GROUP = "lossbench.losses"
+ENTRY_POINT_GROUPS = ("lossbench.losses", "lossbench.models")  # a plugin may declare itself in either, or both
 AUTOLOAD_OFF = "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD"
 
 
@@ -44,15 +46,16 @@ class Plugin:
     aliases: frozenset[str]  # names a suite's `requires` may use: this name, the distribution's, the module's
 
 
-_LOADED: dict[str, Plugin] = {}  # key: "entry point NAME" or the spec
+_LOADED: dict[str, Plugin] = {}  # key: "entry point GROUP NAME" (names are per group) or the spec
 
 
 def load_plugins(specs: Iterable[str] = ()) -> list[Plugin]:
     """Load the installed plugins (unless ``LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD`` is set), then each of
     ``specs``: a module name (``my_losses``) or the path of a ``.py`` file. Returns every plugin loaded so far."""
     if not os.environ.get(AUTOLOAD_OFF):
-        for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
-            _load_entry_point(entry_point)
+        for group in ENTRY_POINT_GROUPS:
+            for entry_point in sorted(entry_points(group=group), key=lambda ep: ep.name):
+                _load_entry_point(entry_point)
     for spec in specs:
         _load_spec(str(spec))
     return list(_LOADED.values())
@@ -74,14 +77,14 @@ def check_required(names: Sequence[str], *, where: str) -> None:
         if _normal(name) not in known:
             loaded = ", ".join(sorted(plugin.name for plugin in _LOADED.values())) or "none"
             raise BenchInputError(
-                f"this suite requires the loss plugin {name!r}, which is not loaded (loaded plugins: {loaded})",
+                f"this suite requires the plugin {name!r}, which is not loaded (loaded plugins: {loaded})",
                 where=where,
-                fix=f"install it (e.g. pip install {name}; installed plugins load by their {ENTRY_POINT_GROUP!r} "
-                    f"entry point), or pass it: -p MODULE or --plugin path/to/{name}.py")
+                fix=f"install it (e.g. pip install {name}; installed plugins load by their entry point in "
+                    f"{' or '.join(ENTRY_POINT_GROUPS)}), or pass it: -p MODULE or --plugin path/to/{name}.py")
 
 
 def _load_entry_point(entry_point: EntryPoint) -> None:
-    key = f"entry point {entry_point.name}"
+    key = f"entry point {entry_point.group} {entry_point.name}"
     if key in _LOADED:
         return
     dist = getattr(entry_point, "dist", None)
@@ -96,7 +99,8 @@ def _load_spec(spec: str) -> None:
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
             raise BenchInputError(f"plugin file {spec!r} not found", where="--plugin",
-                                  fix="give the path of a .py file that registers losses, or -p MODULE for a module")
+                                  fix="give the path of a .py file that registers losses or models, or -p MODULE "
+                                      "for a module")
         key = str(path)
         module_name = f"lossbench_plugin_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{zlib.crc32(key.encode()):08x}"
         plugin = Plugin(name=path.stem, source=f"plugin {path.stem} ({path})", spec=key,
@@ -120,10 +124,11 @@ def _register(plugin: Plugin, key: str, load: Callable[[], object]) -> None:
                 loaded()
     except BenchInputError:
         raise
-    except DuplicateLossError as error:
-        raise BenchInputError(f"registers the loss {error.name!r}, which {error.existing_source} already registers",
-                              where=where, fix="rename the loss in the plugin (loss names are global), or leave out "
-                                               "one of the two plugins") from None
+    except DuplicateNameError as error:
+        raise BenchInputError(f"registers the {error.kind} {error.name!r}, which {error.existing_source} already "
+                              "registers", where=where,
+                              fix=f"rename the {error.kind} in the plugin ({error.kind} names are global), or leave "
+                                  "out one of the two plugins") from None
     except Exception as error:  # noqa: BLE001 - any failure of foreign code is reported as that plugin's
         raise BenchInputError(f"failed to load: {type(error).__name__}: {error}{_origin(error)}", where=where,
                               fix="fix the plugin (or uninstall it, or set LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to "

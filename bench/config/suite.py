@@ -18,9 +18,11 @@ from pandas._libs.parsers import STR_NA_VALUES  # the default na_values of read_
 from bench.data.datasets import DATASETS
 from bench.errors import BenchInputError
 from bench.losses.registry import resolve_params
+from bench.models.registry import resolve_model_params
 from bench.evaluate.metrics import DEFAULT_METRICS, METRICS
 from bench.config.names import check_distinct_stems, check_entry_name, check_suite_name
 from bench.speed.timing import VARIANTS as TIMING_VARIANTS
+from bench.trackers import check_trackers
 
 try:
     import tomllib
@@ -33,6 +35,8 @@ BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.
 BOTTLENECKS = ("conv", "linear")
 # Every task but autoencode is a restoration task: its input is degraded (bench.data.degrade).
 TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")
+# The model of a [model] table without a name: the restoration tasks' net starts from the degraded input.
+DEFAULT_MODELS = {"autoencode": "autoencoder", **{task: "denoiser" for task in TASKS[1:]}}
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
@@ -59,9 +63,19 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    latent_dim: int = 256  # numbers in the latent code
-    bottleneck: str = "conv"  # "conv": an 8x8 latent map (latent_dim / 64 channels), GroupNorm; "linear": the seed's
-    width: int = 512  # channels of the 8x8 map the decoder starts from (halved per stage, never below 16)
+    """The model every entry trains (bench.models): a registered name and every parameter, defaults included."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...]  # (key, value) pairs, so the config can key a cache of initial models
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def description(self) -> str:
+        """e.g. ``autoencoder(latent_dim=256, bottleneck='conv', width=512)``."""
+        return f"{self.name}({', '.join(f'{key}={value!r}' for key, value in self.params)})"
 
 
 @dataclass(frozen=True)
@@ -105,9 +119,8 @@ class VerdictConfig:
     reference: str = ""
 
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {  # the tables of settings; [model] is the model's own (see model_config)
     "data": DataConfig,
-    "model": ModelConfig,
     "train": TrainConfig,
     "timing": TimingConfig,
     "metrics": MetricsConfig,
@@ -151,7 +164,9 @@ class Suite:
     entries: tuple[Entry, ...]
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]  # device type -> section -> key -> value
     description: str = ""
-    requires: tuple[str, ...] = ()  # loss plugins the entries need (bench.config.plugins); a suite never loads code
+    requires: tuple[str, ...] = ()  # plugins the suite needs (bench.config.plugins); a suite never loads code
+    log_to: tuple[str, ...] = ()  # trackers a run also writes to: "tensorboard", "mlflow" (bench.trackers)
+    tracking_uri: str | None = None  # MLflow's tracking URI (None: a local store beside the run folders)
     text: str = ""  # the TOML the suite was parsed from, copied into every run folder
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
@@ -171,7 +186,8 @@ def load_suite(path: str | Path) -> Suite:
 
 def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: str = "") -> Suite:
     where = str(path)
-    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", *SECTIONS}
+    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", "model", "log_to",
+               "tracking_uri", *SECTIONS}
     _reject_unknown(raw, allowed, where)
     name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
     task = _typed(raw, "task", str, where, default="autoencode")
@@ -179,6 +195,8 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         raise BenchInputError(f"unknown task {task!r}", where=f"{where}: task", fix=f"use one of {', '.join(TASKS)}")
     seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
     sections = {key: _parse_section(key, raw.get(key, {}), where) for key in SECTIONS}
+    sections["model"] = model_config(_table(raw.get("model", {}), "model", f"{where}: model"),
+                                     ModelConfig(DEFAULT_MODELS[task], ()), where=f"{where}: model")
     metrics = sections["metrics"]
     sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent),
                                               dists_weights=resolve_weights_path(metrics.dists_weights, path.parent))
@@ -196,13 +214,30 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         profiles=profiles,
         description=_typed(raw, "description", str, where, default=""),
         requires=requires,
+        log_to=_parse_log_to(raw.get("log_to", []), f"{where}: log_to"),
+        tracking_uri=_typed(raw, "tracking_uri", str, where, default="") or None,
         text=text,
         **sections,
     )
     for profile in profiles:  # a profile must yield a valid suite too
         validate_settings(suite_for_device(suite, profile), where=f"{where}: profile.{profile}")
     validate_settings(suite, where=where)
+    for entry in entries:  # so must an entry's own settings
+        validate_settings(apply_overrides(suite, entry.overrides, where=f"{where}: entry {entry.name}"),
+                          where=f"{where}: entry {entry.name}")
     return suite
+
+
+def model_config(values: Mapping[str, Any], base: ModelConfig, *, where: str) -> ModelConfig:
+    """``base`` changed by a [model] table: ``name`` picks another model (from its defaults), the other keys are
+    parameters of the model picked."""
+    values = dict(values)
+    name = values.pop("name", base.name)
+    if not isinstance(name, str):
+        raise BenchInputError(f"name must be a model name, got {name!r}", where=f"{where}.name",
+                              fix='e.g. name = "autoencoder" (see `python -m bench list` for the models)')
+    params = {**(base.settings if name == base.name else {}), **values}
+    return ModelConfig(name, tuple(resolve_model_params(name, params, where=where).items()))
 
 
 def apply_overrides(suite: Suite, overrides: Mapping[str, Mapping[str, Any]], *, where: str) -> Suite:
@@ -210,6 +245,9 @@ def apply_overrides(suite: Suite, overrides: Mapping[str, Mapping[str, Any]], *,
     changed = {}
     for section, values in overrides.items():
         current = getattr(suite, section)
+        if section == "model":
+            changed[section] = model_config(values, current, where=f"{where}.model")
+            continue
         checked = {key: _check_field(type(current), key, value, f"{where}.{section}.{key}") for key, value in values.items()}
         changed[section] = dataclasses.replace(current, **checked)
     return dataclasses.replace(suite, **changed)
@@ -256,8 +294,7 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     positive = [("data.images", data.images), ("data.eval_images", data.eval_images), ("data.eval_crops", data.eval_crops),
                 ("train.steps", suite.train.steps), ("train.batch_size", suite.train.batch_size),
                 ("train.log_every", suite.train.log_every), ("timing.batch_size", suite.timing.batch_size),
-                ("timing.min_repeats", suite.timing.min_repeats), ("model.latent_dim", suite.model.latent_dim),
-                ("model.width", suite.model.width)]
+                ("timing.min_repeats", suite.timing.min_repeats)]
     for key, value in positive:
         if value < 1:
             raise BenchInputError(f"{key} must be at least 1, got {value}", where=f"{where}: {key}", fix="use a positive integer")
@@ -267,14 +304,8 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     if not (data.scale > 0 and math.isfinite(data.scale)):
         raise BenchInputError(f"data.scale must be a positive number, got {data.scale}", where=f"{where}: data.scale",
                               fix="use e.g. 1.0 (native size) or 0.5 (half size)")
-    model = suite.model
-    if model.bottleneck not in BOTTLENECKS:
-        raise BenchInputError(f"unknown bottleneck {model.bottleneck!r}", where=f"{where}: model.bottleneck",
-                              fix=f"use one of {', '.join(BOTTLENECKS)}")
-    if suite.task == "autoencode" and model.bottleneck == "conv" and model.latent_dim % LATENT_SIDE**2:
-        raise BenchInputError(f"a conv bottleneck is an {LATENT_SIDE}x{LATENT_SIDE} map, so latent_dim must be a "
-                              f"multiple of {LATENT_SIDE**2}, got {model.latent_dim}", where=f"{where}: model.latent_dim",
-                              fix=f"use e.g. 256 ({LATENT_SIDE}x{LATENT_SIDE}x4), or bottleneck = \"linear\"")
+    if suite.model.name == "autoencoder":
+        _validate_autoencoder(suite.model.settings, where)
     if suite.train.on_nan not in ("stop", "skip"):
         raise BenchInputError(f"unknown on_nan policy {suite.train.on_nan!r}", where=f"{where}: train.on_nan",
                               fix='use "stop" (fail the entry) or "skip" (drop the step and count it)')
@@ -314,6 +345,22 @@ def validate_settings(suite: Suite, *, where: str) -> None:
         if variant not in TIMING_VARIANTS:
             raise BenchInputError(f"unknown timing variant {variant!r}", where=f"{where}: timing.variants",
                                   fix=f"use any of {', '.join(TIMING_VARIANTS)}")
+
+
+def _validate_autoencoder(model: Mapping[str, Any], where: str) -> None:
+    """The built-in autoencoder's constraints, checked with the suite rather than when the model is first built."""
+    for key in ("latent_dim", "width"):
+        if model[key] < 1:
+            raise BenchInputError(f"model.{key} must be at least 1, got {model[key]}", where=f"{where}: model.{key}",
+                                  fix="use a positive integer")
+    if model["bottleneck"] not in BOTTLENECKS:
+        raise BenchInputError(f"unknown bottleneck {model['bottleneck']!r}", where=f"{where}: model.bottleneck",
+                              fix=f"use one of {', '.join(BOTTLENECKS)}")
+    if model["bottleneck"] == "conv" and model["latent_dim"] % LATENT_SIDE**2:
+        raise BenchInputError(f"a conv bottleneck is an {LATENT_SIDE}x{LATENT_SIDE} map, so latent_dim must be a "
+                              f"multiple of {LATENT_SIDE**2}, got {model['latent_dim']}",
+                              where=f"{where}: model.latent_dim",
+                              fix=f"use e.g. 256 ({LATENT_SIDE}x{LATENT_SIDE}x4), or bottleneck = \"linear\"")
 
 
 def check_resolution(resolution: int, *, where: str) -> None:
@@ -405,6 +452,13 @@ def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _parse_log_to(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise BenchInputError(f"log_to must be a list of trackers, got {value!r}", where=where,
+                              fix='e.g. log_to = ["tensorboard", "mlflow"]')
+    return check_trackers(value, where=where)
+
+
 def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config_type)}
     if key not in fields:
@@ -433,10 +487,15 @@ def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
     return value
 
 
+def _table(table: Any, name: str, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise BenchInputError(f"{name} must be a table", where=where, fix=f"write it as [{name}] with keys below")
+    return table
+
+
 def _parse_section(name: str, table: Any, where: str) -> Any:
     config_type = SECTIONS[name]
-    if not isinstance(table, dict):
-        raise BenchInputError(f"[{name}] must be a table", where=f"{where}: {name}", fix=f"write it as [{name}] with keys below")
+    _table(table, name, f"{where}: {name}")
     values = {key: _check_field(config_type, key, value, f"{where}: {name}.{key}") for key, value in table.items()}
     return config_type(**values)
 
@@ -451,7 +510,7 @@ def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any
             raise BenchInputError(f"unknown profile {device_type!r}", where=key, fix="profiles are [profile.cpu] and [profile.cuda]")
         if not isinstance(overrides, dict):
             raise BenchInputError("a profile must be a table", where=key, fix="e.g. [profile.cpu] with data.resolution = 128")
-        _reject_unknown(overrides, {*SECTIONS, "seeds"}, key)
+        _reject_unknown(overrides, {*SECTIONS, "model", "seeds"}, key)
         for section, values in overrides.items():
             if section == "seeds":  # a profile may run another number of seeds, e.g. fewer on a CPU
                 _parse_seeds(values, f"{key}.seeds")
@@ -459,6 +518,8 @@ def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any
             if not isinstance(values, dict):
                 raise BenchInputError(f"{section} must be a table of settings", where=f"{key}.{section}",
                                       fix=f"e.g. {section}.some_key = value")
+            if section == "model":
+                continue  # the model's parameters are checked when the profile is applied (parse_suite)
             for field_name, value in values.items():
                 _check_field(SECTIONS[section], field_name, value, f"{key}.{section}.{field_name}")
         profiles[device_type] = overrides
@@ -500,10 +561,9 @@ def _parse_entry(name: str, raw: Mapping[str, Any], key: str, suite_dir: Path) -
     overrides = {}
     for section in ENTRY_OVERRIDABLE:
         if section in raw:
-            table = raw[section]
-            if not isinstance(table, dict):
-                raise BenchInputError(f"{section} must be a table", where=f"{key}.{section}", fix=f"e.g. {section} = {{ lr = 1e-3 }}")
-            overrides[section] = {k: _check_field(SECTIONS[section], k, v, f"{key}.{section}.{k}") for k, v in table.items()}
+            table = _table(raw[section], section, f"{key}.{section}")
+            overrides[section] = table if section == "model" else {  # a model's parameters: see parse_suite
+                k: _check_field(SECTIONS[section], k, v, f"{key}.{section}.{k}") for k, v in table.items()}
     rest = {k: v for k, v in raw.items() if k not in ("name", *ENTRY_OVERRIDABLE)}
     if "terms" in rest:
         if "loss" in rest:

@@ -1,7 +1,8 @@
 """Answers that need no training, scored on the same held-out crops as every entry.
 
 A trained entry is worth reading only beside these. For the autoencoder task: each crop's mean colour, and a
-bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim).
+bicubic downsample-then-upsample that keeps about as many numbers as the latent code (3 x k x k ~ latent_dim),
+where the model says how many that is (a ``latent_dim`` parameter, as the built-in autoencoder's).
 For the restoration tasks: the degraded input itself (noisy, blurred, JPEG or enlarged) and the mean colour. The
 first baseline of a task is its trivial answer: an entry that does not beat it on PSNR by ``LEARNED_MARGIN_DB`` is
 marked "did not learn".
@@ -54,14 +55,17 @@ DEGRADED_INPUTS = {"denoise": ("noisy-input", "the noisy input itself (noise std
                    "super_resolution": ("upscaled-input", "the bicubic-enlarged input itself (x{scale_factor})")}
 
 
-def baselines_for(task: str, latent_dim: int, data) -> tuple[Baseline, ...]:
-    """The task's baselines, its trivial answer first (``data``: the suite's DataConfig)."""
+def baselines_for(task: str, latent_dim: int | None, data) -> tuple[Baseline, ...]:
+    """The task's baselines, its trivial answer first (``data``: the suite's DataConfig); ``latent_dim`` None: no
+    bicubic baseline to match it."""
     mean = Baseline(f"{PREFIX}mean-colour", "each crop's mean colour", mean_colour)
     if task in DEGRADED_INPUTS:
         name, formula = DEGRADED_INPUTS[task]
         degraded = Baseline(f"{PREFIX}{name}", formula.format(**dataclasses.asdict(data)),
                             lambda images: degrade(task, images, data, EVAL_NOISE_SEED))
         return degraded, mean
+    if latent_dim is None:
+        return (mean,)
     side = bicubic_side(latent_dim)
     shrink = Baseline(f"{PREFIX}bicubic", f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, "
                                           f"latent {latent_dim})", lambda images: bicubic(images, side))

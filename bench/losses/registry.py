@@ -6,21 +6,21 @@ function) whose ``forward(reconstruction, target)`` returns a scalar tensor. Mod
 networks set ``weights_used`` (``"imagenet"``, ``"random"`` or a file path) so every result row can say which.
 
 Losses from outside LossBench register the same way, while ``bench.config.plugins`` imports their plugin inside
-``registering_as(source)``, so each loss knows where it came from and a plugin that fails to import leaves
-nothing half-registered.
+``bench.config.registry.registering_as(source)``, so each loss knows where it came from and a plugin that fails
+to import leaves nothing half-registered.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
+from bench.config.registry import (BUILTIN, DuplicateNameError, add_registry, check_name, current_source,
+                                   resolve_parameters, unknown_name)
 from bench.errors import BenchInputError
 from bench.losses.measures import Measure
 
@@ -33,7 +33,6 @@ class LossContext:
     seed: int = 0  # seeds any random fallback initialisation of a loss network
 
 
-BUILTIN = "built-in"  # the source of the losses in bench.losses
 IMAGE_RANGE = (0.0, 1.0)  # the range of every image LossBench hands a loss
 
 
@@ -49,15 +48,7 @@ class LossInfo:
     measure: Measure | None = None  # the image-quality measure it is (label, direction, design size), if any
 
 
-class DuplicateLossError(ValueError):
-    def __init__(self, name: str, existing_source: str) -> None:
-        super().__init__(f"loss {name!r} is registered twice (first by {existing_source})")
-        self.name = name
-        self.existing_source = existing_source
-
-
 _LOSSES: dict[str, LossInfo] = {}
-_registering: list[str] = [BUILTIN]  # the source that registrations come from now (a stack: see registering_as)
 
 
 def register_loss(name: str, summary: str, *, input_range: tuple[float, float] = IMAGE_RANGE,
@@ -73,8 +64,7 @@ def register_loss(name: str, summary: str, *, input_range: tuple[float, float] =
     ``measure``: the loss's record as an image-quality measure (``bench.losses.measures.Measure``): its label,
     direction, the metrics it optimises, its design size and its reference.
     """
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
-        raise ValueError(f"loss name {name!r} must be non-empty letters, digits, '_', '-' or '.'")
+    check_name("loss", name)
     low, high = (float(bound) for bound in input_range)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"input_range of loss {name!r} must be two finite numbers, low < high; got {input_range!r}")
@@ -83,27 +73,12 @@ def register_loss(name: str, summary: str, *, input_range: tuple[float, float] =
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _LOSSES:
-            raise DuplicateLossError(name, _LOSSES[name].source)
+            raise DuplicateNameError("loss", name, _LOSSES[name].source)
         _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained),
-                                 _registering[-1], measure)
+                                 current_source(), measure)
         return factory
 
     return decorator
-
-
-@contextlib.contextmanager
-def registering_as(source: str) -> Iterator[None]:
-    """Registrations inside come from ``source``; if the block raises, they are withdrawn."""
-    _import_builtin_losses()  # built-ins first, so a plugin reusing a built-in name is the one refused
-    _registering.append(source)
-    try:
-        yield
-    except BaseException:
-        for name in [name for name, info in _LOSSES.items() if info.source == source]:
-            del _LOSSES[name]
-        raise
-    finally:
-        _registering.pop()
 
 
 def loss_names() -> list[str]:
@@ -115,14 +90,7 @@ def loss_names() -> list[str]:
 def get_loss_info(name: str, *, where: str = "") -> LossInfo:
     _import_builtin_losses()
     if name not in _LOSSES:
-        close = difflib.get_close_matches(name, _LOSSES, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise BenchInputError(
-            f"unknown loss {name!r}",
-            where=where,
-            fix=f"{hint}Known losses: {', '.join(sorted(_LOSSES))} (see `python -m bench list`). A loss from a "
-                "plugin needs the plugin installed, or passed with -p MODULE / --plugin FILE.py.",
-        )
+        raise unknown_name("loss", name, list(_LOSSES), where=where)
     return _LOSSES[name]
 
 
@@ -134,39 +102,7 @@ def measure_of(name: str) -> Measure | None:
 
 def resolve_params(name: str, params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
     """The loss's defaults updated by ``params``; unknown or mistyped parameters are input errors."""
-    info = get_loss_info(name, where=where)
-    resolved = dict(info.defaults)
-    for key, value in params.items():
-        if key not in info.defaults:
-            close = difflib.get_close_matches(key, info.defaults, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            known = ", ".join(info.defaults) or "none"
-            raise BenchInputError(
-                f"loss {name!r} has no parameter {key!r}",
-                where=f"{where}.{key}" if where else key,
-                fix=f"{hint}Parameters of {name!r}: {known}.",
-            )
-        _check_type(name, key, info.defaults[key], value, where)
-        resolved[key] = value
-    return resolved
-
-
-def _check_type(name: str, key: str, default: Any, value: Any, where: str) -> None:
-    if default is None or isinstance(default, str) and isinstance(value, (int, float, str)):
-        return  # None and string defaults admit alternatives ("auto" or a number, a path or a name)
-    if value == "auto" and isinstance(default, int) and not isinstance(default, bool):
-        return  # an integer chosen by the loss itself (e.g. MS-SSIM levels); losses without a rule refuse it
-    numeric = (int, float)
-    ok = (
-        isinstance(value, bool) == isinstance(default, bool)
-        and (isinstance(value, numeric) if isinstance(default, numeric) else isinstance(value, type(default)))
-    )
-    if not ok:
-        raise BenchInputError(
-            f"parameter {key!r} of loss {name!r} must be {type(default).__name__}, got {value!r}",
-            where=f"{where}.{key}" if where else key,
-            fix=f"use a value like the default, {default!r}.",
-        )
+    return resolve_parameters("loss", name, get_loss_info(name, where=where).defaults, params, where=where)
 
 
 def build_loss(name: str, params: Mapping[str, Any], context: LossContext) -> nn.Module:
@@ -241,3 +177,11 @@ def _import_builtin_losses() -> None:
     import bench.losses.pixel  # noqa: F401
     import bench.losses.robust  # noqa: F401
     import bench.losses.structural  # noqa: F401
+
+
+def _withdraw(source: str) -> None:
+    for name in [name for name, info in _LOSSES.items() if info.source == source]:
+        del _LOSSES[name]
+
+
+add_registry(_import_builtin_losses, _withdraw)

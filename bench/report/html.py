@@ -291,8 +291,9 @@ def _run_summary(run: Run) -> str:
                      f"{_plain(first.get('scale', '?'))}, {_plain(first.get('steps', '?'))} steps, batch "
                      f"{_plain(first.get('batch_size', '?'))}, lr {first.get('lr', '?')}, weight average (EMA) "
                      f"{_plain(first.get('ema', 0))}, seeds {seeds}"),
-        ("model", f"{first.get('bottleneck', '?')} bottleneck, latent {_plain(first.get('latent_dim', '?'))} numbers, "
-                  f"decoder from an 8\u00d78\u00d7{_plain(first.get('width', '?'))} map"),
+        ("model", first.get("model_config") or  # run folders from before models were chosen by name:
+         f"{first.get('bottleneck', '?')} bottleneck, latent {_plain(first.get('latent_dim', '?'))} numbers, "
+         f"decoder from an 8\u00d78\u00d7{_plain(first.get('width', '?'))} map"),
         ("data", f"{_plain(first.get('train_photos', '?'))} training photographs{_from(env, 'data_source')}; "
                  f"{_plain(first.get('eval_crops', '?'))} evaluation crops of {_plain(first.get('eval_photos', '?'))} "
                  f"held-out photographs{_from(env, 'eval_source')} "

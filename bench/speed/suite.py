@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from bench.losses import build_suite_losses
-from bench.train.model import build_model
+from bench.models.registry import ModelContext, build_model
 from bench.config.suite import Suite
 from bench.speed.timing import COLUMNS, time_entries
 
@@ -72,7 +72,8 @@ class _TrainingStep(torch.nn.Module):
 def time_training_step(suite: Suite, device: torch.device, variants: Sequence[str]) -> pd.DataFrame:
     """speed.csv rows (entry ``MODEL_ENTRY``, phase "train_step") for the suite's model at its training size:
     images/s of the fwd+bwd step in each variant, so fp32 eager can be compared with the fast paths."""
-    model = build_model(suite.task, suite.data.resolution, suite.model.latent_dim, seed=0).to(device).train()
+    context = ModelContext(image_size=suite.data.resolution, channels=3, task=suite.task)
+    model = build_model(suite.model.name, suite.model.settings, context, seed=0).to(device).train()
     rows = time_entries([(MODEL_ENTRY, _TrainingStep(model))], batch_size=suite.train.batch_size,
                         resolution=suite.data.resolution, device=device, variants=variants,
                         warmup=suite.timing.warmup, min_repeats=suite.timing.min_repeats,

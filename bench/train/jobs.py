@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 
 from bench.data.baselines import Baseline
-from bench.data.images import ImageSet, load_images
+from bench.data.images import EVAL_NOISE_SEED, ImageSet, load_images
 from bench.errors import BenchInputError
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.evaluate.metrics import QualityMetrics
 from bench.evaluate.design import trained_below_design
-from bench.train.model import build_model
+from bench.models.registry import ModelContext, build_model, check_output
 from bench.config.names import entry_file
 from bench.config.plan import RunSpec
 from bench.config.suite import Suite, resolve_suite_path
-from bench.train.loop import Diverged, reconstruct, train
+from bench.train.loop import Diverged, model_inputs, reconstruct, train
 from bench.evaluate.verdicts import trained_on
 
 
@@ -101,15 +101,33 @@ class Trainer:
         return self._images[spec.data]
 
     def initial_model(self, spec: RunSpec) -> torch.nn.Module:
+        """The seed's initial model, built once and then copied by every entry of the seed. A model whose output
+        cannot be trained on (see ``check_output``) is an input error."""
         key = (spec.seed, spec.task, spec.data.resolution, spec.model)
         if key not in self._initial_models:
-            model = build_model(spec.task, spec.data.resolution, spec.model.latent_dim, spec.seed,
-                                spec.model.bottleneck, spec.model.width)
+            eval_images = self.images(spec).eval
+            context = ModelContext(image_size=spec.data.resolution, channels=eval_images.shape[1], task=spec.task)
+            model = build_model(spec.model.name, spec.model.settings, context, spec.seed)
             # One throwaway fwd+bwd on a copy: one-off kernel and allocator set-up is not billed to an entry.
             scratch = copy.deepcopy(model).to(self.device).train()
-            scratch(self.images(spec).eval[:2].to(self.device)).mean().backward()
+            inputs = model_inputs(spec, eval_images[:2].to(self.device), EVAL_NOISE_SEED)
+            output = scratch(inputs)
+            check_output(spec.model.name, inputs, output)
+            output.mean().backward()
             self._initial_models[key] = model
         return self._initial_models[key]
+
+    def check_models(self, plan: list[RunSpec]) -> None:
+        """Builds every initial model of ``plan`` before any training, so that a model LossBench cannot train
+        stops the run (``BenchInputError``) before its folder exists. A model that raises anything else is left
+        to fail its own entries when they run."""
+        for spec in plan:
+            try:
+                self.initial_model(spec)
+            except BenchInputError:
+                raise
+            except Exception:  # noqa: BLE001 - foreign code may raise anything; run() records it per entry
+                pass
 
     def baseline(self, baseline: Baseline, spec: RunSpec) -> JobResult:
         """A baseline scored like an entry, on ``spec``'s evaluation crops, as a row for ``spec``'s seed."""
@@ -140,8 +158,8 @@ class Trainer:
             "entry": spec.entry.name, "seed": spec.seed, "kind": "trained", "formula": spec.entry.formula,
             "trained_on": trained_on(spec.entry), "task": spec.task, "profile": spec.profile,
             "trained_below_design": trained_below_design(spec.entry, spec.data.resolution),
-            "resolution": spec.data.resolution, "scale": spec.data.scale, "bottleneck": spec.model.bottleneck,
-            "width": spec.model.width, "latent_dim": spec.model.latent_dim, "steps": spec.train.steps,
+            "resolution": spec.data.resolution, "scale": spec.data.scale, "model": spec.model.name,
+            "model_config": spec.model.description, "steps": spec.train.steps,
             "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
             "deterministic": torch.are_deterministic_algorithms_enabled(),  # --deterministic, in this process

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from bench.data.degrade import degrade
 from bench.data.images import EVAL_NOISE_SEED, ImageSet, PhotoPixels, crop_schedule, make_batch
@@ -19,6 +18,7 @@ from bench.evaluate.metrics import psnr
 from bench.config.plan import RunSpec
 from bench.results import write_atomic
 from bench.train.average import WeightAverage
+from bench.train.progress import step_progress
 
 
 class Diverged(RuntimeError):
@@ -86,8 +86,8 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     done_steps, skipped_steps = saved.get("step", 0), saved.get("skipped_steps", 0)
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
     started, eval_seconds = time.perf_counter() - saved.get("seconds", 0.0), 0.0  # eval time is left out
-    progress = tqdm(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
-                    disable=not show_progress, leave=False, dynamic_ncols=True)
+    progress = step_progress(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
+                             enabled=show_progress)
     for step, crops in enumerate(progress, start=1):
         if step <= done_steps:
             continue  # drawn but already trained on before the checkpoint: the crop order stays the seed's

@@ -1,4 +1,5 @@
-"""The autoencoder every entry trains, and a small fully convolutional net for the denoising task.
+"""The built-in models, registered as "autoencoder" (what every entry trains unless the suite's [model] names
+another) and "denoiser" (a small fully convolutional net, the default for the denoising task).
 
 The decoder follows the seed design (latent -> 8x8x512 map -> stride-2 ConvTranspose2d + norm + ReLU stages) with
 as many stages as the resolution needs: log2(R / 8), so 6 for 512x512 (the seed's 4 stages reach only 128x128).
@@ -17,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from bench.data.degrade import RESTORATION_TASKS
+from bench.models.registry import ModelContext, register_model
 
 BASE_SIDE = 8
 BASE_CHANNELS = 512
@@ -122,11 +123,14 @@ class Denoiser(nn.Module):
         return torch.sigmoid(logits - self.body(noisy))
 
 
-def build_model(task: str, resolution: int, latent_dim: int, seed: int, bottleneck: str = "conv",
-                width: int = BASE_CHANNELS) -> nn.Module:
-    """The initial model for a seed: built under its own RNG so every entry can start from a copy of it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if task in RESTORATION_TASKS:
-            return Denoiser()
-        return Autoencoder(resolution, latent_dim, bottleneck, width)
+@register_model("autoencoder", "the built-in autoencoder: stride-2 conv encoder to the latent, upsampling decoder "
+                               "from an 8x8 map, sigmoid output",
+                latent_dim=256, bottleneck="conv", width=BASE_CHANNELS)
+def make_autoencoder(context: ModelContext, latent_dim: int, bottleneck: str, width: int) -> Autoencoder:
+    return Autoencoder(context.image_size, latent_dim, bottleneck, width)
+
+
+@register_model("denoiser", "the built-in restoration net (every task but autoencode): a fully convolutional net "
+                            "predicting the residual from the degraded input", width=64, depth=5)
+def make_denoiser(context: ModelContext, width: int, depth: int) -> Denoiser:
+    return Denoiser(width, depth)

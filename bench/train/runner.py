@@ -103,6 +103,7 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
     trainer = Trainer(suite, str(device), show_progress and not distributed, log=log)
     for resolution in {spec.data.resolution for spec in plan}:
         trainer.losses(resolution)  # a bad loss parameter stops the run here, before any folder exists
+    trainer.check_models(plan)  # so does a model whose output cannot be trained on
     images = {spec.data: trainer.images(spec) for spec in plan}
     env = results.environment(device, suite, profile, argv)
     env["plan_sha256"] = plan_hash(suite, plan)
@@ -159,7 +160,7 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
                                                                row.get("step", 0), row.get("crop", 0)))
     started = time.perf_counter()
     baselines = [trainer.baseline(baseline, spec)
-                 for baseline in baselines_for(suite.task, suite.model.latent_dim, suite.data)
+                 for baseline in baselines_for(suite.task, suite.model.settings.get("latent_dim"), suite.data)
                  for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
     trivial_psnr = baselines[0].row["psnr"]
     for index, outcome in enumerate(baselines):
