@@ -83,11 +83,15 @@ def resident_bytes() -> int:
 def step_seconds(trainer: Trainer, spec: RunSpec) -> float:
     """Seconds of one training step of ``spec`` (model and loss forward and backward on a training batch), the
     second of two so that one-off set-up is left out; 0 for a loss that could not be built or that raises (its
-    training reports why)."""
+    training reports why), or for a model that raises (a model LossBench cannot train stopped the run before:
+    Trainer.check_models)."""
     loss_fn = trainer.losses(spec.data.resolution)[spec.entry.name]
     if isinstance(loss_fn, Exception):
         return 0.0
-    model = copy.deepcopy(trainer.initial_model(spec)).to(trainer.device).train()
+    try:
+        model = copy.deepcopy(trainer.initial_model(spec)).to(trainer.device).train()
+    except Exception:  # noqa: BLE001 - foreign code may raise anything; its entries fail with it when they run
+        return 0.0
     shape = (spec.train.batch_size, 3, spec.data.resolution, spec.data.resolution)
     batch = torch.rand(shape, generator=torch.Generator().manual_seed(spec.seed)).to(trainer.device)
     seconds = 0.0
