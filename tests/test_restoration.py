@@ -23,7 +23,9 @@ from bench.data.degrade import degrade
 from bench.data.images import load_images
 from bench.errors import BenchInputError
 from bench.train.loop import model_inputs
-from bench.train.model import Denoiser, build_model
+from bench.config.suite import DEFAULT_MODELS
+from bench.models import ModelContext, build_model
+from bench.train.model import Denoiser
 
 IMAGES = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
 
@@ -37,8 +39,8 @@ def pil_jpeg(image: torch.Tensor, quality: int, folder: Path) -> np.ndarray:
 
 
 def spec(task: str, entry: str, **data) -> RunSpec:
-    return RunSpec(Entry(entry, (Term(entry, 1.0, {}, entry),)), 0, task, DataConfig(**data), ModelConfig(),
-                   TrainConfig(), "none")
+    return RunSpec(Entry(entry, (Term(entry, 1.0, {}, entry),)), 0, task, DataConfig(**data),
+                   ModelConfig(DEFAULT_MODELS[task], ()), TrainConfig(), "none")
 
 
 def test_blur_and_jpeg_match_scipy_and_a_pil_jpeg_file(tmp_path):
@@ -65,7 +67,7 @@ def test_every_entry_of_a_seed_sees_the_same_degraded_inputs_and_the_clean_targe
     first, second = model_inputs(spec(task, "mse"), clean, 7), model_inputs(spec(task, "l1"), clean, 7)
     assert torch.equal(first, second) and not torch.equal(first, clean)
     assert torch.equal(clean, IMAGES)  # degrading made a copy: the target stays clean
-    assert isinstance(build_model(task, 32, 64, seed=0), Denoiser)
+    assert isinstance(build_model(DEFAULT_MODELS[task], {}, ModelContext(32, 3, task), seed=0), Denoiser)
 
 
 def test_bad_degradation_settings_are_one_clear_error(tmp_path):
