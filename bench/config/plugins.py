@@ -61,10 +61,6 @@ def load_plugins(specs: Iterable[str] = ()) -> list[Plugin]:
     return list(_LOADED.values())
 
 
-def loaded_plugins() -> list[Plugin]:
-    return list(_LOADED.values())
-
-
 def command_line_plugins() -> list[str]:
     """The plugins loaded by module name or file path (not installed ones, which every process finds itself)."""
     return [plugin.spec for plugin in _LOADED.values() if plugin.spec]

@@ -9,10 +9,9 @@ A plugin may register losses and models at once, so one ``registering_as(source)
 from __future__ import annotations
 
 import contextlib
-import difflib
 from typing import Any, Callable, Iterator, Mapping
 
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, did_you_mean
 
 BUILTIN = "built-in"  # the source of what LossBench itself registers
 
@@ -58,8 +57,7 @@ def check_name(kind: str, name: Any) -> None:
 
 
 def unknown_name(kind: str, name: str, known: list[str], *, where: str) -> BenchInputError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(name, known)
     return BenchInputError(
         f"unknown {kind} {name!r}",
         where=where,
@@ -74,8 +72,7 @@ def resolve_parameters(kind: str, name: str, defaults: Mapping[str, Any], params
     resolved = dict(defaults)
     for key, value in params.items():
         if key not in defaults:
-            close = difflib.get_close_matches(key, defaults, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(key, defaults)
             known = ", ".join(defaults) or "none"
             raise BenchInputError(
                 f"{kind} {name!r} has no parameter {key!r}",

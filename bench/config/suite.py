@@ -6,7 +6,6 @@ Every error names the file and the key at fault and says how to fix it (``BenchI
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, Mapping
 from pandas._libs.parsers import STR_NA_VALUES  # the default na_values of read_csv (no public name)
 
 from bench.data.datasets import DATASETS
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, did_you_mean
 from bench.losses.registry import resolve_params
 from bench.models.registry import resolve_model_params
 from bench.evaluate.metrics import DEFAULT_METRICS, METRICS
@@ -266,8 +265,7 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     data = suite.data
     for key, source in (("data.source", data.source), ("data.eval_source", data.eval_source)):
         if source is not None and source not in SOURCES:
-            close = difflib.get_close_matches(source, SOURCES, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(source, SOURCES)
             raise BenchInputError(f"unknown data source {source!r}", where=f"{where}: {key}",
                                   fix=f'{hint}use "bundled" (offline sample images), "folder" with a path, or a named '
                                       f"dataset: {', '.join(DATASETS)}")
@@ -332,8 +330,7 @@ def validate_settings(suite: Suite, *, where: str) -> None:
                               fix="use e.g. 2 or 4")
     for name in suite.metrics.compute:
         if name not in METRICS:
-            close = difflib.get_close_matches(name, list(METRICS), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(name, list(METRICS))
             raise BenchInputError(f"unknown metric {name!r}", where=f"{where}: metrics.compute",
                                   fix=f"{hint}known metrics: {', '.join(METRICS)}")
     names = [entry.name for entry in suite.entries]
@@ -416,8 +413,7 @@ def without_profile_seeds(suite: Suite) -> Suite:
 def _reject_unknown(table: Mapping[str, Any], allowed, where: str) -> None:
     for key in table:
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(key, list(allowed))
             raise BenchInputError(f"unknown key {key!r}", where=f"{where}: {key}",
                                   fix=f"{hint}allowed here: {', '.join(sorted(allowed))}")
 
@@ -462,8 +458,7 @@ def _parse_log_to(value: Any, where: str) -> tuple[str, ...]:
 def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config_type)}
     if key not in fields:
-        close = difflib.get_close_matches(key, list(fields), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(key, list(fields))
         raise BenchInputError(f"unknown key {key!r}", where=where, fix=f"{hint}allowed here: {', '.join(fields)}")
     default = fields[key].default
     if isinstance(default, bool):

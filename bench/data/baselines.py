@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from bench.data.degrade import degrade
 from bench.data.images import EVAL_NOISE_SEED
-from bench.config.suite import BASELINE_PREFIX, DataConfig
+from bench.config.suite import BASELINE_PREFIX
 
 PREFIX = BASELINE_PREFIX  # entry names starting with this are reserved for baselines
 LEARNED_MARGIN_DB = 1.0  # an entry "learned" when its mean PSNR beats the trivial baseline by at least this
@@ -70,7 +70,3 @@ def baselines_for(task: str, latent_dim: int | None, data) -> tuple[Baseline, ..
     shrink = Baseline(f"{PREFIX}bicubic", f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, "
                                           f"latent {latent_dim})", lambda images: bicubic(images, side))
     return mean, shrink
-
-
-def trivial_name(task: str) -> str:
-    return baselines_for(task, 64, DataConfig())[0].name

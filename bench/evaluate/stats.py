@@ -39,25 +39,6 @@ def confidence_table(quality: pd.DataFrame, metrics) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_comparisons(quality: pd.DataFrame, metric: str, higher_is_better: bool) -> pd.DataFrame:
-    """Every pair of entries on ``metric``, paired by seed: mean difference (a - b), its 95% CI, the paired
-    t-test p-value, and the verdict "a better" / "b better" / "tie (within seed noise)"."""
-    ok = quality[quality["status"] == "ok"].pivot_table(index="seed", columns="entry", values=metric)
-    rows = []
-    for a, b in itertools.combinations(ok.columns, 2):
-        pair = ok[[a, b]].dropna()
-        difference = pair[a] - pair[b]
-        mean, low, high = t_interval(difference)
-        p_value = stats.ttest_rel(pair[a], pair[b]).pvalue if len(pair) >= 2 and difference.std() > 0 else math.nan
-        if math.isnan(p_value) or p_value >= ALPHA:
-            verdict = "tie (within seed noise)"
-        else:
-            verdict = f"{a if (mean > 0) == higher_is_better else b} better"
-        rows.append({"metric": metric, "a": a, "b": b, "seeds": len(pair), "mean_difference": mean,
-                     "ci_low": low, "ci_high": high, "p_value": p_value, "verdict": verdict})
-    return pd.DataFrame(rows)
-
-
 def time_to_quality(history: pd.DataFrame, targets) -> pd.DataFrame:
     """For each entry x seed x PSNR target: the first evaluated step (and training seconds) whose held-out
     PSNR reached the target; NaN where it never did. Resolution is the suite's eval_every."""

@@ -28,9 +28,9 @@ from scipy import stats
 from bench.data.baselines import LEARNED_MARGIN_DB, PREFIX
 from bench.evaluate.design import with_sizes
 from bench.evaluate.metrics import METRICS
+from bench.evaluate.stats import ALPHA
 from bench.losses.registry import measure_of
 
-ALPHA = 0.05
 REFERENCE = "mse"  # the entry own measures are compared with, unless the suite names another
 IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving
 LAST_FRACTION = 0.2

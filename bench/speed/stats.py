@@ -17,9 +17,10 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from bench.evaluate.stats import CONFIDENCE
+
 MIN_FACTOR = 1.25
-ALPHA = 0.01
-CONFIDENCE = 0.95
+ALPHA = 0.01  # the gate's level: a false alarm fails CI, so it asks for stronger evidence than a verdict
 VERDICTS = ("ok", "SLOWER", "faster", "new", "missing")
 
 
