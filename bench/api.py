@@ -18,8 +18,9 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.config.plugins import load_plugins
+from bench.results import task_folders
 from bench.trackers import check_trackers, export_run
-from bench.config.suite import (Suite, _parse_seeds, load_suite as _load_suite_file, model_config, parse_suite,
+from bench.config.suite import (Suite, _parse_seeds, load_suite as _load_suite_file, model_config, parse_suite, task_suites,
                                 without_profile_seeds)
 
 try:
@@ -167,11 +168,12 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
     be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
     from bench.train.runner import run_suite
+    from bench.train.tasks import run_tasks
 
     load_plugins(plugins)
     if not isinstance(suite, Suite):
         suite = _load_suite_file(suite)
-    suite = with_overrides(suite, **overrides)
+    suites = [with_overrides(task_suite, **overrides) for task_suite in task_suites(suite)]
     if model is not None:
         if workers > 1 or ray_address is not None or (concurrent or 1) > 1:
             raise BenchInputError("a model factory passed to run() exists in this process only, not in worker "
@@ -179,8 +181,10 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
                                   fix="register it in a plugin file (@bench.register_model) and pass plugins=[that "
                                       "file] and the model's name in [model], or leave concurrent and workers unset")
         concurrent = 1
-        suite = dataclasses.replace(suite, model=model_config({"name": _registered_factory(model)}, suite.model,
-                                                              where="run(model=...)"))
+        name = _registered_factory(model)
+        suites = [dataclasses.replace(s, model=model_config({"name": name}, s.model, where="run(model=...)"))
+                  for s in suites]
+    suite = suites[0]
     trackers = check_trackers(log_to, where="--log-to") if log_to is not None else suite.log_to
     if workers < 1:
         raise BenchInputError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
@@ -195,16 +199,18 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     if gpus is not None and workers == 1 and ray_address is None:
         raise BenchInputError("--gpus only applies to Ray runs", where="--gpus",
                               fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N")
-    outcome = run_suite(suite, results_root=Path(out), argv=list(argv) if argv is not None else ["run", str(suite.path)],
-                        timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
-                        fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
-                        deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
+    options = dict(results_root=Path(out), argv=list(argv) if argv is not None else ["run", str(suite.path)],
+                   timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
+                   fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
+                   deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
+    outcome = run_tasks(suites, **options) if len(suites) > 1 else run_suite(suite, **options)
     if report:
         from bench.report import write_report
 
         write_report(outcome.folder)
     if trackers:
-        export_run(outcome.folder, trackers, tracking_uri=tracking_uri or suite.tracking_uri, log=log)
+        for folder in task_folders(outcome.folder).values() or [outcome.folder]:
+            export_run(folder, trackers, tracking_uri=tracking_uri or suite.tracking_uri, log=log)
     return RunResult(outcome.folder)
 
 

@@ -280,7 +280,7 @@ def _resume_command(argv: list[str], folder) -> str:
 def _print_summary(summary) -> None:
     import pandas as pd
 
-    columns = [c for c in ("entry", "psnr", "ssim", "ms_ssim", "lpips", "learned", "psnr_gain_last20",
+    columns = [c for c in ("task", "entry", "psnr", "ssim", "ms_ssim", "lpips", "learned", "psnr_gain_last20",
                            "loss_fwd_bwd_ms", "train_seconds", "failed", "loss_weights") if c in summary]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print()

@@ -73,13 +73,15 @@ def read_table(folder: Path, name: str) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def new_run_folder(results_root: Path, suite_name: str) -> Path:
+def new_run_folder(results_root: Path, suite_name: str, folder: Path | None = None) -> Path:
+    """A new, empty run folder: ``results_root/suite_name/<timestamp>``, or ``folder`` where given."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = results_root / suite_name / stamp
     suffix = 1
-    while folder.exists():  # two runs in one second
-        suffix += 1
-        folder = results_root / suite_name / f"{stamp}-{suffix}"
+    if folder is None:
+        folder = results_root / suite_name / stamp
+        while folder.exists():  # two runs in one second
+            suffix += 1
+            folder = results_root / suite_name / f"{stamp}-{suffix}"
     try:
         folder.mkdir(parents=True)
     except OSError as error:
@@ -134,6 +136,18 @@ def environment(device: torch.device, suite, profile: str, argv: list[str]) -> d
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def task_folders(folder: Path) -> dict[str, Path]:
+    """Each task's run folder, in the suite's order, where ``folder`` is the parent folder of a run of several
+    tasks (bench.train.tasks); else {}."""
+    env = folder / "environment.json"
+    tasks = read_json(env).get("tasks", []) if env.is_file() else []
+    return {task: folder / task for task in tasks}
 
 
 def copy_suite(suite, folder: Path) -> None:

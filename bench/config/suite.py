@@ -168,6 +168,8 @@ class Suite:
     tracking_uri: str | None = None  # MLflow's tracking URI (None: a local store beside the run folders)
     text: str = ""  # the TOML the suite was parsed from, copied into every run folder
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
+    # Every task of the suite file (task = [...]); the fields above are its first task's (see task_suites).
+    tasks: tuple[str, ...] = ()
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -189,9 +191,12 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
                "tracking_uri", *SECTIONS}
     _reject_unknown(raw, allowed, where)
     name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
-    task = _typed(raw, "task", str, where, default="autoencode")
-    if task not in TASKS:
-        raise BenchInputError(f"unknown task {task!r}", where=f"{where}: task", fix=f"use one of {', '.join(TASKS)}")
+    tasks = _parse_tasks(raw.get("task", "autoencode"), f"{where}: task")
+    if len(tasks) > 1:  # each task's own suite must be valid (a model default, a scale factor, ...)
+        for task in tasks[1:]:
+            parse_suite({**raw, "task": task}, path=path, sha256=sha256, text=text)
+        raw = {**raw, "task": tasks[0]}
+    task = tasks[0]
     seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
     sections = {key: _parse_section(key, raw.get(key, {}), where) for key in SECTIONS}
     sections["model"] = model_config(_table(raw.get("model", {}), "model", f"{where}: model"),
@@ -216,6 +221,7 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         log_to=_parse_log_to(raw.get("log_to", []), f"{where}: log_to"),
         tracking_uri=_typed(raw, "tracking_uri", str, where, default="") or None,
         text=text,
+        tasks=tasks,
         **sections,
     )
     for profile in profiles:  # a profile must yield a valid suite too
@@ -225,6 +231,16 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         validate_settings(apply_overrides(suite, entry.overrides, where=f"{where}: entry {entry.name}"),
                           where=f"{where}: entry {entry.name}")
     return suite
+
+
+def task_suites(suite: Suite) -> list[Suite]:
+    """One suite per task of ``suite``, each parsed from its file as if it named that task alone (so a
+    [model] table without a name gives each task its own default model)."""
+    if len(suite.tasks) < 2:
+        return [suite]
+    raw = tomllib.loads(suite.text)
+    return [parse_suite({**raw, "task": task}, path=suite.path, sha256=suite.sha256, text=suite.text)
+            for task in suite.tasks]
 
 
 def model_config(values: Mapping[str, Any], base: ModelConfig, *, where: str) -> ModelConfig:
@@ -424,6 +440,20 @@ def _typed(table: Mapping[str, Any], key: str, kind: type, where: str, *, defaul
         raise BenchInputError(f"{key} must be a {kind.__name__}, got {value!r}", where=f"{where}: {key}",
                               fix=f"e.g. {key} = {default!r}")
     return value
+
+
+def _parse_tasks(value: Any, where: str) -> tuple[str, ...]:
+    tasks = [value] if isinstance(value, str) else value
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(task, str) for task in tasks):
+        raise BenchInputError(f"task must be a task name or a list of them, got {value!r}", where=where,
+                              fix=f'e.g. task = "denoise" or task = ["denoise", "deblur"]; tasks: {", ".join(TASKS)}')
+    for task in tasks:
+        if task not in TASKS:
+            raise BenchInputError(f"unknown task {task!r}", where=where,
+                                  fix=f"{did_you_mean(task, TASKS)}use one of {', '.join(TASKS)}")
+    if len(set(tasks)) != len(tasks):
+        raise BenchInputError(f"tasks repeat: {tasks}", where=where, fix="list each task once")
+    return tuple(tasks)
 
 
 def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:

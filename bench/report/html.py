@@ -15,7 +15,7 @@ from bench.errors import BenchInputError
 from bench.report import LABELS, Run, higher_is_better, label, load_run
 from bench.report import plots
 from bench.data.baselines import LEARNED_MARGIN_DB
-from bench.results import read_table, write_atomic
+from bench.results import read_json, read_table, task_folders, write_atomic
 from bench.evaluate.design import with_sizes
 from bench.evaluate.verdicts import headline
 
@@ -48,11 +48,42 @@ img { max-width: 100%; } img.strip { image-rendering: pixelated; }
 
 
 def write_report(run_dir: Path, sort_by: str = "psnr") -> Path:
-    """Write run_dir/report.html from the run folder's files alone and return its path."""
+    """Write run_dir/report.html from the run folder's files alone and return its path. The parent folder of a
+    run of several tasks gets every task's report and a page with one table and one verdict per task."""
+    run_dir = Path(run_dir)
+    tasks = task_folders(run_dir)
+    if tasks:
+        runs = {task: load_run(write_report(folder, sort_by).parent) for task, folder in tasks.items()
+                if (folder / "quality.csv").is_file()}
+        path = run_dir / "report.html"
+        write_atomic(path, render_tasks(run_dir, runs, sort_by))
+        return path
     run = load_run(run_dir)
     path = run.folder / "report.html"
     write_atomic(path, render(run, sort_by))
     return path
+
+
+def render_tasks(folder: Path, runs: dict[str, Run], sort_by: str = "psnr") -> str:
+    """The page of a run of several tasks: per task, its verdict and summary table, linking the task's report."""
+    sections = []
+    for task, run in runs.items():
+        palette = plots.entry_palette(run.entries)
+        href = f"{task}/report.html"
+        sections.append(
+            f'<section id="task-{_esc(task)}">\n<h2>{_esc(task)}</h2>\n'
+            f'<p><a href="{_esc(href)}">the whole report of this task</a> (curves, speed, reconstructions)</p>\n'
+            f"<h3>Verdict</h3>\n{_verdict(run)}\n<h3>Summary (sorted by {_esc(label(sort_by))})</h3>\n"
+            f"{_summary_table(run, _sorted_summary(run, sort_by), sort_by, palette, _recovery_links(run))}\n"
+            "</section>")
+    missing = [task for task in task_folders(folder) if task not in runs]
+    if missing:
+        sections.append(f'<p class="note">not run yet: {_esc(", ".join(missing))} (--resume this folder)</p>')
+    name = read_json(folder / "environment.json").get("suite", folder.name)
+    title = f"LossBench report: {name}, {len(task_folders(folder))} tasks"
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+            f'<p class="note">{_esc(folder)}</p>\n' + "\n".join(sections) + "\n</body>\n</html>\n")
 
 
 def render(run: Run, sort_by: str = "psnr") -> str:

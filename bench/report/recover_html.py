@@ -15,7 +15,7 @@ from PIL import Image
 from bench.evaluate.recover import RISE_DB, Recovery, RecoverySettings
 from bench.report.html import CSS, _esc, _number
 from bench.report.plots import png_uri
-from bench.results import read_table
+from bench.results import read_table, task_folders
 
 PAGE = "recovery.html"
 FOLDER = "recover"  # results/<suite>/recover/<timestamp>/, beside the suite's run folders
@@ -29,7 +29,10 @@ def anchor(position: int) -> str:
 
 def newest_recovery(run_folder: Path) -> tuple[Path, pd.DataFrame] | None:
     """The newest recovery folder of the suite ``run_folder`` belongs to, with its table; None if there is none."""
-    folders = sorted((run_folder.parent / FOLDER).glob(f"*/{PAGE}"))
+    suite_folder = run_folder.parent
+    if task_folders(suite_folder.parent).get(run_folder.name) == run_folder:  # one task of a run of several
+        suite_folder = suite_folder.parent
+    folders = sorted((suite_folder / FOLDER).glob(f"*/{PAGE}"))
     if not folders:
         return None
     return folders[-1].parent, read_table(folders[-1].parent, "recovery")

@@ -89,7 +89,12 @@ def run_suite(suite: Suite, **options) -> RunOutcome:
 def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
                resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
                ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-               concurrent: int | None = None, threads: int | None = None, log=print) -> RunOutcome:
+               concurrent: int | None = None, threads: int | None = None, folder: Path | None = None,
+               log=print) -> RunOutcome:
+    """``folder``: the run folder to create (None: a new one under ``results_root``); ``resume``: an existing one
+    to continue instead."""
+    if len(suite.tasks) > 1:
+        raise ValueError("a suite of several tasks runs one task at a time (bench.train.tasks.run_tasks)")
     device = resolve_device(suite.device)
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
@@ -116,7 +121,7 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
         env["data_cache"] = str(cache_root(resolve_suite_path(suite, data.cache)))
 
     if resume is None:
-        folder = results.new_run_folder(results_root, suite.name)
+        folder = results.new_run_folder(results_root, suite.name, folder)
         quality_rows, history_rows, image_rows, speed = [], [], [], pd.DataFrame()
     else:
         folder = resume

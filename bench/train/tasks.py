@@ -1,0 +1,59 @@
+"""A suite of several tasks (``task = ["denoise", "deblur", ...]``): each task is a whole run, in its own folder
+``<run>/<task>/``, one after the other; the parent folder holds their tables side by side (a ``task`` column),
+so that the report gives one table and one verdict per task."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from bench import results
+from bench.config.suite import Suite
+from bench.train.runner import RunOutcome, RunStopped, run_suite
+
+TABLES = ("quality", "summary")  # the parent's tables: every task's rows, its name in the first column
+
+
+def run_tasks(suites: Sequence[Suite], *, results_root: Path, argv: list[str], resume: Path | None = None,
+              log=print, **options) -> RunOutcome:
+    """Runs each suite of ``suites`` (one per task, as ``bench.config.suite.task_suites`` gives them) into its own
+    folder under one parent; ``resume``: a parent folder, whose finished tasks are kept and whose others go on.
+    Ctrl-C or a file that cannot be written raises ``RunStopped`` for the parent folder."""
+    first = suites[0]
+    if resume is None:
+        parent = results.new_run_folder(results_root, first.name)
+        results.copy_suite(first, parent)
+        results.write_json(parent / "environment.json", {"suite": first.name, "tasks": [s.task for s in suites],
+                                                          "argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    else:
+        parent = resume
+        if not results.task_folders(parent):
+            from bench.errors import BenchInputError
+
+            raise BenchInputError("not the folder of a run of several tasks (its environment.json lists none)",
+                                  where=str(parent), fix="pass the folder that `bench run` printed for this suite")
+    outcomes = []
+    for suite in suites:
+        folder = parent / suite.task
+        started = (folder / "environment.json").is_file()
+        log(f"\n=== task {suite.task} ===")
+        try:
+            outcomes.append(run_suite(suite, results_root=results_root, argv=argv, log=log,
+                                      resume=folder if started else None, folder=None if started else folder,
+                                      **options))
+        except RunStopped as stopped:
+            raise RunStopped(parent, stopped.error) from None
+    for name in TABLES:
+        tables = [results.read_table(outcome.folder, name).assign(task=suite.task)
+                  for suite, outcome in zip(suites, outcomes)]
+        joined = pd.concat([t for t in tables if not t.empty], ignore_index=True)
+        if not joined.empty:
+            results.write_table(parent, name, joined[["task", *[c for c in joined.columns if c != "task"]]])
+    env = results.read_json(parent / "environment.json")
+    results.write_json(parent / "environment.json", {**env, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    summary = pd.concat([o.summary.assign(task=s.task) for s, o in zip(suites, outcomes)], ignore_index=True)
+    failed = [f"{suite.task}/{entry}" for suite, outcome in zip(suites, outcomes) for entry in outcome.failed]
+    return RunOutcome(folder=parent, failed=failed, summary=summary)
