@@ -167,7 +167,7 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     ``bench.train.process.make_deterministic()`` for this process, as ``--deterministic`` does).
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
     be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
-    from bench.train.runner import run_suite
+    from bench.train.rates import run_at_rates
     from bench.train.tasks import run_tasks
 
     load_plugins(plugins)
@@ -203,7 +203,7 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
                    timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
                    fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
                    deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
-    outcome = run_tasks(suites, **options) if len(suites) > 1 else run_suite(suite, **options)
+    outcome = run_tasks(suites, **options) if len(suites) > 1 else run_at_rates(suite, **options)
     if report:
         from bench.report import write_report
 

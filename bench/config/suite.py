@@ -58,6 +58,10 @@ class DataConfig:
     blur_sigma: float = 2.0  # Gaussian blur of the inputs (px) when task = "deblur"
     jpeg_quality: int = 10  # PIL JPEG quality of the inputs when task = "jpeg"
     scale_factor: int = 4  # task = "super_resolution": inputs are shrunk by this factor and enlarged back
+    # With several train.lr: training photographs held out of the trainings that choose each entry's rate, whose
+    # crops score them (the evaluation photographs never do).
+    validation_images: int = 1
+    split: str = "test"  # "test": score on the evaluation crops; "validation": on the validation_images' crops
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,9 @@ class ModelConfig:
 class TrainConfig:
     steps: int = 300
     batch_size: int = 8
-    lr: float = 2e-4
+    # Adam's learning rate; a list [common, other, ...]: every entry trains at the first (the common rate), and
+    # also at the rate of the list that gives it the lowest loss on validation crops (bench.train.rates).
+    lr: float | tuple[float, ...] = 2e-4
     log_every: int = 10
     eval_every: int = 50  # eval PSNR on the held-out images every this many steps (0: never during training)
     on_nan: str = "stop"  # a NaN/inf loss: "stop" fails the entry; "skip" drops that step (a host sync per step)
@@ -326,9 +332,17 @@ def validate_settings(suite: Suite, *, where: str) -> None:
     if suite.timing.min_repeats < 2:
         raise BenchInputError(f"timing.min_repeats must be at least 2, got {suite.timing.min_repeats}",
                               where=f"{where}: timing.min_repeats", fix="an IQR needs two samples; use e.g. 5")
-    if suite.train.lr <= 0 or not math.isfinite(suite.train.lr):
-        raise BenchInputError(f"train.lr must be a positive number, got {suite.train.lr}", where=f"{where}: train.lr",
-                              fix="use e.g. 2e-4")
+    rates = suite.train.lr if isinstance(suite.train.lr, tuple) else (suite.train.lr,)
+    if not rates or not all(rate > 0 and math.isfinite(rate) for rate in rates) or len(set(rates)) != len(rates):
+        raise BenchInputError(f"train.lr must be a positive number or a list of distinct ones, got "
+                              f"{list(rates) if isinstance(suite.train.lr, tuple) else suite.train.lr}",
+                              where=f"{where}: train.lr", fix="use e.g. 2e-4, or [1e-3, 3e-4, 3e-3] (the first is common)")
+    if data.split not in ("test", "validation"):
+        raise BenchInputError(f"unknown data.split {data.split!r}", where=f"{where}: data.split",
+                              fix='use "test" (the evaluation crops) or "validation" (crops of held-out training photographs)')
+    if data.validation_images < 1:
+        raise BenchInputError(f"data.validation_images must be at least 1, got {data.validation_images}",
+                              where=f"{where}: data.validation_images", fix="use e.g. 1")
     if not 0 <= suite.train.ema < 1:
         raise BenchInputError(f"train.ema must be in [0, 1), got {suite.train.ema}", where=f"{where}: train.ema",
                               fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights")
@@ -491,6 +505,8 @@ def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
         hint = did_you_mean(key, list(fields))
         raise BenchInputError(f"unknown key {key!r}", where=where, fix=f"{hint}allowed here: {', '.join(fields)}")
     default = fields[key].default
+    if config_type is TrainConfig and key == "lr" and isinstance(value, list):  # several rates to choose from
+        default = ()
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

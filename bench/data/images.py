@@ -217,6 +217,14 @@ def load_images(config: DataConfig, folder: Path | None = None, *, eval_folder: 
     else:
         train_sources = sources
         eval_sources = photo_sources(config.eval_source, config.images, eval_folder, cache, progress)
+    if config.split == "validation":  # the held-out photographs stay unseen: score on some training ones instead
+        if len(train_sources) <= config.validation_images:
+            raise BenchInputError(f"{len(train_sources)} training photographs cannot spare data.validation_images = "
+                                  f"{config.validation_images} to choose learning rates on",
+                                  where="data.validation_images", fix="use fewer, or more training photographs")
+        train_index, validation_index = split_photos([name for name, _ in train_sources], config.validation_images,
+                                                     config.source)
+        train_sources, eval_sources = [train_sources[i] for i in train_index], [train_sources[i] for i in validation_index]
     for role, found in (("data.source", train_sources), ("data.eval_source", eval_sources)):
         if not found:
             raise BenchInputError("found no usable images", where=f"{role} ({getattr(config, role[5:])})",

@@ -18,8 +18,9 @@ from bench.data.baselines import LEARNED_MARGIN_DB
 from bench.results import read_json, read_table, task_folders, write_atomic
 from bench.evaluate.design import with_sizes
 from bench.evaluate.verdicts import headline
+from bench.train.rates import BEST as BEST_RATE, SEARCH as RATE_SEARCH, TABLE as RATES_TABLE
 
-SECTION_IDS = ("verdict", "run-summary", "summary-table", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
+SECTION_IDS = ("verdict", "run-summary", "summary-table", "rates", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
                "psnr-curves", "training-curves", "reconstructions")
 
 CSS = """
@@ -58,6 +59,9 @@ def write_report(run_dir: Path, sort_by: str = "psnr") -> Path:
         path = run_dir / "report.html"
         write_atomic(path, render_tasks(run_dir, runs, sort_by))
         return path
+    for step in (RATE_SEARCH, BEST_RATE):  # a run with a learning rate per entry (bench.train.rates)
+        if (run_dir / step / "quality.csv").is_file():
+            write_report(run_dir / step, sort_by)
     run = load_run(run_dir)
     path = run.folder / "report.html"
     write_atomic(path, render(run, sort_by))
@@ -75,7 +79,9 @@ def render_tasks(folder: Path, runs: dict[str, Run], sort_by: str = "psnr") -> s
             f'<p><a href="{_esc(href)}">the whole report of this task</a> (curves, speed, reconstructions)</p>\n'
             f"<h3>Verdict</h3>\n{_verdict(run)}\n<h3>Summary (sorted by {_esc(label(sort_by))})</h3>\n"
             f"{_summary_table(run, _sorted_summary(run, sort_by), sort_by, palette, _recovery_links(run))}\n"
-            "</section>")
+            + (f"<h3>At each entry's own learning rate</h3>\n{_rates(run, sort_by, palette)}\n"
+               if (run.folder / f"{RATES_TABLE}.csv").is_file() else "")
+            + "</section>")
     missing = [task for task in task_folders(folder) if task not in runs]
     if missing:
         sections.append(f'<p class="note">not run yet: {_esc(", ".join(missing))} (--resume this folder)</p>')
@@ -96,6 +102,7 @@ def render(run: Run, sort_by: str = "psnr") -> str:
         ("run-summary", "Run", _run_summary(run)),
         ("summary-table", f"Summary (sorted by {label(sort_by)})",
          _summary_table(run, table, sort_by, palette, _recovery_links(run))),
+        ("rates", "At each entry's own learning rate", _rates(run, sort_by, palette)),
         ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
                                                        "no entry finished training")),
         ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
@@ -156,6 +163,36 @@ def _verdict(run: Run) -> str:
            "of pairs, and the winner must lead on every seed. Entries that did not learn are not ranked.")
     items = "".join(f"<li>{_esc(line)}</li>" for line in lines)
     return f'<ul class="verdict">{items}</ul>\n<p class="note">{_esc(how)}</p>'
+
+
+def _rates(run: Run, sort_by: str, palette: dict) -> str:
+    """The rate search (validation loss per entry and rate, the choice marked) and the run at each entry's
+    chosen rate beside this one, the common rate's."""
+    rates = read_table(run.folder, RATES_TABLE)
+    if rates.empty:
+        return '<p class="note">one learning rate for every entry (train.lr is a single value)</p>'
+    columns = list(dict.fromkeys(rates["lr"]))
+    head = "".join(f'<th>lr {rate:g}{" (common)" if i == 0 else ""}</th>' for i, rate in enumerate(columns))
+    lines = []
+    for entry, rows in rates.groupby("entry", sort=False):
+        cells = []
+        for rate in columns:
+            row = rows[rows["lr"] == rate].iloc[0]
+            text = _number(row["validation_loss"]) if pd.notna(row["validation_loss"]) else _esc(row["status"])
+            cells.append(f'<td class="num{" best" if row["chosen"] else ""}">{text}</td>')
+        lines.append(f'<tr><td class="entry">{_swatch(entry, palette)}</td>{"".join(cells)}</tr>')
+    search = ('<p class="note">Each entry trained at every rate on the first seed, on the training photographs less '
+              f"{_esc(', '.join(load_run(run.folder / RATE_SEARCH).env.get('eval_photos', [])))}, whose crops give "
+              "the validation value of the entry's own loss below (lower is better; its choice in green). The "
+              "evaluation crops played no part. "
+              f'<a href="{RATE_SEARCH}/report.html">the search\'s report</a></p>'
+              f"<table><tr><th>entry</th>{head}</tr>{''.join(lines)}</table>")
+    if not (run.folder / BEST_RATE / "quality.csv").is_file():
+        return search + '<p class="note">the run at each entry\'s rate has not finished (--resume this folder)</p>'
+    best = load_run(run.folder / BEST_RATE)
+    return (search + f'<h3>Every seed at each entry\'s own rate (<a href="{BEST_RATE}/report.html">its report</a>)'
+            f"</h3>\n{_verdict(best)}\n"
+            f"{_summary_table(best, _sorted_summary(best, sort_by), sort_by, palette, {})}")
 
 
 def _plain(value) -> str:

@@ -73,6 +73,15 @@ def warm_up(loss_fn: WeightedSum, spec: RunSpec, channels: int, device: torch.de
     torch.autograd.grad(loss, reconstruction)
 
 
+@torch.no_grad()
+def held_out_loss(loss_fn, reconstructions: torch.Tensor, targets: torch.Tensor, batch_size: int = 8) -> float:
+    """The entry's own loss on the held-out crops, the mean over batches as in training (what
+    bench.train.rates compares across learning rates)."""
+    values = [float(loss_fn(reconstructions[i:i + batch_size], targets[i:i + batch_size])[0]) * len(targets[i:i + batch_size])
+              for i in range(0, len(targets), batch_size)]
+    return sum(values) / len(targets)
+
+
 class Trainer:
     """Trains RunSpecs of one suite on one device; builds loss networks, images, metrics and each seed's
     initial model once and reuses them for every job it is given."""
@@ -196,7 +205,8 @@ class Trainer:
         eval_images = images.eval.to(self.device)
         reconstructions = reconstruct(result.model, spec, eval_images)
         row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, loss_learned=result.loss.learned,
-                   skipped_steps=result.skipped_steps, **self.metrics(reconstructions, eval_images))
+                   skipped_steps=result.skipped_steps, eval_loss=held_out_loss(result.loss, reconstructions, eval_images),
+                   **self.metrics(reconstructions, eval_images))
         history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
         values, _ = self.metrics.per_image(reconstructions, eval_images)
         return JobResult(row, history, reconstructions.cpu(),

@@ -12,7 +12,8 @@ import pandas as pd
 
 from bench import results
 from bench.config.suite import Suite
-from bench.train.runner import RunOutcome, RunStopped, run_suite
+from bench.train.rates import run_at_rates
+from bench.train.runner import RunOutcome, RunStopped
 
 TABLES = ("quality", "summary")  # the parent's tables: every task's rows, its name in the first column
 
@@ -41,7 +42,7 @@ def run_tasks(suites: Sequence[Suite], *, results_root: Path, argv: list[str], r
         started = (folder / "environment.json").is_file()
         log(f"\n=== task {suite.task} ===")
         try:
-            outcomes.append(run_suite(suite, results_root=results_root, argv=argv, log=log,
+            outcomes.append(run_at_rates(suite, results_root=results_root, argv=argv, log=log,
                                       resume=folder if started else None, folder=None if started else folder,
                                       **options))
         except RunStopped as stopped:
