@@ -187,7 +187,8 @@ def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_
     ('name = "two_convs"\nwidth = 0', ["model (plugin my_models ({path})): model 'two_convs' could not be built: "
                                        "width must be >= 1, got 0\n  fix: change its parameters in [model]"]),
     ('name = "half_size"', ["model 'half_size' (plugin my_models ({path})): returns shape (2, 3, 8, 8) for inputs of "
-                            "shape (2, 3, 16, 16)\n  fix: return one tensor shaped like the input"]),
+                            "shape (2, 3, 16, 16), whose targets have shape (2, 3, 16, 16)\n  fix: return one tensor shaped like "
+                            "the targets"]),
     ('name = "brighter"', ["model 'brighter' (plugin my_models ({path})): returns values in [1.", "outside [0, 1]",
                            "fix: end the model with a sigmoid"]),
 ])

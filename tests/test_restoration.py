@@ -19,13 +19,13 @@ from scipy import ndimage
 from bench.cli import main
 from bench.config.plan import RunSpec
 from bench.config.suite import DataConfig, Entry, ModelConfig, Term, TrainConfig, load_suite
-from bench.data.degrade import degrade
+from bench.data.degrade import degrade, degraded_view
 from bench.data.images import load_images
 from bench.errors import BenchInputError
 from bench.train.loop import model_inputs
 from bench.config.suite import DEFAULT_MODELS
 from bench.models import ModelContext, build_model
-from bench.train.model import Denoiser
+from bench.train.model import Denoiser, Upsampler
 
 IMAGES = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
 
@@ -53,12 +53,28 @@ def test_blur_and_jpeg_match_scipy_and_a_pil_jpeg_file(tmp_path):
     assert torch.equal(degrade("autoencode", IMAGES, DataConfig(), 0), IMAGES)
 
 
-def test_super_resolution_inputs_are_a_bicubic_shrink_and_enlargement():
+def test_super_resolution_inputs_are_a_bicubic_shrink_and_the_baseline_enlarges_them_back():
     ours = degrade("super_resolution", IMAGES, DataConfig(scale_factor=4), 0)
     small = torch.nn.functional.interpolate(IMAGES, scale_factor=0.25, mode="bicubic", antialias=True)
-    torch_bicubic = torch.nn.functional.interpolate(small, size=(24, 24), mode="bicubic").clamp(0, 1)
+    assert ours.shape == small.shape == (2, 3, 6, 6)
     # PIL's and torch's bicubic kernels differ slightly (a = -0.5 against -0.75): close, never equal.
-    assert (ours - torch_bicubic).abs().mean() < 0.01 < (ours - IMAGES).abs().mean()
+    assert (ours - small.clamp(0, 1)).abs().mean() < 0.01
+    view = degraded_view("super_resolution", IMAGES, DataConfig(scale_factor=4), 0)
+    torch_bicubic = torch.nn.functional.interpolate(small, size=(24, 24), mode="bicubic").clamp(0, 1)
+    assert (view - torch_bicubic).abs().mean() < 0.01 < (view - IMAGES).abs().mean()
+
+
+def test_the_upsampler_turns_the_small_input_into_the_target_size_and_a_same_size_net_is_refused(tmp_path):
+    model = build_model("upsampler", {}, ModelContext(24, 3, "super_resolution", scale_factor=4), seed=0)
+    small = degrade("super_resolution", IMAGES, DataConfig(scale_factor=4), 0)
+    assert isinstance(model, Upsampler) and model(small).shape == IMAGES.shape
+    (tmp_path / "sr.toml").write_text(JPEG_SUITE.replace('task = "jpeg"', 'task = "super_resolution"')
+                                      .replace("jpeg_quality = 15", "scale_factor = 4")
+                                      + '[model]\nname = "denoiser"\n')
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["run", str(tmp_path / "sr.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 2
+    assert "model 'denoiser'" in err.getvalue()
+    assert "whose targets have shape (2, 3, 32, 32)" in err.getvalue()
 
 
 @pytest.mark.parametrize("task", ["denoise", "deblur", "jpeg", "super_resolution"])
@@ -67,7 +83,9 @@ def test_every_entry_of_a_seed_sees_the_same_degraded_inputs_and_the_clean_targe
     first, second = model_inputs(spec(task, "mse"), clean, 7), model_inputs(spec(task, "l1"), clean, 7)
     assert torch.equal(first, second) and not torch.equal(first, clean)
     assert torch.equal(clean, IMAGES)  # degrading made a copy: the target stays clean
-    assert isinstance(build_model(DEFAULT_MODELS[task], {}, ModelContext(32, 3, task), seed=0), Denoiser)
+    scale = 4 if task == "super_resolution" else 1
+    model = build_model(DEFAULT_MODELS[task], {}, ModelContext(32, 3, task, scale_factor=scale), seed=0)
+    assert isinstance(model, Upsampler if task == "super_resolution" else Denoiser)
 
 
 def test_bad_degradation_settings_are_one_clear_error(tmp_path):

@@ -34,8 +34,9 @@ BASELINE_PREFIX = "baseline-"  # names of the rows that need no training (bench.
 BOTTLENECKS = ("conv", "linear")
 # Every task but autoencode is a restoration task: its input is degraded (bench.data.degrade).
 TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")
-# The model of a [model] table without a name: the restoration tasks' net starts from the degraded input.
-DEFAULT_MODELS = {"autoencode": "autoencoder", **{task: "denoiser" for task in TASKS[1:]}}
+# The model of a [model] table without a name: the restoration nets start from the degraded input.
+DEFAULT_MODELS = {"autoencode": "autoencoder", "denoise": "denoiser", "deblur": "denoiser", "jpeg": "denoiser",
+                  "super_resolution": "upsampler"}
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
@@ -57,7 +58,7 @@ class DataConfig:
     noise_std: float = 0.1  # Gaussian noise added to inputs when task = "denoise"
     blur_sigma: float = 2.0  # Gaussian blur of the inputs (px) when task = "deblur"
     jpeg_quality: int = 10  # PIL JPEG quality of the inputs when task = "jpeg"
-    scale_factor: int = 4  # task = "super_resolution": inputs are shrunk by this factor and enlarged back
+    scale_factor: int = 4  # task = "super_resolution": inputs are shrunk by this factor
     # With several train.lr: training photographs held out of the trainings that choose each entry's rate, whose
     # crops score them (the evaluation photographs never do).
     validation_images: int = 1

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.data.degrade import degrade
+from bench.data.degrade import degraded_view
 from bench.data.images import EVAL_NOISE_SEED
 from bench.config.suite import BASELINE_PREFIX
 
@@ -62,7 +62,7 @@ def baselines_for(task: str, latent_dim: int | None, data) -> tuple[Baseline, ..
     if task in DEGRADED_INPUTS:
         name, formula = DEGRADED_INPUTS[task]
         degraded = Baseline(f"{PREFIX}{name}", formula.format(**dataclasses.asdict(data)),
-                            lambda images: degrade(task, images, data, EVAL_NOISE_SEED))
+                            lambda images: degraded_view(task, images, data, EVAL_NOISE_SEED))
         return degraded, mean
     if latent_dim is None:
         return (mean,)

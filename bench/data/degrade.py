@@ -3,9 +3,9 @@
 - ``denoise``: additive Gaussian noise of ``data.noise_std``, from a seeded generator (``bench.data.images``);
 - ``deblur``: a Gaussian blur of ``data.blur_sigma`` px (torchvision's, reflect padding);
 - ``jpeg``: a JPEG round trip at ``data.jpeg_quality`` (PIL's encoder and decoder, 8-bit, 4:2:0 chroma);
-- ``super_resolution``: the image shrunk by ``data.scale_factor`` and enlarged back, both by PIL's bicubic
-  resampling (antialiased when shrinking) on float pixels. The restoration net sees the enlarged image, as in
-  SRCNN and VDSR, so one fully convolutional net at the output's size serves every task.
+- ``super_resolution``: the image shrunk by ``data.scale_factor`` by PIL's bicubic resampling (antialiased) on
+  float pixels. The net sees the small image and upsamples it (the built-in "upsampler"); its trivial baseline
+  is the small image enlarged back by PIL's bicubic filter (``degraded_view``).
 
 Blur and JPEG are deterministic, and the noise depends on the seed and step only, so every entry of a seed sees
 the same degraded inputs.
@@ -43,14 +43,25 @@ def jpeg_compressed(images: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.stack(decoded).to(images)
 
 
-def shrunk_and_enlarged(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """Each channel shrunk by ``factor`` and enlarged back to its size with PIL's bicubic filter, in float32."""
+def _each_channel(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each channel resized to ``size`` (height, width) by PIL's bicubic filter on float32 pixels, unclamped."""
     height, width = images.shape[-2:]
-    channels = []
-    for channel in images.detach().float().cpu().reshape(-1, height, width).numpy():
-        small = Image.fromarray(channel, mode="F").resize((width // factor, height // factor), Image.BICUBIC)
-        channels.append(np.asarray(small.resize((width, height), Image.BICUBIC)))
-    return torch.from_numpy(np.stack(channels)).reshape(images.shape).to(images).clamp(0, 1)
+    channels = [np.asarray(Image.fromarray(channel, mode="F").resize(size[::-1], Image.BICUBIC))
+                for channel in images.detach().float().cpu().reshape(-1, height, width).numpy()]
+    return torch.from_numpy(np.stack(channels)).reshape(*images.shape[:-2], *size).to(images)
+
+
+def shrunk(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Each image shrunk by ``factor`` (antialiased bicubic, PIL), clamped to [0, 1]."""
+    height, width = images.shape[-2:]
+    return _each_channel(images, (height // factor, width // factor)).clamp(0, 1)
+
+
+def shrunk_and_enlarged(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Each image shrunk by ``factor`` and enlarged back to its size with PIL's bicubic filter."""
+    height, width = images.shape[-2:]
+    small = _each_channel(images, (height // factor, width // factor))
+    return _each_channel(small, (height, width)).clamp(0, 1)
 
 
 def degrade(task: str, images: torch.Tensor, data, noise_seed: int) -> torch.Tensor:
@@ -63,5 +74,12 @@ def degrade(task: str, images: torch.Tensor, data, noise_seed: int) -> torch.Ten
     if task == "jpeg":
         return jpeg_compressed(images, data.jpeg_quality)
     if task == "super_resolution":
-        return shrunk_and_enlarged(images, data.scale_factor)
+        return shrunk(images, data.scale_factor)
     return images
+
+
+def degraded_view(task: str, images: torch.Tensor, data, noise_seed: int) -> torch.Tensor:
+    """The degraded input at the target's size: the task's trivial answer (bench.data.baselines)."""
+    if task == "super_resolution":
+        return shrunk_and_enlarged(images, data.scale_factor)
+    return degrade(task, images, data, noise_seed)

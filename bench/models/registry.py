@@ -3,7 +3,8 @@ makes a seed's initial model.
 
 A factory takes a :class:`ModelContext` plus the model's parameters (with defaults declared at registration,
 so ``bench list`` and suite validation know them) and returns an ``nn.Module`` mapping a batch of input images
-(N, C, H, W) in [0, 1] to reconstructions of the same shape, in [0, 1]. The built-in models
+(N, C, H, W) in [0, 1] to reconstructions in [0, 1] of the targets' shape (the same as the input's, but for
+super-resolution, whose inputs are ``scale_factor`` times smaller). The built-in models
 (bench.train.model) register here too; plugins load as for losses (bench.config.plugins).
 """
 
@@ -26,9 +27,10 @@ OUTPUT_RANGE = (0.0, 1.0)  # the range of the targets, and the only one BCE, the
 class ModelContext:
     """What a factory may need to know about the images its model will see."""
 
-    image_size: int  # side of the square input images; the output must have the same size
+    image_size: int  # side of the square output images (the targets')
     channels: int  # channels of the input and of the output (3: RGB)
-    task: str  # "autoencode" (the input is the target) or "denoise" (the input is the target plus noise)
+    task: str  # "autoencode" (the input is the target), or a restoration task (bench.data.degrade)
+    scale_factor: int = 1  # the input's side is image_size // scale_factor (super_resolution: data.scale_factor)
 
 
 @dataclass(frozen=True)
@@ -95,16 +97,18 @@ def build_model(name: str, params: Mapping[str, Any], context: ModelContext, see
     return model
 
 
-def check_output(name: str, inputs: torch.Tensor, output: Any) -> None:
-    """Refuses a model whose output LossBench cannot train on: not a tensor of the input's shape, or outside
+def check_output(name: str, inputs: torch.Tensor, output: Any, targets: torch.Tensor) -> None:
+    """Refuses a model whose output LossBench cannot train on: not a tensor of the targets' shape, or outside
     [0, 1] (the targets' range, which BCE, the image-quality measures and LPIPS require)."""
     where = f"model {name!r} ({get_model_info(name).source})"
     shape = tuple(getattr(output, "shape", ()))
-    if not isinstance(output, torch.Tensor) or shape != tuple(inputs.shape):
+    if not isinstance(output, torch.Tensor) or shape != tuple(targets.shape):
         found = f"a {type(output).__name__}" if not isinstance(output, torch.Tensor) else f"shape {shape}"
-        raise BenchInputError(f"returns {found} for inputs of shape {tuple(inputs.shape)}", where=where,
-                              fix="return one tensor shaped like the input (N, channels, image_size, image_size); "
-                                  "the factory's context gives channels and image_size")
+        smaller = " (the context's scale_factor: the input is that many times smaller)" if inputs.shape != targets.shape else ""
+        raise BenchInputError(f"returns {found} for inputs of shape {tuple(inputs.shape)}, whose targets have shape "
+                              f"{tuple(targets.shape)}", where=where,
+                              fix="return one tensor shaped like the targets (N, channels, image_size, image_size); "
+                                  f"the factory's context gives channels and image_size{smaller}")
     low, high = output.min().item(), output.max().item()
     if not (OUTPUT_RANGE[0] <= low and high <= OUTPUT_RANGE[1]):
         raise BenchInputError(f"returns values in [{low:.4g}, {high:.4g}], outside [0, 1]", where=where,

@@ -115,13 +115,15 @@ class Trainer:
         key = (spec.seed, spec.task, spec.data.resolution, spec.model)
         if key not in self._initial_models:
             eval_images = self.images(spec).eval
-            context = ModelContext(image_size=spec.data.resolution, channels=eval_images.shape[1], task=spec.task)
+            context = ModelContext(image_size=spec.data.resolution, channels=eval_images.shape[1], task=spec.task,
+                                   scale_factor=spec.data.scale_factor if spec.task == "super_resolution" else 1)
             model = build_model(spec.model.name, spec.model.settings, context, spec.seed)
             # One throwaway fwd+bwd on a copy: one-off kernel and allocator set-up is not billed to an entry.
             scratch = copy.deepcopy(model).to(self.device).train()
-            inputs = model_inputs(spec, eval_images[:2].to(self.device), EVAL_NOISE_SEED)
+            targets = eval_images[:2].to(self.device)
+            inputs = model_inputs(spec, targets, EVAL_NOISE_SEED)
             output = scratch(inputs)
-            check_output(spec.model.name, inputs, output)
+            check_output(spec.model.name, inputs, output, targets)
             output.mean().backward()
             self._initial_models[key] = model
         return self._initial_models[key]

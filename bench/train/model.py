@@ -1,5 +1,7 @@
 """The built-in models, registered as "autoencoder" (what every entry trains unless the suite's [model] names
-another) and "denoiser" (a small fully convolutional net, the default for the denoising task).
+another), "denoiser" (a small fully convolutional net, the default for the restoration tasks whose input has the
+target's size) and "upsampler" (the default for super-resolution: the denoiser's body on the small input, then
+the decoder's stride-2 transposed-convolution stages up to the target's size).
 
 The decoder follows the seed design (latent -> 8x8x512 map -> stride-2 ConvTranspose2d + norm + ReLU stages) with
 as many stages as the resolution needs: log2(R / 8), so 6 for 512x512 (the seed's 4 stages reach only 128x128).
@@ -123,6 +125,32 @@ class Denoiser(nn.Module):
         return torch.sigmoid(logits - self.body(noisy))
 
 
+class Upsampler(nn.Module):
+    """Super-resolution by ``factor`` (a power of two): convolutions on the small input, one stride-2
+    ConvTranspose2d + ReLU stage per doubling, as in the autoencoder's decoder, and a residual over the bicubic
+    enlargement of the input, so the output starts near it (in logit space, squashed into [0, 1] by a sigmoid)."""
+
+    def __init__(self, factor: int, width: int = 64, depth: int = 5) -> None:
+        super().__init__()
+        doublings = math.log2(factor)
+        if factor < 2 or doublings != int(doublings):
+            raise ValueError(f"the upsampler needs a power-of-two data.scale_factor (2, 4, 8), got {factor}")
+        layers = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        for _ in range(int(doublings)):
+            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(width, 3, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        self.factor = factor
+
+    def forward(self, small: torch.Tensor) -> torch.Tensor:
+        enlarged = nn.functional.interpolate(small, scale_factor=self.factor, mode="bicubic", align_corners=False)
+        with torch.autocast(small.device.type, enabled=False):
+            residual = self.body(small).float()
+            return torch.sigmoid(torch.logit(enlarged.float().clamp(1e-3, 1 - 1e-3)) + residual)
+
+
 @register_model("autoencoder", "the built-in autoencoder: stride-2 conv encoder to the latent, upsampling decoder "
                                "from an 8x8 map, sigmoid output",
                 latent_dim=256, bottleneck="conv", width=BASE_CHANNELS)
@@ -134,3 +162,10 @@ def make_autoencoder(context: ModelContext, latent_dim: int, bottleneck: str, wi
                             "predicting the residual from the degraded input", width=64, depth=5)
 def make_denoiser(context: ModelContext, width: int, depth: int) -> Denoiser:
     return Denoiser(width, depth)
+
+
+@register_model("upsampler", "the built-in super-resolution net: the denoiser's convolutions on the small input, "
+                             "a stride-2 transposed-convolution stage per doubling, a residual over the bicubic "
+                             "enlargement", width=64, depth=5)
+def make_upsampler(context: ModelContext, width: int, depth: int) -> Upsampler:
+    return Upsampler(context.scale_factor, width, depth)

@@ -33,6 +33,7 @@ import torch
 from bench.config.plan import RunSpec
 from bench.config.suite import Suite
 from bench.train.jobs import JobResult, Trainer
+from bench.train.loop import model_inputs
 
 # Packing pays once the trainings outlast the workers' start-up: a worker imports torch and builds every loss
 # network of the suite again, 6-8 s on a 2-core VM (the CPU profiles of all_losses.toml and of its miniature).
@@ -98,7 +99,7 @@ def step_seconds(trainer: Trainer, spec: RunSpec) -> float:
     for _ in range(2):
         started = time.perf_counter()
         try:
-            loss, _ = loss_fn(model(batch), batch)
+            loss, _ = loss_fn(model(model_inputs(spec, batch, spec.seed)), batch)
             torch.autograd.grad(loss, list(model.parameters()))  # a loss's own parameters keep no gradient
         except Exception:
             return 0.0
