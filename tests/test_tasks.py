@@ -95,3 +95,12 @@ def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_e
         (tmp_path / "bad.toml").write_text(SUITE.replace('["denoise", "jpeg"]', tasks))
         with pytest.raises(BenchInputError, match=f"bad.toml: task.*{message}|{message}"):
             load_suite(tmp_path / "bad.toml")
+
+
+def test_command_line_overrides_hold_for_every_task(tmp_path):
+    (tmp_path / "suite.toml").write_text(SUITE)
+    run(str(tmp_path / "suite.toml"), "--out", str(tmp_path), "--only", "l1", "--steps", "3", "--seeds", "2")
+    (parent,) = (tmp_path / "two_tasks").iterdir()
+    for task in ("denoise", "jpeg"):
+        trained = pd.read_csv(parent / task / "quality.csv").query("kind == 'trained'")
+        assert sorted(zip(trained["entry"], trained["seed"], trained["steps"])) == [("l1", 0, 3), ("l1", 1, 3)]

@@ -177,6 +177,7 @@ class Suite:
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     # Every task of the suite file (task = [...]); the fields above are its first task's (see task_suites).
     tasks: tuple[str, ...] = ()
+    task_models: Mapping[str, ModelConfig] = field(default_factory=dict)  # each task's model, with several tasks
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -199,9 +200,10 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
     _reject_unknown(raw, allowed, where)
     name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
     tasks = _parse_tasks(raw.get("task", "autoencode"), f"{where}: task")
-    if len(tasks) > 1:  # each task's own suite must be valid (a model default, a scale factor, ...)
-        for task in tasks[1:]:
-            parse_suite({**raw, "task": task}, path=path, sha256=sha256, text=text)
+    task_models = {}
+    if len(tasks) > 1:  # each task's own suite must be valid (its default model, a scale factor, ...)
+        task_models = {task: parse_suite({**raw, "task": task}, path=path, sha256=sha256, text=text).model
+                       for task in tasks}
         raw = {**raw, "task": tasks[0]}
     task = tasks[0]
     seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
@@ -229,6 +231,7 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         tracking_uri=_typed(raw, "tracking_uri", str, where, default="") or None,
         text=text,
         tasks=tasks,
+        task_models=task_models,
         **sections,
     )
     for profile in profiles:  # a profile must yield a valid suite too
@@ -241,12 +244,11 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
 
 
 def task_suites(suite: Suite) -> list[Suite]:
-    """One suite per task of ``suite``, each parsed from its file as if it named that task alone (so a
-    [model] table without a name gives each task its own default model)."""
+    """One suite per task of ``suite``, each as if its file named that task alone (a [model] table without a
+    name gives each task its own default model); every other setting, command-line overrides too, is kept."""
     if len(suite.tasks) < 2:
         return [suite]
-    raw = tomllib.loads(suite.text)
-    return [parse_suite({**raw, "task": task}, path=suite.path, sha256=suite.sha256, text=suite.text)
+    return [dataclasses.replace(suite, task=task, tasks=(task,), task_models={}, model=suite.task_models[task])
             for task in suite.tasks]
 
 
@@ -284,7 +286,11 @@ def _overlap(a: Path, b: Path) -> bool:
 def validate_settings(suite: Suite, *, where: str) -> None:
     """Checks that need several settings at once, or the file system."""
     for section_name, resolution in (("data", suite.data.resolution), ("timing", suite.timing.resolution)):
-        check_resolution(resolution, where=f"{where}: {section_name}.resolution")
+        if suite.model.name == "autoencoder":  # the other models are fully convolutional
+            check_resolution(resolution, where=f"{where}: {section_name}.resolution")
+        elif resolution < 8:
+            raise BenchInputError(f"{section_name}.resolution must be at least 8, got {resolution}",
+                                  where=f"{where}: {section_name}.resolution", fix="use e.g. 64")
     data = suite.data
     for key, source in (("data.source", data.source), ("data.eval_source", data.eval_source)):
         if source is not None and source not in SOURCES:

@@ -102,7 +102,7 @@ def render(run: Run, sort_by: str = "psnr") -> str:
         ("run-summary", "Run", _run_summary(run)),
         ("summary-table", f"Summary (sorted by {label(sort_by)})",
          _summary_table(run, table, sort_by, palette, _recovery_links(run))),
-        ("rates", "At each entry's own learning rate", _rates(run, sort_by, palette)),
+        ("rates", "Learning rates", _rates(run, sort_by, palette)),
         ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
                                                        "no entry finished training")),
         ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
@@ -158,7 +158,8 @@ def _verdict(run: Run) -> str:
     lines = headline(run.summary)
     if not lines:
         return '<p class="note">no verdict: this run has no baselines or no finished entry</p>'
-    seeds = run.ok["seed"].nunique() if "seed" in run.ok else 0
+    trained = run.ok[run.ok["kind"] == "trained"] if "kind" in run.ok else run.ok
+    seeds = trained["seed"].nunique() if "seed" in trained else 0
     how = (f"Paired over {seeds} seed(s) and every held-out crop: a paired t-test, Holm-corrected for the number "
            "of pairs, and the winner must lead on every seed. Entries that did not learn are not ranked.")
     items = "".join(f"<li>{_esc(line)}</li>" for line in lines)
@@ -170,7 +171,9 @@ def _rates(run: Run, sort_by: str, palette: dict) -> str:
     chosen rate beside this one, the common rate's."""
     rates = read_table(run.folder, RATES_TABLE)
     if rates.empty:
-        return '<p class="note">one learning rate for every entry (train.lr is a single value)</p>'
+        rates = ", ".join(f"{rate:g}" for rate in sorted(set(run.ok.get("lr", pd.Series(dtype=float)).dropna())))
+        return (f'<p class="note">every entry at the same rate ({_esc(rates or "none recorded")}): train.lr is one '
+                "value (a list gives each entry its own rate too, chosen on validation crops)</p>")
     columns = list(dict.fromkeys(rates["lr"]))
     head = "".join(f'<th>lr {rate:g}{" (common)" if i == 0 else ""}</th>' for i, rate in enumerate(columns))
     lines = []
