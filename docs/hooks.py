@@ -156,10 +156,6 @@ def default_of(item: dataclasses.Field) -> Any:
 # ----------------------------------------------------------------------------------------------- suite page
 
 
-def _section_name(cls: type, sections: dict[str, type]) -> str | None:
-    return next((name for name, section in sections.items() if section is cls), None)
-
-
 def _field_table(cls: type, *, key_of=None, default_note=None, header: str = "key") -> list[str]:
     """One row per field of ``cls``: key, type, default (as TOML), and the code's comment."""
     comments = field_comments(cls)
@@ -167,15 +163,14 @@ def _field_table(cls: type, *, key_of=None, default_note=None, header: str = "ke
     for item in dataclasses.fields(cls):
         key = key_of(item.name) if key_of else f"`{item.name}`"
         default = default_of(item)
-        note = default_note(item.name) if default_note else None
-        if note is not None:
-            shown, extra = note
-        elif default is dataclasses.MISSING:
-            shown, extra = "required", ""
-        elif dataclasses.is_dataclass(default):
-            shown, extra = "its table's defaults", ""
-        else:
-            shown, extra = f"`{toml_value(default)}`" if default is not None else NOT_SET, ""
+        shown, extra = (default_note(item) if default_note else None) or (None, "")
+        if shown is None:
+            if default is dataclasses.MISSING:
+                shown = "required"
+            elif dataclasses.is_dataclass(default):
+                shown = "its table's defaults"
+            else:
+                shown = f"`{toml_value(default)}`" if default is not None else NOT_SET
         comment = comments.get(item.name, "")
         text = " ".join(part for part in (extra, comment[:1].upper() + comment[1:]) if part) or "-"
         rows.append(f"| {key} | `{_type_name(item.type)}` | {shown} | {_cell(text)} |")
@@ -198,20 +193,21 @@ def suite_reference() -> str:
         "seeds": (f"`{toml_value(list(minimal.seeds))}`", "Every entry runs once per seed."),
     }
     not_keys = {"path": "Not a key: the file read.", "sha256": "Not a key: SHA-256 of the file's bytes.",
-                "text": "Not a key:"}
+                "text": "Not a key."}
 
-    def suite_key(name: str) -> str:
-        if name in sections:
+    def suite_key(name: str) -> str:  # the key a suite file writes; the field's name where that differs
+        if name in sections or name == "model":
             return f"`[{name}]`"
-        return {"model": "`[model]`", "entries": "`[[entry]]`", "profiles": "`[profile.cpu]`, `[profile.cuda]`"}.get(
-            name, f"`{name}`" if name not in not_keys else f"({name})")
+        return {"entries": "`[[entry]]` (`entries`)", "profiles": "`[profile.cpu]`, `[profile.cuda]` (`profiles`)"}.get(
+            name, f"`{name}`" if name not in not_keys else f"(`{name}`)")
 
-    def suite_note(name: str):
+    def suite_note(item: dataclasses.Field):  # (default shown or None for the dataclass's, text before the comment)
+        name = item.name
         if name in applied:
             shown, extra = applied[name]
             return shown, " ".join(part for part in ("Applied when the file is read.", extra) if part)
         if name in not_keys:
-            return "-", not_keys[name]
+            return ("-" if default_of(item) is dataclasses.MISSING else None), not_keys[name]
         if name in sections or name == "model":
             return "its table's defaults", "The table below."
         if name == "entries":
@@ -249,6 +245,8 @@ def suite_reference() -> str:
         "",
         *_field_table(ModelConfig, header="field"),
         "",
+        "### Built-in models' parameters",
+        "",
         "In a suite, `[model]` holds `name` (a registered model; default: "
         f"`{toml_value(suite_module.DEFAULT_MODELS['autoencode'])}` for `task = \"autoencode\"`, "
         f"`{toml_value(suite_module.DEFAULT_MODELS['denoise'])}` for the restoration tasks) and that model's "
@@ -262,7 +260,7 @@ def suite_reference() -> str:
             out.append(f"| `{model}` | `{key}` | `{toml_value(value)}` |")
     out += [
         "",
-        "## `[[entry]]` (`Entry`) and its terms (`Term`)",
+        "## `[[entry]]` (`Entry`)",
         "",
         "An entry is a table with `name` and either `loss` (one loss; the loss's parameters are keys beside it) or",
         "`terms` (an array of tables, each with `loss`, an optional `weight` and that loss's parameters). An entry",
@@ -271,7 +269,9 @@ def suite_reference() -> str:
         "",
         *_field_table(Entry, header="field"),
         "",
-        "and each term:",
+        "### Terms (`Term`)",
+        "",
+        "Each term of an entry:",
         "",
         *_field_table(Term, header="field"),
         "",
