@@ -3,7 +3,7 @@
 - ``reference/suite.md``: every key of a suite file, from the frozen dataclasses of ``bench.config.suite`` (field
   names, types, defaults) and the comments written beside each field there;
 - ``reference/losses.md``: every loss and model that ``python -m bench list`` lists (built-in ones: installed
-  plugins are not loaded), with its parameters and defaults, its measure record (``bench.losses.measures``), and
+  plugins are left out), with its parameters and defaults, its measure record (``bench.losses.measures``), and
   its paper and tests from ``LOSS_CHECKS`` below; then the held-out metrics (``bench.evaluate.metrics.METRICS``).
 
 The hooks also point pymdownx.snippets at the repository root (docs pages include sections of README.md) and
@@ -17,7 +17,6 @@ import ast
 import dataclasses
 import io
 import math
-import os
 import re
 import sys
 import tokenize
@@ -72,8 +71,7 @@ LOSS_CHECKS: dict[str, tuple[str, str, str]] = {  # name: (reference, implementa
 
 
 def _import_bench():
-    """The checkout's own ``bench`` (not another installed copy), without the installed plugins."""
-    os.environ.setdefault("LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    """The checkout's own ``bench`` (not another installed copy)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import bench
@@ -181,6 +179,7 @@ def suite_reference() -> str:
     """The suite format reference page (Markdown)."""
     _import_bench()
     from bench.config import suite as suite_module
+    from bench.config.registry import BUILTIN
     from bench.config.suite import Entry, ModelConfig, Suite, Term, parse_suite
     from bench.models import get_model_info, model_names
 
@@ -256,6 +255,8 @@ def suite_reference() -> str:
         "|---|---|---|",
     ]
     for model in model_names():
+        if get_model_info(model).source != BUILTIN:
+            continue
         for key, value in get_model_info(model).defaults.items():
             out.append(f"| `{model}` | `{key}` | `{toml_value(value)}` |")
     out += [
@@ -306,6 +307,7 @@ def _measure_lines(record) -> list[str]:
 def losses_reference() -> str:
     """The losses, models and metrics reference page (Markdown)."""
     _import_bench()
+    from bench.config.registry import BUILTIN
     from bench.evaluate.metrics import DEFAULT_METRICS, METRICS
     from bench.losses import get_loss_info, loss_names
     from bench.losses.registry import IMAGE_RANGE
@@ -325,8 +327,10 @@ def losses_reference() -> str:
         "## Losses",
         "",
     ]
-    for name in loss_names():
+    for name in loss_names():  # built-in ones only, whatever plugins this process has loaded
         info = get_loss_info(name)
+        if info.source != BUILTIN:
+            continue
         params = ", ".join(f"`{key} = {toml_value(value)}`" for key, value in info.defaults.items())
         out += [f"### `{name}`", "", info.summary, ""]
         out.append(f"- parameters: {params or 'none'}")
@@ -343,6 +347,8 @@ def losses_reference() -> str:
     out += ["## Models", "", "A suite's `[model]` table names one (`name = \"...\"`) and sets its parameters.", ""]
     for name in model_names():
         info = get_model_info(name)
+        if info.source != BUILTIN:
+            continue
         params = ", ".join(f"`{key} = {toml_value(value)}`" for key, value in info.defaults.items())
         out += [f"### `{name}`", "", info.summary, "",
                 f"- parameters: {params or 'none'}", f"- source: {info.source}", ""]
