@@ -15,6 +15,7 @@ import pytest
 from bench.cli import main
 from bench.config.suite import load_suite, task_suites
 from bench.errors import BenchInputError
+from bench.speed.suite import MODEL_ENTRY
 
 SUITE = """
 name = "two_tasks"
@@ -104,3 +105,19 @@ def test_command_line_overrides_hold_for_every_task(tmp_path):
     for task in ("denoise", "jpeg"):
         trained = pd.read_csv(parent / task / "quality.csv").query("kind == 'trained'")
         assert sorted(zip(trained["entry"], trained["seed"], trained["steps"])) == [("l1", 0, 3), ("l1", 1, 3)]
+
+
+def test_the_losses_are_timed_once_and_each_task_times_its_own_model(tmp_path):
+    timing = '[timing]\nresolution = 32\nbatch_size = 1\nmin_repeats = 2\nmin_time_s = 0.0\n'
+    (tmp_path / "suite.toml").write_text(SUITE.replace('["denoise", "jpeg"]', '["denoise", "super_resolution"]')
+                                         .replace("[metrics]", timing + "[metrics]"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["run", str(tmp_path / "suite.toml"), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert out.getvalue().count("timing 2 losses") == 1
+    (parent,) = (tmp_path / "two_tasks").iterdir()
+    first, second = (pd.read_csv(parent / task / "speed.csv") for task in ("denoise", "super_resolution"))
+    losses = lambda table: table[table["entry"].isin(["mse", "l1"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(losses(first), losses(second))  # the same measurements, not new ones
+    model_ms = [table.loc[table["entry"] == MODEL_ENTRY, "median_ms"].item() for table in (first, second)]
+    assert model_ms[0] != model_ms[1]  # the denoiser's step, then the upsampler's, each timed

@@ -64,6 +64,11 @@ def shrunk_and_enlarged(images: torch.Tensor, factor: int) -> torch.Tensor:
     return _each_channel(small, (height, width)).clamp(0, 1)
 
 
+def input_scale(task: str, data) -> int:
+    """How many times smaller than its target the network's input is (``ModelContext.scale_factor``)."""
+    return data.scale_factor if task == "super_resolution" else 1
+
+
 def degrade(task: str, images: torch.Tensor, data, noise_seed: int) -> torch.Tensor:
     """``images`` as the network of ``task`` sees them (``data``: the suite's DataConfig); unchanged when
     autoencoding."""

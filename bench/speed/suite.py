@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from bench.losses import build_suite_losses
+from bench.data.degrade import input_scale
 from bench.models.registry import ModelContext, build_model
 from bench.config.suite import Suite
 from bench.speed.timing import COLUMNS, time_entries
@@ -61,20 +62,23 @@ class _TrainingStep(torch.nn.Module):
     """The model's fwd+bwd under an MSE loss, shaped like a loss so the timing engine can time it: the
     engine's forward is the model's forward plus the loss, its backward reaches every model parameter."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, input_scale: int = 1) -> None:
         super().__init__()
         self.model = model
+        self.input_scale = input_scale  # super-resolution: the model's input is this many times smaller
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(self.model(target), target)
+        inputs = target[..., ::self.input_scale, ::self.input_scale]
+        return torch.nn.functional.mse_loss(self.model(inputs), target)
 
 
 def time_training_step(suite: Suite, device: torch.device, variants: Sequence[str]) -> pd.DataFrame:
     """speed.csv rows (entry ``MODEL_ENTRY``, phase "train_step") for the suite's model at its training size:
     images/s of the fwd+bwd step in each variant, so fp32 eager can be compared with the fast paths."""
-    context = ModelContext(image_size=suite.data.resolution, channels=3, task=suite.task)
+    scale = input_scale(suite.task, suite.data)
+    context = ModelContext(image_size=suite.data.resolution, channels=3, task=suite.task, scale_factor=scale)
     model = build_model(suite.model.name, suite.model.settings, context, seed=0).to(device).train()
-    rows = time_entries([(MODEL_ENTRY, _TrainingStep(model))], batch_size=suite.train.batch_size,
+    rows = time_entries([(MODEL_ENTRY, _TrainingStep(model, scale))], batch_size=suite.train.batch_size,
                         resolution=suite.data.resolution, device=device, variants=variants,
                         warmup=suite.timing.warmup, min_repeats=suite.timing.min_repeats,
                         min_time_s=suite.timing.min_time_s)

@@ -19,6 +19,7 @@ from bench.errors import BenchInputError
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
 from bench.evaluate.metrics import QualityMetrics
 from bench.evaluate.design import trained_below_design
+from bench.data.degrade import input_scale
 from bench.models.registry import ModelContext, build_model, check_output
 from bench.config.names import entry_file
 from bench.config.plan import RunSpec
@@ -116,7 +117,7 @@ class Trainer:
         if key not in self._initial_models:
             eval_images = self.images(spec).eval
             context = ModelContext(image_size=spec.data.resolution, channels=eval_images.shape[1], task=spec.task,
-                                   scale_factor=spec.data.scale_factor if spec.task == "super_resolution" else 1)
+                                   scale_factor=input_scale(spec.task, spec.data))
             model = build_model(spec.model.name, spec.model.settings, context, spec.seed)
             # One throwaway fwd+bwd on a copy: one-off kernel and allocator set-up is not billed to an entry.
             scratch = copy.deepcopy(model).to(self.device).train()

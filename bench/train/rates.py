@@ -77,14 +77,14 @@ def choose_rates(suite: Suite, rates: tuple[float, ...], search: pd.DataFrame) -
 
 
 def run_at_rates(suite: Suite, *, results_root: Path, resume: Path | None = None, folder: Path | None = None,
-                 timing: bool = True, **options) -> RunOutcome:
+                 timing: bool = True, losses_timed: pd.DataFrame | None = None, **options) -> RunOutcome:
     """``run_suite``, and with several rates the four steps above; the outcome is the common rate's run."""
     rates = rates_of(suite)
+    first = dict(results_root=results_root, resume=resume, folder=folder, timing=timing, losses_timed=losses_timed)
     if not isinstance(suite_for_device(suite, resolve_device(suite.device).type).train.lr, tuple):
-        return run_suite(suite, results_root=results_root, resume=resume, folder=folder, timing=timing, **options)
+        return run_suite(suite, **first, **options)
     common_rates = dict.fromkeys([entry.name for entry in suite.entries], rates[0])
-    common = run_suite(at_rates(suite, common_rates), results_root=results_root, resume=resume, folder=folder,
-                       timing=timing, **options)
+    common = run_suite(at_rates(suite, common_rates), **first, **options)
     if len(rates) == 1:
         return common
     try:

@@ -90,9 +90,10 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
                resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
                ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
                concurrent: int | None = None, threads: int | None = None, folder: Path | None = None,
-               log=print) -> RunOutcome:
+               losses_timed: pd.DataFrame | None = None, log=print) -> RunOutcome:
     """``folder``: the run folder to create (None: a new one under ``results_root``); ``resume``: an existing one
-    to continue instead."""
+    to continue instead; ``losses_timed``: speed.csv rows of losses timed already, on this device (by an earlier
+    task of the same suite), which a new run keeps instead of timing them again."""
     if len(suite.tasks) > 1:
         raise ValueError("a suite of several tasks runs one task at a time (bench.train.tasks.run_tasks)")
     device = resolve_device(suite.device)
@@ -122,7 +123,8 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
 
     if resume is None:
         folder = results.new_run_folder(results_root, suite.name, folder)
-        quality_rows, history_rows, image_rows, speed = [], [], [], pd.DataFrame()
+        quality_rows, history_rows, image_rows = [], [], []
+        speed = pd.DataFrame() if losses_timed is None else losses_timed[losses_timed["entry"] != MODEL_ENTRY]
     else:
         folder = resume
         planned = {(spec.entry.name, spec.seed) for spec in plan}
@@ -215,15 +217,18 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
 
     trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
     untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
-    if timing and untimed:
+    model_untimed = speed.empty or MODEL_ENTRY not in set(speed["entry"])  # a forced resume may have it already
+    if timing and (untimed or model_untimed and trained):
         from bench.speed.references import time_references
 
-        timed = [speed, time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log)]
-        if speed.empty or MODEL_ENTRY not in set(speed["entry"]):  # a forced resume may have it already
+        timed = [speed]
+        if untimed:
+            timed.append(time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log))
+        if model_untimed:  # this run's model: a run of several tasks may train another model per task
             timed.append(time_training_step(suite, device, suite.timing.variants))
-        speed = pd.concat(timed, ignore_index=True)
+        speed = pd.concat([table for table in timed if not table.empty], ignore_index=True)
         results.write_table(folder, "speed", speed)
-        references = time_references(suite, device, log=log)
+        references = time_references(suite, device, log=log) if untimed else pd.DataFrame()
         if not references.empty:
             results.write_table(folder, "speed_references", references)
     quality = pd.DataFrame(quality_rows)

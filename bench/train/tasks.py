@@ -41,12 +41,17 @@ def run_tasks(suites: Sequence[Suite], *, results_root: Path, argv: list[str], r
         folder = parent / suite.task
         started = (folder / "environment.json").is_file()
         log(f"\n=== task {suite.task} ===")
+        # The losses are timed once, by the first task; each task times its own model's training step.
+        timed = results.read_table(outcomes[0].folder, "speed") if outcomes else pd.DataFrame()
         try:
             outcomes.append(run_at_rates(suite, results_root=results_root, argv=argv, log=log,
-                                      resume=folder if started else None, folder=None if started else folder,
-                                      **options))
+                                         resume=folder if started else None, folder=None if started else folder,
+                                         losses_timed=None if timed.empty else timed, **options))
         except RunStopped as stopped:
             raise RunStopped(parent, stopped.error) from None
+        references = results.read_table(outcomes[0].folder, "speed_references")
+        if len(outcomes) > 1 and not references.empty and not (folder / "speed_references.csv").is_file():
+            results.write_table(folder, "speed_references", references)
     for name in TABLES:
         tables = [results.read_table(outcome.folder, name).assign(task=suite.task)
                   for suite, outcome in zip(suites, outcomes)]
