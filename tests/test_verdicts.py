@@ -99,13 +99,17 @@ def test_trained_on_names_the_metrics_a_loss_or_its_terms_optimise():
 
 # --- the summary and the report, from crafted tables ---------------------------------------------------------
 
-def crafted_run(tmp_path: Path, psnr: dict[str, np.ndarray], trained: dict[str, str]) -> Run:
-    """A run folder's tables for entries with the given per-crop PSNR (seeds x crops) and a mean-colour baseline."""
+def crafted_run(tmp_path: Path, psnr: dict[str, np.ndarray], trained: dict[str, str],
+                ssim: dict[str, np.ndarray] | None = None) -> Run:
+    """A run folder's tables for entries with the given per-crop PSNR (seeds x crops) and a mean-colour baseline;
+    SSIM is 0.5 everywhere but where ``ssim`` gives an entry's per-crop values."""
     values = {**psnr, "baseline-mean-colour": np.full_like(next(iter(psnr.values())), 12.0)}
     images = per_image(values)
     images["mse"] = 10 ** (-images["psnr"] / 10)
     for metric in ("ssim", "ms_ssim", "lpips", "l1"):
         images[metric] = 0.5
+    for entry, crops in (ssim or {}).items():
+        images.loc[images["entry"] == entry, "ssim"] = crops.ravel()
     quality = images.groupby(["entry", "seed"], sort=False).mean(numeric_only=True).drop(columns="crop").reset_index()
     quality["kind"] = np.where(quality["entry"].str.startswith("baseline-"), "baseline", "trained")
     quality["trained_on"] = [trained.get(entry, "") for entry in quality["entry"]]
@@ -169,7 +173,23 @@ def test_an_entry_that_did_not_learn_is_marked_and_never_ranked(tmp_path):
     assert summary.loc["flat", "best_ssim"] == ""  # not even on a metric it ties on
     page = render(run)
     assert "did not learn" in cells(page, "flat")[0][1] and "did not learn" not in cells(page, "good")[0][1]
-    assert "did not learn (held-out PSNR not 1 dB above mean-colour, 12.00 dB): flat" in page
+    assert ("did not learn (held-out PSNR not 1 dB above mean-colour, 12.00 dB, nor significantly better than it "
+            "on its own measure): flat") in page
+
+
+def test_an_entry_that_learned_its_own_measure_but_not_psnr_learned_and_is_ranked(tmp_path):
+    rng = np.random.default_rng(6)
+    base = rng.normal(20, 2, (2, CROPS))
+    flat = np.full_like(base, 12.5)  # PSNR within the 1 dB margin of the 12 dB baseline
+    run = crafted_run(tmp_path, {"good": base, "structural": flat, "idle": flat.copy()},
+                      {"structural": "ssim", "idle": "ssim"},
+                      ssim={"structural": rng.normal(0.8, 0.02, base.shape), "idle": np.full_like(base, 0.5)})
+    summary = run.summary.set_index("entry")
+    assert bool(summary.loc["structural", "learned"]) and summary.loc["structural", "learned_on_own_measure"] == "ssim"
+    assert not bool(summary.loc["idle", "learned"])  # as good as the baseline on its own measure: not learned
+    assert summary.loc["structural", "best_ssim"] == "best" and summary.loc["idle", "best_ssim"] == ""
+    page = render(run)
+    assert "learned its own measure but not PSNR (held-out PSNR not 1 dB above mean-colour; ranked): structural on SSIM" in page
 
 
 # --- a real run: an entry that learns, and a broken one that cannot ------------------------------------------
@@ -234,7 +254,8 @@ def test_a_loss_that_ignores_the_target_is_marked_did_not_learn_everywhere(learn
     assert pd.isna(summary.loc["broken", "rank_psnr"]) and summary.loc["mse", "rank_psnr"] == 1
     assert re.search(r"broken seed 0: PSNR .* DID NOT LEARN", console)
     assert not re.search(r"mse seed 0: PSNR .* DID NOT LEARN", console)
-    assert re.search(r"did not learn \(held-out PSNR not 1 dB above mean-colour, [\d.]+ dB\): broken", console)
+    assert re.search(r"did not learn \(held-out PSNR not 1 dB above mean-colour, [\d.]+ dB, nor significantly better "
+                     r"than it on its own measure\): broken", console)
     page = (folder / "report.html").read_text()
     assert "did not learn" in cells(page, "broken")[0][1] and "did not learn" not in cells(page, "mse")[0][1]
     grid = re.search(r'<section id="reconstructions">(.*?)</section>', page, re.S).group(1)

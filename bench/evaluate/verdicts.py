@@ -1,7 +1,10 @@
 """Verdicts a user can act on, from the result tables alone.
 
-- **Did it learn?** An entry whose mean held-out PSNR does not beat the task's trivial baseline (each crop's mean
-  colour; the degraded input in a restoration task) by ``LEARNED_MARGIN_DB`` "did not learn": it is never ranked.
+- **Did it learn?** An entry "did not learn", and is never ranked, when its mean held-out PSNR does not beat the
+  task's trivial baseline (each crop's mean colour; the degraded input in a restoration task) by
+  ``LEARNED_MARGIN_DB`` and it is not significantly better than that baseline on a metric it trained on either
+  (paired over (seed, crop) as below, Holm-corrected): an SSIM-trained denoiser that raised SSIM far above the
+  noisy input's learned, whatever its PSNR.
 - **Still improving?** The gain in held-out PSNR over the last 20% of the training steps, mean over seeds.
 - **Who is best?** Every pair of ranked entries is compared per metric, paired over every (seed, evaluation crop):
   a paired t-test on the differences, Holm-corrected for the number of pairs, and the winner must be ahead on
@@ -158,6 +161,28 @@ def own_measure_comparisons(summary: pd.DataFrame, per_image: pd.DataFrame, refe
     return _judged(frame, frame["higher"])
 
 
+def beat_trivial_on_own_measure(summary: pd.DataFrame, per_image: pd.DataFrame) -> dict[str, list[str]]:
+    """Entries that fall short of the PSNR margin, with the metrics they trained on where they are significantly
+    better than the trivial baseline (paired over (seed, crop), Holm-corrected over these comparisons)."""
+    trained = summary[summary["kind"] != "baseline"]
+    baseline = summary.loc[summary["kind"] == "baseline", "entry"].iloc[0]
+    short = trained[~trained["psnr"].fillna(-math.inf).ge(summary.loc[summary["entry"] == baseline, "psnr"].iloc[0]
+                                                           + LEARNED_MARGIN_DB)]
+    owns = dict(zip(short["entry"], short.get("trained_on", pd.Series("", index=short.index))
+                    .astype(object).fillna("").astype(str).str.split()))
+    compared = [_paired(per_image, metric, [(entry, baseline)]).assign(higher=METRICS[metric].higher_is_better)
+                for entry, metrics in owns.items() for metric in metrics
+                if metric != "psnr" and not per_image.empty and metric in per_image]
+    if not compared:
+        return {}
+    frame = pd.concat(compared, ignore_index=True)
+    frame = _judged(frame, frame["higher"])
+    beaten: dict[str, list[str]] = {}
+    for _, row in frame[frame["verdict"] == frame["a"] + " better"].iterrows():
+        beaten.setdefault(row["a"], []).append(row["metric"])
+    return beaten
+
+
 def own_measure_marks(summary: pd.DataFrame, per_image: pd.DataFrame, reference: str) -> tuple[list[str], list[str]]:
     """Per summary row: the own metrics it is significantly worse on than ``reference`` (space-separated), and
     the reference it was compared with ("" where it was not compared)."""
@@ -179,8 +204,12 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
     trained = summary["kind"] != "baseline"
     trivial = summary.loc[~trained, "psnr"].iloc[0] if (~trained).any() and "psnr" in summary else math.nan
     summary["learned"] = pd.Series(pd.NA, index=summary.index, dtype="boolean")
+    summary["learned_on_own_measure"] = ""
     if not math.isnan(trivial):
         summary.loc[trained, "learned"] = summary.loc[trained, "psnr"].fillna(-math.inf) >= trivial + LEARNED_MARGIN_DB
+        beaten = beat_trivial_on_own_measure(summary, per_image)
+        summary["learned_on_own_measure"] = summary["entry"].map(lambda e: " ".join(beaten.get(e, [])))
+        summary.loc[trained & summary["entry"].isin(beaten), "learned"] = True
     summary["did_not_optimise"], summary["own_measure_reference"] = own_measure_marks(summary, per_image, reference)
     gain = psnr_gain(history)
     summary["psnr_gain_last20"] = summary["entry"].map(gain)
@@ -259,7 +288,14 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
         trivial = baselines.iloc[0]
         if missed:
             lines.append(f"did not learn (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
-                         f"{trivial['entry'][len(PREFIX):]}, {trivial['psnr']:.2f} dB): {', '.join(missed)}")
+                         f"{trivial['entry'][len(PREFIX):]}, {trivial['psnr']:.2f} dB, nor significantly better "
+                         f"than it on its own measure): {', '.join(missed)}")
+        own = summary.get("learned_on_own_measure", pd.Series("", index=summary.index)).astype(object).fillna("")
+        if own.astype(str).str.strip().astype(bool).any():
+            lines.append(f"learned its own measure but not PSNR (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
+                         f"{trivial['entry'][len(PREFIX):]}; ranked): " + ", ".join(
+                             f"{entry} on {', '.join(labels.get(m, m) for m in str(metrics).split())}"
+                             for entry, metrics in zip(summary["entry"], own) if str(metrics).strip()))
         parts = [f"{row['entry'][len(PREFIX):]} {row['psnr']:.2f} dB" for _, row in baselines.iterrows()]
         if trained["psnr"].notna().any():
             top = trained.loc[trained["psnr"].idxmax()]

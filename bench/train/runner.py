@@ -210,7 +210,10 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
             if fail_fast:
                 break
         else:
-            flag = "  DID NOT LEARN" if not row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB else ""
+            own = set(str(row.get("trained_on", "")).split()) - {"psnr", "mse"}
+            flag = ("" if row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB
+                    else f"  NO PSNR GAIN (the verdict weighs its own {', '.join(sorted(own))} too)" if own
+                    else "  DID NOT LEARN")
             log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
     results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
     results.write_table(folder, "quality", quality_rows)
