@@ -181,12 +181,13 @@ def test_an_entry_that_learned_its_own_measure_but_not_psnr_learned_and_is_ranke
     rng = np.random.default_rng(6)
     base = rng.normal(20, 2, (2, CROPS))
     flat = np.full_like(base, 12.5)  # PSNR within the 1 dB margin of the 12 dB baseline
-    run = crafted_run(tmp_path, {"good": base, "structural": flat, "idle": flat.copy()},
-                      {"structural": "ssim", "idle": "ssim"},
+    run = crafted_run(tmp_path, {"good": base, "structural": flat, "idle": flat.copy(), "pixel": flat.copy()},
+                      {"structural": "ssim", "idle": "ssim", "pixel": "mse psnr"},
                       ssim={"structural": rng.normal(0.8, 0.02, base.shape), "idle": np.full_like(base, 0.5)})
     summary = run.summary.set_index("entry")
     assert bool(summary.loc["structural", "learned"]) and summary.loc["structural", "learned_on_own_measure"] == "ssim"
     assert not bool(summary.loc["idle", "learned"])  # as good as the baseline on its own measure: not learned
+    assert not bool(summary.loc["pixel", "learned"])  # 0.5 dB better, significantly: MSE is PSNR, the margin rules
     assert summary.loc["structural", "best_ssim"] == "best" and summary.loc["idle", "best_ssim"] == ""
     page = render(run)
     assert "learned its own measure but not PSNR (held-out PSNR not 1 dB above mean-colour; ranked): structural on SSIM" in page

@@ -2,7 +2,8 @@
 
 - **Did it learn?** An entry "did not learn", and is never ranked, when its mean held-out PSNR does not beat the
   task's trivial baseline (each crop's mean colour; the degraded input in a restoration task) by
-  ``LEARNED_MARGIN_DB`` and it is not significantly better than that baseline on a metric it trained on either
+  ``LEARNED_MARGIN_DB`` and it is not significantly better than that baseline on a metric it trained on (other
+  than PSNR and MSE, which the margin judges) either
   (paired over (seed, crop) as below, Holm-corrected): an SSIM-trained denoiser that raised SSIM far above the
   noisy input's learned, whatever its PSNR.
 - **Still improving?** The gain in held-out PSNR over the last 20% of the training steps, mean over seeds.
@@ -34,6 +35,7 @@ from bench.evaluate.metrics import METRICS
 from bench.evaluate.stats import ALPHA
 from bench.losses.registry import measure_of
 
+PSNR_LIKE = ("psnr", "mse")  # judged by the PSNR margin itself, never by significance alone
 REFERENCE = "mse"  # the entry own measures are compared with, unless the suite names another
 IMPROVING_DB = 0.2  # held-out PSNR gain over the last LAST_FRACTION of the steps that counts as still improving
 LAST_FRACTION = 0.2
@@ -172,7 +174,7 @@ def beat_trivial_on_own_measure(summary: pd.DataFrame, per_image: pd.DataFrame) 
                     .astype(object).fillna("").astype(str).str.split()))
     compared = [_paired(per_image, metric, [(entry, baseline)]).assign(higher=METRICS[metric].higher_is_better)
                 for entry, metrics in owns.items() for metric in metrics
-                if metric != "psnr" and not per_image.empty and metric in per_image]
+                if metric not in PSNR_LIKE and not per_image.empty and metric in per_image]
     if not compared:
         return {}
     frame = pd.concat(compared, ignore_index=True)
