@@ -103,3 +103,24 @@ def test_packing_is_chosen_from_the_measured_work_and_the_cores(smoke_trainer):
     assert choose_packing(3, None, trainer, plan, {}).trainings == 3
     assert choose_packing(None, None, trainer, plan[:1], costly).trainings == 1  # one training: nothing to pack
     assert choose_packing(2, 5, trainer, plan, {}).threads == 5
+
+
+def test_a_loss_registered_in_this_process_only_keeps_the_run_in_this_process(tmp_path, monkeypatch):
+    import bench.train.pool
+    from bench import register_loss
+    from bench.config.registry import only_in_this_process
+    from bench.losses.registry import get_loss_info, loss_names
+
+    if "test_pool_local" not in loss_names():  # a loss a notebook would register: no plugin, not LossBench's own
+        register_loss("test_pool_local", "test only: mse")(lambda context: torch.nn.MSELoss())
+    assert only_in_this_process(get_loss_info("test_pool_local").source)
+    assert not only_in_this_process(get_loss_info("mse").source)
+    suite = tmp_path / "local.toml"
+    suite.write_text(SMOKE.read_text().replace('loss = "mse"', 'loss = "test_pool_local"', 1))
+    out = tmp_path / "out"
+    monkeypatch.setattr(bench.train.pool, "MIN_PACKED_SECONDS", 0.0)  # packing would pay off otherwise
+    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--steps", "3"]) == 0
+    (folder,) = (out / "smoke").iterdir()
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["trainings_at_once"] == 1
+    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--concurrent", "2"]) == 2

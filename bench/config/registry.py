@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Mapping
 from bench.errors import BenchInputError, did_you_mean
 
 BUILTIN = "built-in"  # the source of what LossBench itself registers
+THIS_PROCESS = "this process"  # the source prefix of what other code registers outside a plugin
 
 _sources: list[str] = [BUILTIN]  # the source that registrations come from now (a stack: see registering_as)
 _registries: list[tuple[Callable[[], None], Callable[[str], None]]] = []  # (import the built-ins, withdraw a source)
@@ -31,8 +32,19 @@ def add_registry(import_builtins: Callable[[], None], withdraw: Callable[[str], 
     _registries.append((import_builtins, withdraw))
 
 
-def current_source() -> str:
-    return _sources[-1]
+def current_source(factory: Callable | None = None) -> str:
+    """Where a registration comes from: the plugin being imported, LossBench itself, or, for a ``factory``
+    registered by other code outside any plugin (a notebook, a test), this process alone."""
+    source = _sources[-1]
+    module = getattr(factory, "__module__", None) or "?"
+    if source == BUILTIN and factory is not None and module != "bench" and not module.startswith("bench."):
+        return f"{THIS_PROCESS} ({module})"
+    return source
+
+
+def only_in_this_process(source: str) -> bool:
+    """A registration from ``source`` is unknown to worker processes, which load built-ins and plugins only."""
+    return source.startswith(THIS_PROCESS)
 
 
 @contextlib.contextmanager

@@ -75,7 +75,7 @@ def register_loss(name: str, summary: str, *, input_range: tuple[float, float] =
         if name in _LOSSES:
             raise DuplicateNameError("loss", name, _LOSSES[name].source)
         _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained),
-                                 current_source(), measure)
+                                 current_source(factory), measure)
         return factory
 
     return decorator

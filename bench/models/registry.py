@@ -55,7 +55,7 @@ def register_model(name: str, summary: str, **defaults: Any) -> Callable:
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise DuplicateNameError("model", name, _MODELS[name].source)
-        _MODELS[name] = ModelInfo(name, factory, dict(defaults), summary, current_source())
+        _MODELS[name] = ModelInfo(name, factory, dict(defaults), summary, current_source(factory))
         return factory
 
     return decorator

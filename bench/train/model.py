@@ -165,7 +165,7 @@ def make_denoiser(context: ModelContext, width: int, depth: int) -> Denoiser:
 
 
 @register_model("upsampler", "the built-in super-resolution net: the denoiser's convolutions on the small input, "
-                             "a stride-2 transposed-convolution stage per doubling, a residual over the bicubic "
-                             "enlargement", width=64, depth=5)
+                             "a stride-2 transposed-convolution stage per doubling, a residual over the enlarged "
+                             "input", width=64, depth=5)
 def make_upsampler(context: ModelContext, width: int, depth: int) -> Upsampler:
     return Upsampler(context.scale_factor, width, depth)

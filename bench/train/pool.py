@@ -31,6 +31,10 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from bench.config.plan import RunSpec
+from bench.config.registry import only_in_this_process
+from bench.errors import BenchInputError
+from bench.losses.registry import get_loss_info
+from bench.models.registry import get_model_info
 from bench.config.suite import Suite
 from bench.train.jobs import JobResult, Trainer
 from bench.train.loop import model_inputs
@@ -140,12 +144,27 @@ def choose_packing(requested: int | None, threads: int | None, trainer: Trainer,
     return Packing(count, threads, reason)
 
 
+def registered_here(spec: RunSpec) -> list[str]:
+    """The losses and the model of ``spec`` that code in this process registered outside any plugin."""
+    names = [(term.loss, get_loss_info(term.loss).source) for term in spec.entry.terms]
+    names.append((spec.model.name, get_model_info(spec.model.name).source))
+    return [name for name, source in names if only_in_this_process(source)]
+
+
 def plan_packing(specs: Sequence[RunSpec], trainer: Trainer, requested: int | None,
                  threads: int | None) -> tuple[Packing, list[RunSpec]]:
     """The packing for ``specs`` and the order to hand them out: seed by seed as planned (a stopped run still
     compares every entry of the first seed), the costliest first within a seed when several run at once, so the
     cheap ones fill the end. Each entry's step is measured once, in this process, unless one training at a time
     was asked for."""
+    local = sorted({name for spec in specs for name in registered_here(spec)})
+    if local and requested not in (None, 1):
+        raise BenchInputError(f"{', '.join(local)} registered in this process only: worker processes cannot build it",
+                              where="--concurrent", fix="register it in a plugin (-p MODULE or --plugin FILE.py), "
+                                                        "or leave --concurrent unset")
+    if local:
+        reason = f"{', '.join(local)} registered in this process only"
+        return Packing(1, threads or torch.get_num_threads(), reason), list(specs)
     if requested == 1:
         return choose_packing(1, threads, trainer, specs, {}), list(specs)
     first = {}
