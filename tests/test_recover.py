@@ -106,6 +106,8 @@ def test_losses_are_recovered_at_their_design_size():
     assert recovery_side(entry("mse"), 32, settings) == 32
     assert recovery_side(entry("mse", "fsim"), 32, settings) == 256
     assert recovery_side(entry("ms_ssim"), 32, settings) == 161
+    assert recovery_side(entry("ssim"), 32, settings) == 32  # its 11 px window is no image size
+    assert recovery_side(entry("ms_ssim"), 256, settings) == 256  # never below the suite's crops
     assert recovery_side(entry("fsim"), 32, RecoverySettings(side=64)) == 64
 
 

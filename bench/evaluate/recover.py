@@ -41,7 +41,7 @@ class RecoverySettings:
     blur_sigma: float = 2.0  # Gaussian blur of the "blur" start, in pixels
     jpeg_quality: int = 10  # PIL's JPEG quality of the "jpeg" start
     images: int = 1  # held-out photographs to recover
-    side: int = 0  # crop side for every loss; 0: each loss's design size (the suite's resolution if it has none)
+    side: int = 0  # crop side for every loss; 0: each loss's design size, at least the suite's resolution
     recovered_db: float = 30.0
     seed: int = 0  # of the noise start
 
@@ -61,11 +61,12 @@ class RecoverySettings:
 
 
 def recovery_side(entry, default_side: int, settings: RecoverySettings) -> int:
-    """The crop side ``entry`` (a suite Entry) is recovered at: the largest design size of its terms."""
+    """The crop side ``entry`` (a suite Entry) is recovered at: the largest design size of its terms, and never
+    below ``default_side`` (the suite's crops): SSIM's "design size" is its 11 px window, not an image."""
     if settings.side:
         return settings.side
     designed = [record.design.side for term in entry.terms if (record := measure_of(term.loss)) is not None]
-    return max([side for side in designed if side] or [default_side])
+    return max([default_side, *designed])
 
 
 def starting_points(references: torch.Tensor, settings: RecoverySettings) -> dict[str, torch.Tensor]:
