@@ -37,6 +37,7 @@ import pandas as pd
 import bench
 from bench.errors import BenchInputError
 from bench.config.plugins import command_line_plugins
+from bench.results import run_git
 from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
 from bench.config.suite import Suite
 
@@ -103,8 +104,7 @@ def verdict_table(samples: pd.DataFrame, *, suite_order: list[str], min_factor: 
 def extract_revision(ref: str, repo: Path, into: Path) -> str:
     """Put the ``bench`` package of git revision ``ref`` under ``into``; return the full commit hash."""
     commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", what=f"revision {ref!r}").strip()
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "bench"],
-                             capture_output=True, check=False)
+    archive = _git_run(repo, "archive", "--format=tar", commit, "bench", text=False)
     if archive.returncode:
         raise BenchInputError(f"commit {commit[:12]} has no bench package ({archive.stderr.decode().strip()})",
                               where=f"--against {ref}", fix="name a LossBench commit")
@@ -113,12 +113,16 @@ def extract_revision(ref: str, repo: Path, into: Path) -> str:
     return commit
 
 
-def _git(repo: Path, *args: str, what: str) -> str:
-    try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
+def _git_run(repo: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
+    done = run_git(repo, *args, text=text)
+    if done is None:
         raise BenchInputError("git is not installed", where="--against",
-                              fix="install git; the gate takes the baseline code from the repository's history") from None
+                              fix="install git; the gate takes the baseline code from the repository's history")
+    return done
+
+
+def _git(repo: Path, *args: str, what: str) -> str:
+    done = _git_run(repo, *args)
     if done.returncode:
         raise BenchInputError(f"{what} is not in the history of {repo.resolve()}", where="--against",
                               fix="run from a full clone of the repository (not --depth 1; `git fetch --unshallow` "
