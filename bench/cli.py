@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 from bench.errors import BenchInputError
+from bench.speed.settings import ALPHA, MIN_FACTOR, GateSettings
 
 DEFAULT_RESULTS = Path("results")
 
@@ -116,9 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--baseline", type=Path, help="the baseline's run folder or speed.csv")
     gate = check.add_argument_group("with --against")
     gate.add_argument("--candidate", metavar="REV", help="time this git revision's code instead of the running code")
-    gate.add_argument("--rounds", type=int, default=15, help="interleaved timing blocks per side and loss (default 15)")
-    gate.add_argument("--block-ms", type=float, default=40.0, help="shortest timing block, ms (default 40)")
-    gate.add_argument("--processes", type=int, default=2, help="worker processes per side (default 2)")
+    defaults = GateSettings()
+    gate.add_argument("--rounds", type=int, default=defaults.rounds,
+                      help=f"interleaved timing blocks per side and loss (default {defaults.rounds})")
+    gate.add_argument("--block-ms", type=float, default=defaults.target_ms,
+                      help=f"shortest timing block, ms (default {defaults.target_ms:g})")
+    gate.add_argument("--processes", type=int, default=defaults.processes,
+                      help=f"worker processes per side (default {defaults.processes})")
     gate.add_argument("--device", default="cpu", help='"cpu" (default), "cuda" or "cuda:N"')
     gate.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
     _add_verdict_options(check)
@@ -187,8 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_verdict_options(command: argparse.ArgumentParser) -> None:
-    from bench.speed.stats import ALPHA, MIN_FACTOR
-
     command.add_argument("--min-factor", type=float, default=MIN_FACTOR,
                          help=f"smallest slowdown that fails, as candidate / baseline (default {MIN_FACTOR})")
     command.add_argument("--alpha", type=float, default=ALPHA,
@@ -476,7 +479,7 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         return _check(args.source, args.baseline, args.min_factor, args.alpha)
     from bench import results
     from bench.speed.check import baseline_commit
-    from bench.speed.gate import GateSettings, run_gate
+    from bench.speed.gate import run_gate
     from bench.api import load_suite
     from bench.speed.stats import format_verdicts
     from bench.config.suite import suite_for_device

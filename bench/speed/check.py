@@ -21,7 +21,8 @@ import pandas as pd
 
 from bench.errors import BenchInputError
 from bench.results import run_git, write_atomic
-from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
+from bench.speed.settings import ALPHA, MIN_FACTOR
+from bench.speed.stats import compare_samples
 
 REGENERATE = "python -m bench speed {suite} --device cpu --save-baseline {path}"
 _KEY = ["entry", "variant"]

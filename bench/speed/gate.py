@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,21 +37,12 @@ import bench
 from bench.errors import BenchInputError
 from bench.config.plugins import command_line_plugins
 from bench.results import run_git
-from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
+from bench.speed.settings import ALPHA, MIN_FACTOR, GateSettings
+from bench.speed.stats import compare_samples
 from bench.config.suite import Suite
 
 WORKER = Path(__file__).with_name("gate_worker.py")
 SIDES = ("baseline", "candidate")
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    rounds: int = 15  # blocks per side and loss: Mann-Whitney's one-sided p can reach 1e-8 at 15 + 15
-    target_ms: float = 40.0  # shortest block; see README "Loss speed" for how it was chosen
-    processes: int = 2  # worker processes per side, taking rounds in turn (as asv's ``processes``)
-    min_factor: float = MIN_FACTOR
-    alpha: float = ALPHA
-    seed: int = 0
 
 
 def run_gate(suite: Suite, baseline_ref: str, *, candidate_ref: str | None = None, device: str = "cpu",
@@ -63,7 +53,8 @@ def run_gate(suite: Suite, baseline_ref: str, *, candidate_ref: str | None = Non
     samples): one row per entry, one row per timed block."""
     if settings.rounds < 2 or settings.target_ms <= 0 or settings.processes < 1:
         raise BenchInputError(f"need at least 2 rounds, 1 process and a positive block time, got {settings}",
-                              where="command line", fix="e.g. --rounds 15 --processes 2")
+                              where="command line",
+                              fix=f"e.g. --rounds {GateSettings.rounds} --processes {GateSettings.processes}")
     with tempfile.TemporaryDirectory(prefix="lossbench-gate-") as checkouts:
         roots = {"baseline": Path(checkouts) / "baseline", "candidate": Path(bench.__file__).parent.parent}
         commits = {"baseline": extract_revision(baseline_ref, repo, roots["baseline"]), "candidate": "running code"}
