@@ -417,7 +417,7 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
     result = run_speed(args.suite, out=args.out, plugins=args.plugins, device=args.device, only=args.only,
                        batch_size=args.batch, resolution=args.resolution, variants=variants,
                        train_step=args.train_step, references=args.references, save_baseline=args.save_baseline,
-                       argv=["speed", *argv])
+                       argv=argv)
     if args.check:
         return _check(result.folder, args.check, args.min_factor, args.alpha)
     return 0
