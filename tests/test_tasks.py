@@ -17,28 +17,12 @@ from bench.config.suite import load_suite, task_suites
 from bench.errors import BenchInputError
 from bench.speed.suite import MODEL_ENTRY
 
-SUITE = """
-name = "two_tasks"
-task = ["denoise", "jpeg"]
-seeds = [0]
-[data]
-resolution = 32
-scale = 0.25
-eval_crops = 6
-jpeg_quality = 15
-[train]
-steps = 10
-batch_size = 4
-eval_every = 0
-[metrics]
-compute = ["ssim"]
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "l1"
-loss = "l1"
-"""
+TASKS = ["denoise", "jpeg"]
+
+
+def suite(small_suite, tasks=TASKS) -> str:
+    """The small suite under the tasks ``tasks``, with entries mse and l1, for 10 steps."""
+    return small_suite(["mse", "l1"], name="two_tasks", task=tasks, data={"jpeg_quality": 15}, train={"steps": 10})
 
 
 def run(*args: str) -> str:
@@ -48,8 +32,8 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per_task(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE)
+def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per_task(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite))
     run(str(tmp_path / "suite.toml"), "--out", str(tmp_path))
     (parent,) = (tmp_path / "two_tasks").iterdir()
     assert sorted(p.name for p in parent.iterdir() if p.is_dir()) == ["denoise", "jpeg"]
@@ -73,8 +57,8 @@ def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per
         assert f"above {'noisy' if task == 'denoise' else 'jpeg'}-input" in body  # its own trivial baseline
 
 
-def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE)
+def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite))
     run(str(tmp_path / "suite.toml"), "--out", str(tmp_path))
     (parent,) = (tmp_path / "two_tasks").iterdir()
     finished = (parent / "denoise" / "quality.csv").read_bytes()
@@ -87,13 +71,13 @@ def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path):
     assert json.loads((parent / "environment.json").read_text())["tasks"] == ["denoise", "jpeg"]
 
 
-def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_error(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE.replace('["denoise", "jpeg"]', '["autoencode", "jpeg"]'))
+def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_error(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite, ["autoencode", "jpeg"]))
     assert [(s.task, s.model.name) for s in task_suites(load_suite(tmp_path / "suite.toml"))] == [
         ("autoencode", "autoencoder"), ("jpeg", "denoiser")]
-    for tasks, message in (('["denoise", "denoise"]', "tasks repeat"), ('["denoise", "deblurr"]', "unknown task"),
-                           ("[]", "task must be")):
-        (tmp_path / "bad.toml").write_text(SUITE.replace('["denoise", "jpeg"]', tasks))
+    for tasks, message in ((["denoise", "denoise"], "tasks repeat"), (["denoise", "deblurr"], "unknown task"),
+                           ([], "task must be")):
+        (tmp_path / "bad.toml").write_text(suite(small_suite, tasks))
         with pytest.raises(BenchInputError, match=f"bad.toml: task.*{message}|{message}"):
             load_suite(tmp_path / "bad.toml")
 
