@@ -20,9 +20,10 @@ from bench.speed.suite import MODEL_ENTRY
 TASKS = ["denoise", "jpeg"]
 
 
-def suite(small_suite, tasks=TASKS) -> str:
-    """The small suite under the tasks ``tasks``, with entries mse and l1, for 10 steps."""
-    return small_suite(["mse", "l1"], name="two_tasks", task=tasks, data={"jpeg_quality": 15}, train={"steps": 10})
+def suite(small_suite, tasks=TASKS, **changes) -> str:
+    """The small suite under the tasks ``tasks``, with entries mse and l1, for 10 steps, and ``changes``."""
+    return small_suite(["mse", "l1"], name="two_tasks", task=tasks, data={"jpeg_quality": 15}, train={"steps": 10},
+                       **changes)
 
 
 def run(*args: str) -> str:
@@ -82,8 +83,8 @@ def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_e
             load_suite(tmp_path / "bad.toml")
 
 
-def test_command_line_overrides_hold_for_every_task(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE)
+def test_command_line_overrides_hold_for_every_task(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite))
     run(str(tmp_path / "suite.toml"), "--out", str(tmp_path), "--only", "l1", "--steps", "3", "--seeds", "2")
     (parent,) = (tmp_path / "two_tasks").iterdir()
     for task in ("denoise", "jpeg"):
@@ -91,10 +92,9 @@ def test_command_line_overrides_hold_for_every_task(tmp_path):
         assert sorted(zip(trained["entry"], trained["seed"], trained["steps"])) == [("l1", 0, 3), ("l1", 1, 3)]
 
 
-def test_the_losses_are_timed_once_and_each_task_times_its_own_model(tmp_path):
-    timing = '[timing]\nresolution = 32\nbatch_size = 1\nmin_repeats = 2\nmin_time_s = 0.0\n'
-    (tmp_path / "suite.toml").write_text(SUITE.replace('["denoise", "jpeg"]', '["denoise", "super_resolution"]')
-                                         .replace("[metrics]", timing + "[metrics]"))
+def test_the_losses_are_timed_once_and_each_task_times_its_own_model(tmp_path, small_suite):
+    timing = {"resolution": 32, "batch_size": 1, "min_repeats": 2, "min_time_s": 0.0}
+    (tmp_path / "suite.toml").write_text(suite(small_suite, ["denoise", "super_resolution"], timing=timing))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["run", str(tmp_path / "suite.toml"), "--out", str(tmp_path), "--no-progress"]) == 0
