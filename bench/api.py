@@ -240,6 +240,71 @@ def time_losses(losses: SuiteLike | EntriesLike, *, device: str | None = None, r
     return time_suite(suite, resolved, log=log)
 
 
+@dataclass(frozen=True)
+class SpeedResult:
+    """A speed run's folder (``results/<suite>/<timestamp>/``) and its tables: ``speed`` (speed.csv's rows) and
+    ``references`` (other implementations' times, speed_references.csv; empty unless asked for and found)."""
+
+    folder: Path
+    speed: pd.DataFrame
+    references: pd.DataFrame
+
+
+def run_speed(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), device: str | None = None,
+              only: Sequence[str] | str | None = None, batch_size: int | None = None, resolution: int | None = None,
+              variants: Sequence[str] | None = None, train_step: bool = False, references: bool = False,
+              save_baseline: str | Path | None = None, argv: Sequence[str] | None = None,
+              log: Callable[[str], None] = print) -> SpeedResult:
+    """Time every entry's loss (fwd, bwd, fwd+bwd; no training) at the suite's timing settings and write
+    speed.csv to a new run folder under ``out``, as ``python -m bench speed`` does; the table goes to ``log``.
+
+    Settings left unset come from the suite's ``[timing]`` after its device profile. ``train_step``: also time
+    the model's training step at the training size, per variant. ``references``: also time other installed
+    implementations of the same losses (speed_references.csv). ``save_baseline``: also write a baseline record
+    (the times and the code's commit) to that file, for ``python -m bench check --against``."""
+    from bench import results
+    from bench.config.suite import profile_name, suite_for_device, validate_settings
+    from bench.speed.check import save_baseline as write_baseline
+    from bench.speed.suite import format_speed, time_training_step, with_timing
+    from bench.train.runner import resolve_device
+
+    load_plugins(plugins)
+    if not isinstance(suite, Suite):
+        suite = _load_suite_file(suite)
+    requested = with_overrides(suite, device=device, only=only)
+    torch_device = resolve_device(requested.device)
+    variants = tuple(variants) if variants else None
+    timed = with_timing(suite_for_device(requested, torch_device.type), batch_size=batch_size, resolution=resolution,
+                        variants=variants)
+    validate_settings(timed, where="command line")
+    folder = results.new_run_folder(Path(out), timed.name)
+    results.copy_suite(timed, folder)
+    command = list(argv) if argv is not None else ["speed", str(requested.path)]
+    results.write_json(folder / "environment.json",
+                       results.environment(torch_device, timed, profile_name(requested, torch_device.type), command))
+    speed = time_losses(requested, device=str(torch_device), batch_size=batch_size, resolution=resolution,
+                        variants=variants, log=log)
+    if train_step:
+        speed = pd.concat([speed, time_training_step(timed, torch_device, timed.timing.variants)], ignore_index=True)
+    results.write_table(folder, "speed", speed)
+    log(format_speed(speed))
+    others = pd.DataFrame()
+    if references:
+        from bench.speed.references import time_references
+
+        others = time_references(timed, torch_device, log=log)
+        if others.empty:
+            log("no other implementation of these losses is installed (or runs here): nothing to compare")
+        else:
+            results.write_table(folder, "speed_references", others)
+            log(others[["loss", "implementation", "median_ms", "ratio_to_fastest"]].to_string(index=False))
+    log(f"\nspeed table: {folder / 'speed.csv'}")
+    if save_baseline:
+        write_baseline(speed, save_baseline, suite=str(requested.path))
+        log(f"baseline saved: {save_baseline}")
+    return SpeedResult(folder, speed, others)
+
+
 def _registered_factory(factory: Callable[..., Any]) -> str:
     """The name ``factory`` is registered under as a model (once: run() may be called again with it), with its
     keyword parameters' defaults as the model's parameters."""

@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 from bench.errors import BenchInputError
+from bench.speed.settings import ALPHA, MIN_FACTOR, GateSettings
 
 DEFAULT_RESULTS = Path("results")
 
@@ -116,9 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--baseline", type=Path, help="the baseline's run folder or speed.csv")
     gate = check.add_argument_group("with --against")
     gate.add_argument("--candidate", metavar="REV", help="time this git revision's code instead of the running code")
-    gate.add_argument("--rounds", type=int, default=15, help="interleaved timing blocks per side and loss (default 15)")
-    gate.add_argument("--block-ms", type=float, default=40.0, help="shortest timing block, ms (default 40)")
-    gate.add_argument("--processes", type=int, default=2, help="worker processes per side (default 2)")
+    defaults = GateSettings()
+    gate.add_argument("--rounds", type=int, default=defaults.rounds,
+                      help=f"interleaved timing blocks per side and loss (default {defaults.rounds})")
+    gate.add_argument("--block-ms", type=float, default=defaults.target_ms,
+                      help=f"shortest timing block, ms (default {defaults.target_ms:g})")
+    gate.add_argument("--processes", type=int, default=defaults.processes,
+                      help=f"worker processes per side (default {defaults.processes})")
     gate.add_argument("--device", default="cpu", help='"cpu" (default), "cuda" or "cuda:N"')
     gate.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
     _add_verdict_options(check)
@@ -187,8 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_verdict_options(command: argparse.ArgumentParser) -> None:
-    from bench.speed.stats import ALPHA, MIN_FACTOR
-
     command.add_argument("--min-factor", type=float, default=MIN_FACTOR,
                          help=f"smallest slowdown that fails, as candidate / baseline (default {MIN_FACTOR})")
     command.add_argument("--alpha", type=float, default=ALPHA,
@@ -408,67 +411,16 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
-    import pandas as pd
+    from bench.api import run_speed
 
-    from bench import results
-    from bench.api import time_losses
-    from bench.train.runner import resolve_device
-    from bench.speed.suite import time_training_step, with_timing
-    from bench.speed.check import save_baseline
-    from bench.config.suite import profile_name, suite_for_device, validate_settings
-
-    requested = load_with_overrides(args)
-    device = resolve_device(requested.device)
-    profile = profile_name(requested, device.type)
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
-    suite = with_timing(suite_for_device(requested, device.type), batch_size=args.batch, resolution=args.resolution,
-                        variants=variants)
-    validate_settings(suite, where="command line")
-    folder = results.new_run_folder(args.out, suite.name)
-    results.copy_suite(suite, folder)
-    results.write_json(folder / "environment.json", results.environment(device, suite, profile, ["speed", *argv]))
-    speed = time_losses(requested, device=str(device), batch_size=args.batch, resolution=args.resolution,
-                        variants=variants)
-    if args.train_step:
-        speed = pd.concat([speed, time_training_step(suite, device, suite.timing.variants)], ignore_index=True)
-    results.write_table(folder, "speed", speed)
-    _print_speed(speed)
-    if args.references:
-        from bench.speed.references import time_references
-
-        references = time_references(suite, device)
-        if references.empty:
-            print("no other implementation of these losses is installed (or runs here): nothing to compare")
-        else:
-            results.write_table(folder, "speed_references", references)
-            print(references[["loss", "implementation", "median_ms", "ratio_to_fastest"]].to_string(index=False))
-    print(f"\nspeed table: {folder / 'speed.csv'}")
-    if args.save_baseline:
-        save_baseline(speed, args.save_baseline, suite=str(args.suite))
-        print(f"baseline saved: {args.save_baseline}")
+    result = run_speed(args.suite, out=args.out, plugins=args.plugins, device=args.device, only=args.only,
+                       batch_size=args.batch, resolution=args.resolution, variants=variants,
+                       train_step=args.train_step, references=args.references, save_baseline=args.save_baseline,
+                       argv=argv)
     if args.check:
-        return _check(folder, args.check, args.min_factor, args.alpha)
+        return _check(result.folder, args.check, args.min_factor, args.alpha)
     return 0
-
-
-def _print_speed(speed) -> None:
-    import pandas as pd
-
-    steps = speed[speed["phase"] == "train_step"]
-    speed = speed[speed["phase"] != "train_step"]
-    table = speed.pivot_table(index=["entry", "variant"], columns="phase", values="median_ms", sort=False)
-    totals = speed[speed["phase"] == "total"].set_index(["entry", "variant"])
-    table = table.rename(columns=lambda phase: f"{phase}_ms")
-    table["images_per_s"] = totals["images_per_s"]
-    table["peak_mem_mb"] = totals["peak_mem_mb"]
-    first = speed.iloc[0]
-    with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
-        print(f"\nmedian ms at {first['batch_size']}x3x{first['resolution']}x{first['resolution']} on "
-              f"{first['device_name']} ({first['threads']} threads); memory: {first['memory_method']}")
-        print(table[["forward_ms", "backward_ms", "total_ms", "images_per_s", "peak_mem_mb"]].to_string())
-        for _, step in steps.iterrows():
-            print(f"training step ({step['variant']}, batch {step['batch_size']} at {step['resolution']}px): "
-                  f"{step['median_ms']:.4g} ms, {step['images_per_s']:.4g} images/s")
 
 
 def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
@@ -476,7 +428,7 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         return _check(args.source, args.baseline, args.min_factor, args.alpha)
     from bench import results
     from bench.speed.check import baseline_commit
-    from bench.speed.gate import GateSettings, run_gate
+    from bench.speed.gate import run_gate
     from bench.api import load_suite
     from bench.speed.stats import format_verdicts
     from bench.config.suite import suite_for_device

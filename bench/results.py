@@ -90,13 +90,21 @@ def new_run_folder(results_root: Path, suite_name: str, folder: Path | None = No
     return folder
 
 
-def git_commit() -> str:
+def run_git(repo: str | Path, *args: str, text: bool = True,
+            timeout: float | None = None) -> subprocess.CompletedProcess | None:
+    """``git -C repo args``, its output captured whatever its exit status (callers read ``returncode``);
+    None where git cannot be run (not installed) or outlasts ``timeout`` seconds."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=text, timeout=timeout,
+                              check=False)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+
+
+def git_commit() -> str:
+    """The short commit of the running ``bench`` package, or "unknown" outside a git checkout."""
+    done = run_git(Path(__file__).resolve().parent, "rev-parse", "--short", "HEAD", timeout=5)
+    return (done.stdout.strip() if done else "") or "unknown"
 
 
 def device_name(device: torch.device) -> str:

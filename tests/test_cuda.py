@@ -146,43 +146,16 @@ def test_cuda_peak_memory_is_plausible():
     assert image_mb <= peak <= 5 * image_mb, f"peak {peak:.1f} MiB for {image_mb:.0f} MiB images"
 
 
-TINY = """
-name = "tiny"
-seeds = [0]
-[data]
-resolution = 32
-images = 6
-eval_images = 2
-[model]
-latent_dim = 16
-[train]
-steps = 8
-batch_size = 2
-log_every = 2
-eval_every = 4
-[metrics]
-lpips_weights = "random"
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "ssim"
-loss = "ssim"
-win_size = 7
-[[entry]]
-name = "perceptual"
-loss = "perceptual"
-weights = "random"
-[[entry]]
-name = "lpips"
-loss = "lpips"
-weights = "random"
-"""
-
-
-def test_deterministic_runs_give_bit_identical_tables(tmp_path):
+def test_deterministic_runs_give_bit_identical_tables(tmp_path, tiny_suite):
     suite = tmp_path / "tiny.toml"
-    suite.write_text(TINY)
+    random = {"weights": "random"}
+    suite.write_text(tiny_suite(["mse", {"name": "ssim", "loss": "ssim", "win_size": 7},
+                                {"name": "perceptual", "loss": "perceptual", **random},
+                                {"name": "lpips", "loss": "lpips", **random}],
+                                data={"resolution": 32, "scale": None, "images": 6, "eval_images": 2,
+                                      "eval_crops": None},
+                                model={"latent_dim": 16, "width": None}, train={"steps": 8, "eval_every": 4},
+                                timing=None, metrics={"lpips_weights": "random"}))
     folders = []
     for attempt in ("a", "b"):
         done = run_cli("run", str(suite), "--device", CUDA, "--deterministic", "--no-timing", "--no-progress",

@@ -129,26 +129,19 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
 
 
-def write_suite(folder: Path, data: str, entries: str = '[[entry]]\nname = "mse"\nloss = "mse"\n') -> Path:
-    suite = folder / "named.toml"
-    suite.write_text(f"""name = "named"
-seeds = [0]
-[data]
-{data}
-resolution = 16
-eval_crops = 6
-[model]
-latent_dim = 64
-width = 16
-[train]
-steps = 3
-batch_size = 2
-log_every = 1
-eval_every = 0
-[metrics]
-lpips_weights = "random"
-{entries}""")
-    return suite
+@pytest.fixture(scope="session")
+def write_suite(tiny_suite):
+    """``write_suite(folder, data, entries=("mse",)) -> Path``: folder/named.toml, the tiny suite with the [data]
+    lines ``data`` (its sources) at 16 px, 6 evaluation crops, 3 steps and no timing settings."""
+
+    def write(folder: Path, data: str, entries=("mse",)) -> Path:
+        suite = folder / "named.toml"
+        suite.write_text(tiny_suite(entries, name="named", data=f"{data}\nresolution = 16\neval_crops = 6",
+                                    train={"steps": 3, "log_every": 1, "eval_every": 0}, timing=None,
+                                    metrics={"lpips_weights": "random"}))
+        return suite
+
+    return write
 
 
 def test_first_fetch_downloads_each_file_once_and_keeps_it_verified(server, tmp_path):
@@ -198,7 +191,7 @@ def test_an_interrupted_download_leaves_nothing_and_the_next_fetch_completes(ser
     assert (folder / "DIV2K_train_HR.zip").read_bytes() == TRAIN_ARCHIVE
 
 
-def test_offline_run_is_one_clear_error_and_writes_nothing(server, tmp_path, capsys):
+def test_offline_run_is_one_clear_error_and_writes_nothing(server, tmp_path, capsys, write_suite):
     server.stop()
     suite = write_suite(tmp_path, 'source = "div2k"\neval_source = "kodak"')
     out = tmp_path / "results"
@@ -228,7 +221,7 @@ def test_separate_sources_train_on_one_and_evaluate_on_the_other(server):
     assert held_out.eval_photos == ("kodim02.png",) and held_out.train_names == ("kodim01.png", "kodim03.png")
 
 
-def test_every_entry_sees_the_same_crops_and_rows_record_the_sources(server, tmp_path, monkeypatch):
+def test_every_entry_sees_the_same_crops_and_rows_record_the_sources(server, tmp_path, monkeypatch, write_suite):
     from bench.train import loop as train
 
     batches = []
@@ -240,8 +233,7 @@ def test_every_entry_sees_the_same_crops_and_rows_record_the_sources(server, tmp
         return batch
 
     monkeypatch.setattr(train, "make_batch", recording)
-    entries = '[[entry]]\nname = "mse"\nloss = "mse"\n[[entry]]\nname = "l1"\nloss = "l1"\n'
-    suite = write_suite(tmp_path, 'source = "div2k"\neval_source = "kodak"', entries)
+    suite = write_suite(tmp_path, 'source = "div2k"\neval_source = "kodak"', ["mse", "l1"])
     out = tmp_path / "results"
     assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing"]) == 0
     assert len(batches) == 6  # 3 steps per entry
@@ -275,7 +267,7 @@ def test_image_list_hash_follows_every_pixel_name_and_role(tmp_path):
     assert image_list_sha256([("a", "1")], [("b", "2")]) != image_list_sha256([("b", "2")], [("a", "1")])
 
 
-def test_fetch_command_fetches_what_a_suite_names_into_its_cache(server, tmp_path, monkeypatch, capsys):
+def test_fetch_command_fetches_what_a_suite_names_into_its_cache(server, tmp_path, monkeypatch, capsys, write_suite):
     monkeypatch.delenv(datasets.ENV_CACHE)
     suite = write_suite(tmp_path, 'source = "div2k"\neval_source = "kodak"\ncache = "my_cache"')
     assert main(["fetch", str(suite)]) == 0
@@ -315,7 +307,7 @@ def test_doctor_says_which_named_datasets_are_cached(server, tmp_path, capsys):
     ('source = "kodak"\neval_source = "kodak"', "data.eval_source", "trained on"),
     ('source = "kodak"\neval_path = "x"', "data.eval_path", 'eval_source = "folder"'),
 ])
-def test_bad_named_sources_are_input_errors(tmp_path, capsys, data, key, message):
+def test_bad_named_sources_are_input_errors(tmp_path, capsys, data, key, message, write_suite):
     assert main(["validate", str(write_suite(tmp_path, data))]) == 2
     err = capsys.readouterr().err
     assert key in err and message in err
@@ -324,7 +316,7 @@ def test_bad_named_sources_are_input_errors(tmp_path, capsys, data, key, message
 @pytest.mark.parametrize("train, evaluate, refused", [("photos", "photos/test", True), ("photos/test", "photos", True),
                                                      ("photos/train", "photos/test", False)])
 def test_an_evaluation_folder_inside_or_around_the_training_folder_is_refused(tmp_path, capsys, train, evaluate,
-                                                                               refused):
+                                                                               refused, write_suite):
     """Folders are read with their subfolders, so nested ones would train on the evaluation photographs."""
     for folder in ("photos/train", "photos/test"):
         (tmp_path / folder).mkdir(parents=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import pytest
@@ -69,43 +70,21 @@ def make_unbuildable(context):
     raise MemoryError("no room for this model")
 '''
 
-SUITE = '''
-name = "tiny"
-seeds = [0, 1]
-[data]
-resolution = 16
-scale = 0.125
-images = 4
-eval_images = 1
-eval_crops = 4
-[model]
-{model}
-[train]
-steps = 4
-batch_size = 2
-log_every = 2
-eval_every = 2
-[timing]
-resolution = 16
-batch_size = 1
-min_repeats = 2
-min_time_s = 0.0
-warmup = 0
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "bce"
-loss = "bce"
-'''
 BUILTIN_MODEL = 'latent_dim = 64\nwidth = 16'
 PLUGIN_MODEL = 'name = "two_convs"\nwidth = 4'
 
 
-def write_suite(folder: Path, model: str, extra: str = "") -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(SUITE.format(model=model) + extra)
-    return path
+@pytest.fixture(scope="session")
+def write_suite(tiny_suite):
+    """``write_suite(folder, model, extra=()) -> Path``: folder/tiny.toml, the tiny suite with two seeds, the
+    [model] table ``model`` and the entries mse, bce and then ``extra``."""
+
+    def write(folder: Path, model: str, extra: Sequence[dict] = ()) -> Path:
+        path = folder / "tiny.toml"
+        path.write_text(tiny_suite(["mse", "bce", *extra], seeds=[0, 1], model=model))
+        return path
+
+    return write
 
 
 def run(suite: Path, out: Path, *flags: str) -> int:
@@ -128,7 +107,7 @@ def plugin_flags(request, tmp_path, installed_distribution) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def builtin_run(tmp_path_factory) -> Path:
+def builtin_run(tmp_path_factory, write_suite) -> Path:
     folder = tmp_path_factory.mktemp("builtin")
     assert run(write_suite(folder, BUILTIN_MODEL), folder / "out") == 0
     return run_folder(folder / "out")
@@ -160,7 +139,7 @@ def same_state(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("plugin_flags", ["entry_point", "file"], indirect=True)
 def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_the_usual_tables(
-        plugin_flags, builtin_run, initial_states, tmp_path, capsys):
+        plugin_flags, builtin_run, initial_states, tmp_path, capsys, write_suite):
     assert main(["list", *plugin_flags]) == 0
     listing = capsys.readouterr().out
     shown = "two_convs        two convolutions and a sigmoid\n" + " " * 17 + "width=8\n" + " " * 17 + "[plugin "
@@ -192,7 +171,8 @@ def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_
     ('name = "brighter"', ["model 'brighter' (plugin my_models ({path})): returns values in [1.", "outside [0, 1]",
                            "fix: end the model with a sigmoid"]),
 ])
-def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(model, messages, tmp_path, capsys):
+def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(model, messages, tmp_path, capsys,
+                                                                               write_suite):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
     assert run(write_suite(tmp_path, model), tmp_path / "out", "--plugin", str(plugin)) == 2
@@ -201,11 +181,11 @@ def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(m
     assert not (tmp_path / "out").exists()  # refused before any run folder
 
 
-def test_a_model_that_raises_fails_only_its_entries(tmp_path, capsys):
+def test_a_model_that_raises_fails_only_its_entries(tmp_path, capsys, write_suite):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
-    failing = ('[[entry]]\nname = "boom"\nloss = "mse"\nmodel = { name = "exploding" }\n'
-               '[[entry]]\nname = "unbuilt"\nloss = "mse"\nmodel = { name = "unbuildable" }\n')
+    failing = [{"name": "boom", "loss": "mse", "model": {"name": "exploding"}},
+               {"name": "unbuilt", "loss": "mse", "model": {"name": "unbuildable"}}]
     assert run(write_suite(tmp_path, PLUGIN_MODEL, failing), tmp_path / "out", "--plugin", str(plugin)) == 1
     folder = run_folder(tmp_path / "out")
     quality = pd.read_csv(folder / "quality.csv").set_index(["entry", "seed"])
@@ -223,7 +203,7 @@ def test_a_model_that_raises_fails_only_its_entries(tmp_path, capsys):
     ('latent_dim = 64\nwidth = 4\ndepth = 2', "model.depth", "model 'autoencoder' has no parameter 'depth'"),
     ("name = 3", "model.name", "name must be a model name"),
 ])
-def test_a_bad_model_table_is_one_input_error_naming_the_key(model, where, message, tmp_path, capsys):
+def test_a_bad_model_table_is_one_input_error_naming_the_key(model, where, message, tmp_path, capsys, write_suite):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
     suite = write_suite(tmp_path, model)
@@ -232,7 +212,7 @@ def test_a_bad_model_table_is_one_input_error_naming_the_key(model, where, messa
     assert f"{suite}: {where}" in err and message in err and "Traceback" not in err, err
 
 
-def test_the_python_api_trains_a_model_factory(tmp_path):
+def test_the_python_api_trains_a_model_factory(tmp_path, write_suite):
     from torch import nn
 
     def tiny_net(context, width=4):

@@ -89,7 +89,7 @@ def test_entry_names_whose_files_collide_are_input_errors(tmp_path):
         load_suite(suite)
 
 
-def test_hostile_entry_names_write_only_inside_the_run_folder(tmp_path, monkeypatch):
+def test_hostile_entry_names_write_only_inside_the_run_folder(tmp_path, monkeypatch, tiny_suite):
     """Entry names of every hostile kind through a whole run, checkpoints included: every file written lands
     in the run folder, the tables keep each name exactly, and the report finds each entry's reconstructions."""
     import bench.results
@@ -100,9 +100,9 @@ def test_hostile_entry_names_write_only_inside_the_run_folder(tmp_path, monkeypa
     names = [*HOSTILE_ENTRY_NAMES, str(outside / "absolute")]
     entries = "\n".join(f"[[entry]]\nname = {toml_string(name)}\nloss = \"mse\"" for name in names)
     suite = tmp_path / "s.toml"
-    suite.write_text(f'name = "hostile"\nseeds = [0]\n[data]\nresolution = 16\nimages = 3\neval_images = 1\n'
-                     f'eval_crops = 2\n[model]\nlatent_dim = 64\nwidth = 16\n[train]\nsteps = 2\nbatch_size = 1\n'
-                     f'eval_every = 0\ncheckpoint_every = 1\n{entries}\n')
+    suite.write_text(tiny_suite(entries, name="hostile", data={"scale": None, "images": 3, "eval_crops": 2},
+                                train={"steps": 2, "batch_size": 1, "log_every": None, "eval_every": 0,
+                                       "checkpoint_every": 1}, timing=None))
     written, real_replace = [], os.replace
     monkeypatch.setattr(bench.results.os, "replace", lambda src, dst: (written.append(Path(dst)), real_replace(src, dst)))
     out = tmp_path / "out"

@@ -109,38 +109,15 @@ class _ScrambledGradient(torch.autograd.Function):
         return upstream * flat.gather(1, order).view_as(gradient), None
 
 
-SCRAMBLED = """
-name = "scrambled"
-seeds = [0, 1]
-[data]
-resolution = 32
-scale = 0.25
-eval_crops = 12
-[model]
-latent_dim = 192
-width = 64
-[train]
-steps = 150
-batch_size = 8
-lr = 2e-3
-eval_every = 0
-[metrics]
-compute = ["ssim"]
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "scrambled"
-loss = "test_scrambled_ssim"
-"""
-
-
-def test_a_real_entry_trained_through_a_scrambled_gradient_did_not_optimise_its_own_measure(tmp_path):
+def test_a_real_entry_trained_through_a_scrambled_gradient_did_not_optimise_its_own_measure(tmp_path, small_suite):
     if "test_scrambled_ssim" not in loss_names():
         record = Measure("SSIM", True, ("ssim",), DesignSize(11, "a test"), "a test")
         register_loss("test_scrambled_ssim", "test only: 1 - SSIM with a scrambled gradient", measure=record)(
             lambda context: lambda x, y: _ScrambledGradient.apply(x, y))
-    (tmp_path / "scrambled.toml").write_text(SCRAMBLED)
+    (tmp_path / "scrambled.toml").write_text(small_suite(
+        ["mse", {"name": "scrambled", "loss": "test_scrambled_ssim"}], name="scrambled", seeds=[0, 1],
+        data={"eval_crops": 12}, model={"latent_dim": 192, "width": 64},
+        train={"steps": 150, "batch_size": 8, "lr": 2e-3}))
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         assert main(["run", str(tmp_path / "scrambled.toml"), "--out", str(tmp_path), "--no-progress",

@@ -51,39 +51,12 @@ def make_flaky(context, fail_at):
     return loss
 '''
 
-TINY = '''
-name = "tiny"
-seeds = [0]
-{requires}
-[data]
-resolution = 16
-scale = 0.125
-eval_images = 2
-eval_crops = 4
-[model]
-latent_dim = 64
-width = 32
-[train]
-steps = 4
-batch_size = 2
-log_every = 2
-eval_every = 0
-[timing]
-resolution = 32
-batch_size = 1
-min_repeats = 2
-min_time_s = 0.0
-warmup = 0
-'''
-
-
-def entry(loss: str, **params) -> str:
+def entry(loss: str, **params) -> dict:
     """An entry named after its loss, with parameters."""
-    body = "".join(f"{key} = {value!r}\n" for key, value in params.items()).replace("'", '"')
-    return f'[[entry]]\nname = "{loss}"\nloss = "{loss}"\n' + body
+    return {"name": loss, "loss": loss, **params}
 
 
-MIX = '[[entry]]\nname = "mix"\nterms = [{ loss = "cubic", weight = 0.5 }, { loss = "mse", weight = 0.5 }]\n'
+MIX = {"name": "mix", "terms": [{"loss": "cubic", "weight": 0.5}, {"loss": "mse", "weight": 0.5}]}
 
 
 pytestmark = pytest.mark.usefixtures("clean_plugins")
@@ -100,11 +73,19 @@ def plugin(request, tmp_path, installed_distribution):
     return ["--plugin", str(path)], "my_losses", f"plugin my_losses ({path})"
 
 
-def write_suite(tmp_path: Path, *entries: str, requires: str = "") -> Path:
-    path = tmp_path / "suite.toml"
-    path.write_text(TINY.format(requires=f"requires = [{requires!r}]".replace("'", '"') if requires else "")
-                    + "\n".join(entries))
-    return path
+@pytest.fixture(scope="session")
+def write_suite(tiny_suite):
+    """``write_suite(folder, *entries, requires="") -> Path``: folder/suite.toml, the tiny suite with 32 px wide
+    models, ten photographs (two held out), no evaluation during training and timing at 32 px."""
+
+    def write(folder: Path, *entries: dict, requires: str = "") -> Path:
+        path = folder / "suite.toml"
+        path.write_text(tiny_suite(entries, requires=[requires] if requires else None,
+                                   data={"images": None, "eval_images": 2}, model={"width": 32},
+                                   train={"eval_every": 0}, timing={"resolution": 32}))
+        return path
+
+    return write
 
 
 def run_folder(out: Path) -> Path:
@@ -112,7 +93,7 @@ def run_folder(out: Path) -> Path:
     return folder
 
 
-def test_a_plugin_loss_is_listed_validated_trained_timed_and_reported(plugin, tmp_path, capsys):
+def test_a_plugin_loss_is_listed_validated_trained_timed_and_reported(plugin, tmp_path, capsys, write_suite):
     flags, requires, source = plugin
     assert main(["list", *flags]) == 0
     listing = capsys.readouterr().out
@@ -141,7 +122,7 @@ def test_a_plugin_loss_is_listed_validated_trained_timed_and_reported(plugin, tm
     assert "cubic" in report and "0.5*cubic + 0.5*mse" in report
 
 
-def test_a_suite_names_the_plugins_it_needs_and_a_missing_one_says_how_to_get_it(tmp_path, capsys):
+def test_a_suite_names_the_plugins_it_needs_and_a_missing_one_says_how_to_get_it(tmp_path, capsys, write_suite):
     suite = write_suite(tmp_path, entry("cubic"), requires="lossbench-nothing")
     assert main(["validate", str(suite)]) == 2
     err = capsys.readouterr().err
@@ -149,7 +130,7 @@ def test_a_suite_names_the_plugins_it_needs_and_a_missing_one_says_how_to_get_it
     assert "--plugin" in err and "Traceback" not in err
 
 
-def test_a_suite_never_imports_code(tmp_path, capsys):
+def test_a_suite_never_imports_code(tmp_path, capsys, write_suite):
     """Without the plugin named on the command line, a plugin loss is an unknown loss: nothing is imported."""
     (tmp_path / "cubic.py").write_text("raise SystemExit('imported!')")
     suite = write_suite(tmp_path, entry("cubic"))
@@ -170,7 +151,8 @@ BROKEN = {
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 @pytest.mark.parametrize("how", ["entry_point", "file"])
-def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, installed_distribution, capsys):
+def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, installed_distribution, capsys,
+                                                     write_suite):
     source, message = BROKEN[kind]
     if how == "file":
         (tmp_path / "broken.py").write_text(source)
@@ -186,7 +168,7 @@ def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, insta
     assert not out.exists()  # nothing written
 
 
-def test_a_plugin_loss_that_raises_mid_training_fails_only_its_entry(tmp_path, capsys):
+def test_a_plugin_loss_that_raises_mid_training_fails_only_its_entry(tmp_path, capsys, write_suite):
     (tmp_path / "my_losses.py").write_text(PLUGIN)
     suite = write_suite(tmp_path, entry("flaky"), entry("mse"))
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress",
@@ -259,10 +241,10 @@ def make_colours(context, learns):
 '''
 
 
-def test_a_plugin_loss_network_is_frozen_unless_it_learns_with_the_model(tmp_path):
+def test_a_plugin_loss_network_is_frozen_unless_it_learns_with_the_model(tmp_path, write_suite):
     (tmp_path / "net_losses.py").write_text(TRAINABLE_NETWORK)
-    suite = write_suite(tmp_path, '[[entry]]\nname = "frozen"\nloss = "colours"\n',
-                        '[[entry]]\nname = "learning"\nloss = "colours"\nlearns = true\n')
+    suite = write_suite(tmp_path, {"name": "frozen", "loss": "colours"},
+                        {"name": "learning", "loss": "colours", "learns": True})
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing",
                  "-p", str(tmp_path / "net_losses.py")]) == 0
     learned = pd.read_csv(run_folder(tmp_path / "out") / "quality.csv", keep_default_na=False).set_index("entry")
@@ -270,7 +252,7 @@ def test_a_plugin_loss_network_is_frozen_unless_it_learns_with_the_model(tmp_pat
     assert learned.loc["learning", "loss_learned"].startswith("colours: ")  # its parameters were
 
 
-def test_ray_workers_load_the_plugins_and_match_one_process(tmp_path):
+def test_ray_workers_load_the_plugins_and_match_one_process(tmp_path, write_suite):
     pytest.importorskip("ray", reason="Ray is the optional extra: pip install -e '.[distributed]'")
     (tmp_path / "my_losses.py").write_text(PLUGIN)
     suite = write_suite(tmp_path, entry("cubic"), MIX)
@@ -292,7 +274,7 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.mark.parametrize("baseline_has_plugins", [True, False])
 def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(baseline_has_plugins, tmp_path, monkeypatch,
-                                                                     capsys):
+                                                                     capsys, write_suite):
     """The baseline is this bench package committed to a scratch repository, with or without bench.config.plugins."""
     import bench
 

@@ -139,16 +139,16 @@ def test_lpips_heads_come_from_the_package():
         assert torch.equal(ours, theirs) and (ours >= 0).all()
 
 
-def test_a_run_warns_once_per_unavailable_network(hub_dir, tmp_path, recwarn, capsys):
+def test_a_run_warns_once_per_unavailable_network(hub_dir, tmp_path, recwarn, capsys, tiny_suite):
     """The VGG16 of `perceptual` loads for training and again for the loss timing; offline, one warning and
     none of torch.hub's "Downloading:" lines, which it prints before each attempt."""
     from bench.cli import main
 
     suite = tmp_path / "s.toml"
-    suite.write_text('name = "w"\nseeds = [0]\n[data]\nresolution = 16\nimages = 3\neval_images = 1\neval_crops = 2\n'
-                     '[model]\nlatent_dim = 64\nwidth = 16\n[train]\nsteps = 1\n[timing]\nresolution = 16\n'
-                     'batch_size = 1\nmin_repeats = 2\nmin_time_s = 0.0\n[metrics]\nlpips_weights = "random"\n'
-                     '[[entry]]\nname = "p"\nloss = "perceptual"\nnet = "vgg16"\nlayers = ["relu1_2"]\n')
+    suite.write_text(tiny_suite([{"name": "p", "loss": "perceptual", "net": "vgg16", "layers": ["relu1_2"]}], name="w",
+                                data={"scale": None, "images": 3, "eval_crops": 2},
+                                train={"steps": 1, "batch_size": None, "log_every": None, "eval_every": None},
+                                timing={"warmup": None}, metrics={"lpips_weights": "random"}))
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     messages = [str(w.message) for w in recwarn if "ImageNet weights for vgg16 are unavailable" in str(w.message)]
     assert len(messages) == 1, messages

@@ -9,31 +9,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "tiny_log"
-[data]
-resolution = 16
-scale = 0.125
-images = 4
-eval_images = 1
-eval_crops = 2
-[model]
-latent_dim = 64
-width = 16
-[train]
-steps = 20
-batch_size = 2
-log_every = 5
-eval_every = 0
-[[entry]]
-name = "mse"
-loss = "mse"
-"""
-
-
-def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp_path):
+def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp_path, tiny_suite):
     suite = tmp_path / "tiny_log.toml"
-    suite.write_text(TINY)
+    suite.write_text(tiny_suite(name="tiny_log", seeds=None, data={"eval_crops": 2},
+                                train={"steps": 20, "log_every": 5, "eval_every": 0}, timing=None))
     log = tmp_path / "run.log"
     with log.open("wb") as file:  # stdout and stderr both a file, as `python -m bench run ... > run.log 2>&1`
         done = subprocess.run([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"),

@@ -16,34 +16,14 @@ from bench.cli import main
 from bench.config.suite import load_suite
 from bench.errors import BenchInputError
 
-SUITE = """
-name = "rates"
-task = "denoise"
-seeds = [0]
-[data]
-resolution = 32
-scale = 0.25
-eval_crops = 6
-[train]
-steps = 12
-batch_size = 4
-eval_every = 0
-lr = [1e-3, 3e-2]
-[metrics]
-compute = ["mse"]
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "l1"
-loss = "l1"
-"""
+# The small suite denoising, with the common rate 1e-3 and one other.
+RATES = dict(name="rates", task="denoise", train={"steps": 12, "lr": [1e-3, 3e-2]}, metrics={"compute": ["mse"]})
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
+def run_folder(tmp_path_factory, small_suite):
     folder = tmp_path_factory.mktemp("rates")
-    (folder / "suite.toml").write_text(SUITE)
+    (folder / "suite.toml").write_text(small_suite(["mse", "l1"], **RATES))
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["run", str(folder / "suite.toml"), "--out", str(folder), "--no-progress", "--no-timing"]) == 0
     (run,) = (folder / "rates").iterdir()
@@ -81,8 +61,9 @@ def test_each_entry_takes_the_rate_with_its_lowest_validation_loss_and_every_see
     assert page.count('class="num best"') == 2 and 'href="best_rate/report.html"' in page
 
 
-def test_a_bad_list_of_rates_is_one_clear_error(tmp_path):
-    for rates in ("[]", "[1e-3, -1e-3]", "[1e-3, 1e-3]"):
-        (tmp_path / "bad.toml").write_text(SUITE.replace("lr = [1e-3, 3e-2]", f"lr = {rates}"))
+def test_a_bad_list_of_rates_is_one_clear_error(tmp_path, small_suite):
+    for rates in ([], [1e-3, -1e-3], [1e-3, 1e-3]):
+        bad = {**RATES, "train": {**RATES["train"], "lr": rates}}
+        (tmp_path / "bad.toml").write_text(small_suite(["mse", "l1"], **bad))
         with pytest.raises(BenchInputError, match="bad.toml: train.lr"):
             load_suite(tmp_path / "bad.toml")

@@ -24,28 +24,19 @@ from bench.config.suite import load_suite
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = {"train_seconds", "seconds"}  # wall-clock columns: the only ones allowed to differ between runs
 
-SUITE = """
-name = "rel"
-seeds = [0, 1]
-[data]
-resolution = 16
-images = 6
-eval_images = 2
-[model]
-latent_dim = 64
-width = 32
-[train]
-steps = {steps}
-batch_size = 2
-lr = 1e-3
-log_every = 5
-eval_every = 10
-{entries}
-"""
+@pytest.fixture(scope="session")
+def rel_suite(tiny_suite):
+    """``rel_suite(steps, *entries, seeds=(0, 1), **train) -> str``: the tiny suite as these tests run it (two seeds,
+    32 px wide models, six photographs of which two are held out, no timing settings), trained for ``steps``
+    steps with ``train``'s other settings; ``entries`` are "name:loss"."""
 
+    def text(steps: int, *entries: str, seeds=(0, 1), **train) -> str:
+        tables = [{"name": name, "loss": loss} for name, loss in (entry.split(":") for entry in entries)]
+        return tiny_suite(tables, name="rel", seeds=list(seeds),
+                          data={"scale": None, "images": 6, "eval_images": 2, "eval_crops": None}, model={"width": 32},
+                          train={"steps": steps, "lr": 1e-3, "log_every": 5, "eval_every": 10, **train}, timing=None)
 
-def entries(*specs: str) -> str:
-    return "\n".join(f'[[entry]]\nname = "{name}"\nloss = "{loss}"' for name, loss in (s.split(":") for s in specs))
+    return text
 
 
 class _NaN(torch.nn.Module):
@@ -62,10 +53,10 @@ def _ensure_nan_loss() -> None:
         register_loss("test_nan", "test only: always NaN")(lambda context: _NaN())
 
 
-def test_diverging_middle_entry_fails_alone(tmp_path, capsys):
+def test_diverging_middle_entry_fails_alone(tmp_path, capsys, rel_suite):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=6, entries=entries("mse:mse", "diverges:test_nan", "l1:l1")))
+    suite.write_text(rel_suite(6, "mse:mse", "diverges:test_nan", "l1:l1"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
@@ -86,11 +77,11 @@ class _NaNGradient(torch.nn.Module):
         return torch.sqrt((reconstruction - reconstruction.detach()).abs().sum()) + (reconstruction - target).abs().mean()
 
 
-def test_a_nan_gradient_behind_a_finite_loss_fails_its_entry_as_diverged(tmp_path):
+def test_a_nan_gradient_behind_a_finite_loss_fails_its_entry_as_diverged(tmp_path, rel_suite):
     if "test_nan_gradient" not in loss_names():
         register_loss("test_nan_gradient", "test only: NaN gradient, finite value")(lambda context: _NaNGradient())
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=6, entries=entries("nan_grad:test_nan_gradient", "mse:mse")))
+    suite.write_text(rel_suite(6, "nan_grad:test_nan_gradient", "mse:mse"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
@@ -99,34 +90,33 @@ def test_a_nan_gradient_behind_a_finite_loss_fails_its_entry_as_diverged(tmp_pat
     assert quality.loc["mse", "status"] == "ok"
 
 
-def test_quality_columns_keep_one_order_whichever_entry_failed(tmp_path):
+def test_quality_columns_keep_one_order_whichever_entry_failed(tmp_path, rel_suite):
     _ensure_nan_loss()
     columns = []
     for order in (("diverges:test_nan", "mse:mse"), ("mse:mse", "diverges:test_nan")):
         out = tmp_path / str(len(columns))
         suite = tmp_path / "s.toml"
-        suite.write_text(SUITE.format(steps=2, entries=entries(*order)))
+        suite.write_text(rel_suite(2, *order))
         assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--seed", "0"]) == 1
         (folder,) = (out / "rel").iterdir()
         columns.append(list(pd.read_csv(folder / "quality.csv").columns))
     assert columns[0] == columns[1]
 
 
-def test_fail_fast_stops_at_first_failure(tmp_path):
+def test_fail_fast_stops_at_first_failure(tmp_path, rel_suite):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=4, entries=entries("diverges:test_nan", "mse:mse")))
+    suite.write_text(rel_suite(4, "diverges:test_nan", "mse:mse"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--fail-fast"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
     quality = pd.read_csv(folder / "quality.csv")
     assert list(quality.loc[quality["kind"] == "trained", "entry"]) == ["diverges"]
 
 
-def test_skip_policy_counts_dropped_steps(tmp_path):
+def test_skip_policy_counts_dropped_steps(tmp_path, rel_suite):
     _ensure_nan_loss()
     suite = tmp_path / "s.toml"
-    text = SUITE.format(steps=4, entries=entries("diverges:test_nan")).replace("eval_every = 10", 'eval_every = 10\non_nan = "skip"')
-    suite.write_text(text)
+    suite.write_text(rel_suite(4, "diverges:test_nan", on_nan="skip"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 0
     (folder,) = (tmp_path / "rel").iterdir()
     row = pd.read_csv(folder / "quality.csv").iloc[0]
@@ -146,9 +136,9 @@ def assert_same_tables(resumed: Path, uninterrupted: Path) -> None:
         pd.testing.assert_frame_equal(table, expected[name], check_exact=True, obj=name)
 
 
-def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tmp_path):
+def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tmp_path, rel_suite):
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=40, entries=entries("mse:mse", "l1:l1", "bce:bce")))
+    suite.write_text(rel_suite(40, "mse:mse", "l1:l1", "bce:bce"))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
 
     assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
@@ -187,21 +177,21 @@ def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tm
     assert_same_tables(cut, full)
 
 
-def test_resume_refuses_a_changed_suite(tmp_path, capsys):
+def test_resume_refuses_a_changed_suite(tmp_path, capsys, rel_suite):
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse")))
+    suite.write_text(rel_suite(2, "mse:mse"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 0
     (folder,) = (tmp_path / "rel").iterdir()
     assert main(["run", str(suite), "--resume", str(folder), "--steps", "3", "--no-progress", "--no-timing", "--seed", "0"]) == 2
     assert "--force" in capsys.readouterr().err
 
 
-def test_a_forced_resume_of_a_changed_suite_keeps_only_what_it_still_plans(tmp_path):
+def test_a_forced_resume_of_a_changed_suite_keeps_only_what_it_still_plans(tmp_path, rel_suite):
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", "l1:l1")))
+    suite.write_text(rel_suite(2, "mse:mse", "l1:l1"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--seed", "0"]) == 0
     (folder,) = (tmp_path / "rel").iterdir()
-    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", "huber:huber")))  # l1 renamed to huber
+    suite.write_text(rel_suite(2, "mse:mse", "huber:huber"))  # l1 renamed to huber
     assert main(["run", str(suite), "--resume", str(folder), "--force", "--no-progress", "--seed", "0"]) == 0
     trained = lambda table: set(pd.read_csv(folder / f"{table}.csv")["entry"]) - {"baseline-mean-colour", "baseline-bicubic"}
     assert trained("quality") == trained("summary") == {"mse", "huber"}
@@ -209,9 +199,9 @@ def test_a_forced_resume_of_a_changed_suite_keeps_only_what_it_still_plans(tmp_p
     assert json.loads((folder / "environment.json").read_text())["resumes"][-1]["kept"] == ["mse seed 0"]
 
 
-def test_sigint_prints_how_to_resume(tmp_path):
+def test_sigint_prints_how_to_resume(tmp_path, rel_suite):
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=100_000, entries=entries("mse:mse", "l1:l1")))  # minutes: SIGINT lands mid-run
+    suite.write_text(rel_suite(100_000, "mse:mse", "l1:l1"))  # minutes: SIGINT lands mid-run
     # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and an
     # ignored signal stays ignored in the child, where Python then never raises KeyboardInterrupt.
     process = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path), "--no-progress",
@@ -230,7 +220,7 @@ def test_sigint_prints_how_to_resume(tmp_path):
     assert f"resume with: python -m bench run {suite} --out {tmp_path} --no-progress --no-timing --resume {folder}\n" in err
 
 
-def test_unwritable_output_folder_is_input_error(tmp_path, capsys):
+def test_unwritable_output_folder_is_input_error(tmp_path, capsys, rel_suite):
     if os.geteuid() == 0:
         blocker = tmp_path / "file"
         blocker.write_text("a file where a folder should be")
@@ -239,7 +229,7 @@ def test_unwritable_output_folder_is_input_error(tmp_path, capsys):
         out = tmp_path / "ro"
         out.mkdir(mode=0o500)
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=1, entries=entries("mse:mse")))
+    suite.write_text(rel_suite(1, "mse:mse"))
     assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing"]) == 2
     assert "--out" in capsys.readouterr().err
 
@@ -277,13 +267,14 @@ def test_garbled_toml_text_is_valid_or_exit_2(tmp_path, text):
         assert str(path) in str(error)
 
 
-def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys,
+                                                                                rel_suite):
     import errno
 
     import bench.results
 
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse")))
+    suite.write_text(rel_suite(2, "mse:mse"))
     real_fsync = os.fsync
     calls = {"n": 0}
 
@@ -302,10 +293,9 @@ def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(
         pd.read_csv(csv)  # anything that exists is whole
 
 
-def test_checkpoint_lets_resume_continue_mid_entry(tmp_path):
+def test_checkpoint_lets_resume_continue_mid_entry(tmp_path, rel_suite):
     suite = tmp_path / "s.toml"
-    text = SUITE.format(steps=400, entries=entries("mse:mse")).replace("seeds = [0, 1]", "seeds = [0]")
-    suite.write_text(text.replace("eval_every = 10", "eval_every = 100\ncheckpoint_every = 20"))
+    suite.write_text(rel_suite(400, "mse:mse", seeds=[0], eval_every=100, checkpoint_every=20))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
     assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
@@ -341,6 +331,52 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path):
     assert_same_tables(cut, full)
 
 
+def test_a_checkpoint_restores_the_weight_average_and_a_loss_that_learns(tmp_path, monkeypatch):
+    """In one process: training stopped right after its first checkpoint and resumed from it ends with the
+    weights, weight average, learned loss parameters and history of a training never stopped."""
+    import tomllib
+
+    import bench.train.loop as loop
+    from bench.config.plan import make_plan
+    from bench.config.suite import parse_suite
+    from bench.data.images import ImageSet
+    from bench.losses import LossContext, WeightedSum, build_loss
+    from bench.models import ModelContext, build_model
+
+    text = ('[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n[train]\nsteps = 12\nbatch_size = 2\n'
+            'log_every = 2\neval_every = 0\nema = 0.9\ncheckpoint_every = 4\n'
+            '[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n')
+    (spec,) = make_plan(parse_suite(tomllib.loads(text), path=tmp_path / "s.toml"), "none")
+    generator = torch.Generator().manual_seed(0)
+    images = ImageSet(train=tuple(torch.rand(3, 24, 24, generator=generator) for _ in range(2)),
+                      eval=torch.rand(1, 3, 16, 16, generator=generator), train_names=("a", "b"),
+                      eval_names=("c@0,0",), eval_photos=("c",), images_sha256="")
+    loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
+    model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)
+    cpu = torch.device("cpu")
+    whole = loop.train(spec, model, loss, images, cpu, show_progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise Stop
+
+    real_save, checkpoint = loop.save_checkpoint, tmp_path / "adaptive.pt"
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resumed = loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
+    assert resumed.resumed_from_step == 4 and not checkpoint.exists()
+    for name, a, b in ((name, whole, resumed) for name in ("model", "loss")):
+        for (key, x), (_, y) in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().items()):
+            assert torch.equal(x, y), f"{name} {key}"
+    drop_seconds = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert drop_seconds(resumed.history) == drop_seconds(whole.history)
+
+
 # --- any exception from a loss or its factory fails only its entry; Ctrl-C and SystemExit stop the run ------
 
 class _Raises(torch.nn.Module):
@@ -373,7 +409,7 @@ def _ensure_raising_losses() -> None:
             register_loss(name, "test only: raises")(factory)
 
 
-def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path, capsys):
+def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path, capsys, rel_suite):
     _ensure_raising_losses()
     failing = {"value": ("test_value_error", "ValueError: bad value in user code"),
                "type": ("test_type_error", "TypeError: bad type in user code"),
@@ -381,8 +417,7 @@ def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path
                "assert": ("test_assertion", "AssertionError: user assertion"),
                "factory/broken": ("test_broken_factory", "KeyError: \"a key the user's factory forgot\"")}
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", *(f"{n}:{loss}" for n, (loss, _) in failing.items()),
-                                                           "l1:l1")).replace("seeds = [0, 1]", "seeds = [0]"))
+    suite.write_text(rel_suite(2, "mse:mse", *(f"{n}:{loss}" for n, (loss, _) in failing.items()), "l1:l1", seeds=[0]))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
     quality = pd.read_csv(folder / "quality.csv", keep_default_na=False).set_index("entry")
@@ -397,12 +432,12 @@ def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path
     assert "traceback in errors/" in capsys.readouterr().out
 
 
-def test_a_factory_error_has_the_same_traceback_for_every_seed(tmp_path):
+def test_a_factory_error_has_the_same_traceback_for_every_seed(tmp_path, rel_suite):
     """The factory runs once per run; each seed's entry reports that one error, without the frames of earlier
     seeds' reports piled onto it."""
     _ensure_raising_losses()
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=2, entries=entries("broken:test_broken_factory")))
+    suite.write_text(rel_suite(2, "broken:test_broken_factory"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 1
     (folder,) = (tmp_path / "rel").iterdir()
     first, second = ((folder / "errors" / f"broken__seed{seed}.txt").read_text() for seed in (0, 1))
@@ -410,11 +445,10 @@ def test_a_factory_error_has_the_same_traceback_for_every_seed(tmp_path):
 
 
 @pytest.mark.parametrize("loss, code", [("test_ctrl_c", 130), ("test_system_exit", 3)])
-def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, code):
+def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, code, rel_suite):
     _ensure_raising_losses()
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=2, entries=entries("mse:mse", f"stops:{loss}", "l1:l1"))
-                     .replace("seeds = [0, 1]", "seeds = [0]"))
+    suite.write_text(rel_suite(2, "mse:mse", f"stops:{loss}", "l1:l1", seeds=[0]))
     try:
         # One process: packed, a loss's own KeyboardInterrupt would end only its worker (a real Ctrl-C reaches
         # the driver, which ends the workers); a run that packs measures each loss's step before training.
@@ -431,14 +465,15 @@ def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, cod
 # --- a full disk or a read-only folder mid-run: the tables written before stay whole, the run resumes --------
 
 @pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
-def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp_path, monkeypatch, capsys, code):
+def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp_path, monkeypatch, capsys, code,
+                                                                             rel_suite):
     import errno
 
     import bench.train.jobs
     import bench.results
 
     suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(steps=3, entries=entries("mse:mse", "l1:l1", "bce:bce")).replace("seeds = [0, 1]", "seeds = [0]"))
+    suite.write_text(rel_suite(3, "mse:mse", "l1:l1", "bce:bce", seeds=[0]))
     run = ["run", str(suite), "--no-progress", "--no-timing"]
     assert main([*run, "--out", str(tmp_path / "full")]) == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()

@@ -28,6 +28,7 @@ from bench.models import ModelContext, build_model
 from bench.train.model import Denoiser, Upsampler
 
 IMAGES = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+JPEG = dict(name="jpeg_task", task="jpeg", data={"jpeg_quality": 15})  # changes to the small suite
 
 
 def pil_jpeg(image: torch.Tensor, quality: int, folder: Path) -> np.ndarray:
@@ -64,13 +65,13 @@ def test_super_resolution_inputs_are_a_bicubic_shrink_and_the_baseline_enlarges_
     assert (view - torch_bicubic).abs().mean() < 0.01 < (view - IMAGES).abs().mean()
 
 
-def test_the_upsampler_turns_the_small_input_into_the_target_size_and_a_same_size_net_is_refused(tmp_path):
+def test_the_upsampler_turns_the_small_input_into_the_target_size_and_a_same_size_net_is_refused(tmp_path,
+                                                                                                 small_suite):
     model = build_model("upsampler", {}, ModelContext(24, 3, "super_resolution", scale_factor=4), seed=0)
     small = degrade("super_resolution", IMAGES, DataConfig(scale_factor=4), 0)
     assert isinstance(model, Upsampler) and model(small).shape == IMAGES.shape
-    (tmp_path / "sr.toml").write_text(JPEG_SUITE.replace('task = "jpeg"', 'task = "super_resolution"')
-                                      .replace("jpeg_quality = 15", "scale_factor = 4")
-                                      + '[model]\nname = "denoiser"\n')
+    (tmp_path / "sr.toml").write_text(small_suite(name="jpeg_task", task="super_resolution", data={"scale_factor": 4},
+                                                  model={"name": "denoiser"}))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(["run", str(tmp_path / "sr.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 2
     assert "model 'denoiser'" in err.getvalue()
@@ -95,29 +96,8 @@ def test_bad_degradation_settings_are_one_clear_error(tmp_path):
         load_suite(suite)
 
 
-JPEG_SUITE = """
-name = "jpeg_task"
-task = "jpeg"
-seeds = [0]
-[data]
-resolution = 32
-scale = 0.25
-eval_crops = 6
-jpeg_quality = 15
-[train]
-steps = 20
-batch_size = 4
-eval_every = 0
-[metrics]
-compute = ["ssim"]
-[[entry]]
-name = "mse"
-loss = "mse"
-"""
-
-
-def test_a_jpeg_run_scores_the_jpeg_input_as_its_trivial_baseline(tmp_path):
-    (tmp_path / "jpeg.toml").write_text(JPEG_SUITE)
+def test_a_jpeg_run_scores_the_jpeg_input_as_its_trivial_baseline(tmp_path, small_suite):
+    (tmp_path / "jpeg.toml").write_text(small_suite(**JPEG))
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["run", str(tmp_path / "jpeg.toml"), "--out", str(tmp_path), "--no-progress",
                      "--no-timing"]) == 0

@@ -188,38 +188,17 @@ def test_bench_run_makes_openmp_threads_sleep_before_torch_loads(smoke_run):
     assert env["omp_wait_policy"] in ("PASSIVE", __import__("os").environ.get("OMP_WAIT_POLICY", "PASSIVE"))
 
 
-TINY = """
-name = "tiny"
-seeds = [0]
-[data]
-resolution = 32
-scale = 0.125
-images = 4
-eval_images = 1
-eval_crops = 2
-[model]
-latent_dim = 64
-width = 16
-[train]
-steps = 2
-batch_size = 2
-[timing]
-resolution = 64
-batch_size = 1
-min_repeats = 2
-min_time_s = 0.0
-[metrics]
-lpips_weights = "random"
-"""
+# The tiny suite trained at 32 px for 2 steps and timed at 64 px, where MS-SSIM's levels="auto" differ.
+TINY = dict(data={"resolution": 32, "eval_crops": 2}, train={"steps": 2, "log_every": None, "eval_every": None},
+            timing={"resolution": 64, "warmup": None}, metrics={"lpips_weights": "random"})
 
 
-def test_the_report_says_where_a_loss_was_timed_with_other_settings_than_it_trained_with(tmp_path):
+def test_the_report_says_where_a_loss_was_timed_with_other_settings_than_it_trained_with(tmp_path, tiny_suite):
     """MS-SSIM's levels="auto" fits 2 levels in the 32 px training crops and 3 in the 64 px timing images."""
     from bench.report import write_report
 
     suite = tmp_path / "s.toml"
-    suite.write_text(TINY + '[[entry]]\nname = "ms"\nloss = "ms_ssim"\nlevels = "auto"\n'
-                            '[[entry]]\nname = "mse"\nloss = "mse"\n')
+    suite.write_text(tiny_suite([{"name": "ms", "loss": "ms_ssim", "levels": "auto"}, "mse"], **TINY))
     with pytest.warns(UserWarning, match="levels"):
         assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     (folder,) = (tmp_path / "out" / "tiny").iterdir()
@@ -245,7 +224,7 @@ class _SetUpOnFirstCall(torch.nn.Module):
         return torch.nn.functional.mse_loss(reconstruction, target)
 
 
-def test_one_off_loss_set_up_is_billed_to_no_entry(tmp_path):
+def test_one_off_loss_set_up_is_billed_to_no_entry(tmp_path, tiny_suite):
     from bench.losses import loss_names, register_loss
 
     if "test_first_call_set_up" not in loss_names():
@@ -253,8 +232,8 @@ def test_one_off_loss_set_up_is_billed_to_no_entry(tmp_path):
             lambda context: _SetUpOnFirstCall())
     _SetUpOnFirstCall.set_up = False
     suite = tmp_path / "s.toml"
-    suite.write_text(TINY + "".join(f'[[entry]]\nname = "{name}"\nloss = "test_first_call_set_up"\n'
-                                    for name in ("first", "second")))
+    suite.write_text(tiny_suite([{"name": name, "loss": "test_first_call_set_up"} for name in ("first", "second")],
+                                **TINY))
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing"]) == 0
     (folder,) = (tmp_path / "out" / "tiny").iterdir()
     seconds = pd.read_csv(folder / "quality.csv").set_index("entry")["train_seconds"]

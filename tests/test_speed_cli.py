@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +51,12 @@ def test_speed_writes_table_with_every_phase_and_its_repeats(gate, capsys):
     repeats = speed["samples_ms"].str.split().map(len)
     assert (repeats == speed["repeats"]).all() and (repeats >= 15).all()
     assert (baseline / "environment.json").is_file()
+
+
+def test_the_run_folder_records_the_command_as_typed(gate):
+    suite, baseline, root = gate
+    command = json.loads((baseline / "environment.json").read_text())["command"]
+    assert command == f"python -m bench speed {suite} --device cpu --out {root} --save-baseline {root / 'baseline.json'}"
 
 
 def test_a_table_checked_against_itself_passes(gate):

@@ -17,28 +17,13 @@ from bench.config.suite import load_suite, task_suites
 from bench.errors import BenchInputError
 from bench.speed.suite import MODEL_ENTRY
 
-SUITE = """
-name = "two_tasks"
-task = ["denoise", "jpeg"]
-seeds = [0]
-[data]
-resolution = 32
-scale = 0.25
-eval_crops = 6
-jpeg_quality = 15
-[train]
-steps = 10
-batch_size = 4
-eval_every = 0
-[metrics]
-compute = ["ssim"]
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "l1"
-loss = "l1"
-"""
+TASKS = ["denoise", "jpeg"]
+
+
+def suite(small_suite, tasks=TASKS, **changes) -> str:
+    """The small suite under the tasks ``tasks``, with entries mse and l1, for 10 steps, and ``changes``."""
+    return small_suite(["mse", "l1"], name="two_tasks", task=tasks, data={"jpeg_quality": 15}, train={"steps": 10},
+                       **changes)
 
 
 def run(*args: str) -> str:
@@ -48,8 +33,8 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per_task(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE)
+def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per_task(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite))
     run(str(tmp_path / "suite.toml"), "--out", str(tmp_path))
     (parent,) = (tmp_path / "two_tasks").iterdir()
     assert sorted(p.name for p in parent.iterdir() if p.is_dir()) == ["denoise", "jpeg"]
@@ -73,8 +58,8 @@ def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per
         assert f"above {'noisy' if task == 'denoise' else 'jpeg'}-input" in body  # its own trivial baseline
 
 
-def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE)
+def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite))
     run(str(tmp_path / "suite.toml"), "--out", str(tmp_path))
     (parent,) = (tmp_path / "two_tasks").iterdir()
     finished = (parent / "denoise" / "quality.csv").read_bytes()
@@ -87,19 +72,19 @@ def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path):
     assert json.loads((parent / "environment.json").read_text())["tasks"] == ["denoise", "jpeg"]
 
 
-def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_error(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE.replace('["denoise", "jpeg"]', '["autoencode", "jpeg"]'))
+def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_error(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite, ["autoencode", "jpeg"]))
     assert [(s.task, s.model.name) for s in task_suites(load_suite(tmp_path / "suite.toml"))] == [
         ("autoencode", "autoencoder"), ("jpeg", "denoiser")]
-    for tasks, message in (('["denoise", "denoise"]', "tasks repeat"), ('["denoise", "deblurr"]', "unknown task"),
-                           ("[]", "task must be")):
-        (tmp_path / "bad.toml").write_text(SUITE.replace('["denoise", "jpeg"]', tasks))
+    for tasks, message in ((["denoise", "denoise"], "tasks repeat"), (["denoise", "deblurr"], "unknown task"),
+                           ([], "task must be")):
+        (tmp_path / "bad.toml").write_text(suite(small_suite, tasks))
         with pytest.raises(BenchInputError, match=f"bad.toml: task.*{message}|{message}"):
             load_suite(tmp_path / "bad.toml")
 
 
-def test_command_line_overrides_hold_for_every_task(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE)
+def test_command_line_overrides_hold_for_every_task(tmp_path, small_suite):
+    (tmp_path / "suite.toml").write_text(suite(small_suite))
     run(str(tmp_path / "suite.toml"), "--out", str(tmp_path), "--only", "l1", "--steps", "3", "--seeds", "2")
     (parent,) = (tmp_path / "two_tasks").iterdir()
     for task in ("denoise", "jpeg"):
@@ -107,10 +92,9 @@ def test_command_line_overrides_hold_for_every_task(tmp_path):
         assert sorted(zip(trained["entry"], trained["seed"], trained["steps"])) == [("l1", 0, 3), ("l1", 1, 3)]
 
 
-def test_the_losses_are_timed_once_and_each_task_times_its_own_model(tmp_path):
-    timing = '[timing]\nresolution = 32\nbatch_size = 1\nmin_repeats = 2\nmin_time_s = 0.0\n'
-    (tmp_path / "suite.toml").write_text(SUITE.replace('["denoise", "jpeg"]', '["denoise", "super_resolution"]')
-                                         .replace("[metrics]", timing + "[metrics]"))
+def test_the_losses_are_timed_once_and_each_task_times_its_own_model(tmp_path, small_suite):
+    timing = {"resolution": 32, "batch_size": 1, "min_repeats": 2, "min_time_s": 0.0}
+    (tmp_path / "suite.toml").write_text(suite(small_suite, ["denoise", "super_resolution"], timing=timing))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["run", str(tmp_path / "suite.toml"), "--out", str(tmp_path), "--no-progress"]) == 0

@@ -19,37 +19,19 @@ pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE = """
-name = "tiny"
-seeds = [0, 1]
-{extra}
-[data]
-resolution = 16
-scale = 0.125
-images = 4
-eval_images = 1
-eval_crops = 4
-[model]
-latent_dim = 64
-width = 16
-[train]
-steps = 6
-batch_size = 2
-log_every = 2
-eval_every = 3
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "mix"
-terms = [{{ loss = "l1", weight = 0.5 }}, {{ loss = "mse", weight = 0.5 }}]
-"""
+@pytest.fixture(scope="session")
+def write_suite(tiny_suite):
+    """``write_suite(folder, head="") -> Path``: folder/tiny.toml, the tiny suite with two seeds, 6 steps evaluated
+    every 3, no timing settings, an entry mse and a mix of l1 and mse, and the top-level lines ``head``."""
 
+    def write(folder: Path, head: str = "") -> Path:
+        path = folder / "tiny.toml"
+        mix = {"name": "mix", "terms": [{"loss": "l1", "weight": 0.5}, {"loss": "mse", "weight": 0.5}]}
+        path.write_text(tiny_suite(["mse", mix], head=head, seeds=[0, 1], train={"steps": 6, "eval_every": 3},
+                                   timing=None))
+        return path
 
-def write_suite(folder: Path, extra: str = "") -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(SUITE.format(extra=extra))
-    return path
+    return write
 
 
 def run_folder(out: Path) -> Path:
@@ -58,7 +40,7 @@ def run_folder(out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory) -> Path:
+def logged_run(tmp_path_factory, write_suite) -> Path:
     root = tmp_path_factory.mktemp("logged")
     assert main(["run", str(write_suite(root)), "--out", str(root / "out"), "--no-timing", "--no-progress",
                  "--log-to", "tensorboard,mlflow"]) == 0
@@ -138,7 +120,8 @@ def test_bench_export_reproduces_what_log_to_wrote(logged_run):
     assert (tensorboard_scalars(logged_run), mlflow_scalars(logged_run, default_uri(logged_run))) == logged
 
 
-def test_an_unreachable_tracking_uri_is_reported_once_and_the_run_stays_complete(tmp_path, monkeypatch, capsys):
+def test_an_unreachable_tracking_uri_is_reported_once_and_the_run_stays_complete(tmp_path, monkeypatch, capsys,
+                                                                                write_suite):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     suite = write_suite(tmp_path, 'log_to = ["tensorboard", "mlflow"]\ntracking_uri = "http://127.0.0.1:9"')
@@ -158,7 +141,7 @@ def test_an_unreachable_tracking_uri_is_reported_once_and_the_run_stays_complete
     ('log_to = ["mlflow"]', 'needs the mlflow package, which is not installed\n  fix: pip install -e ".[trackers]"'),
 ])
 def test_a_tracker_that_is_unknown_or_not_installed_is_an_input_error(suite_line, message, tmp_path, monkeypatch,
-                                                                      capsys):
+                                                                      capsys, write_suite):
     import importlib.util
 
     find_spec = importlib.util.find_spec
@@ -170,7 +153,7 @@ def test_a_tracker_that_is_unknown_or_not_installed_is_an_input_error(suite_line
     assert f"{suite}: log_to" in err and message in err
 
 
-def test_without_the_option_no_tracker_is_imported_or_written(tmp_path):
+def test_without_the_option_no_tracker_is_imported_or_written(tmp_path, write_suite):
     suite, out = write_suite(tmp_path), tmp_path / "out"
     script = ("import sys\nfrom bench.cli import main\n"
               f"assert main(['run', {str(suite)!r}, '--out', {str(out)!r}, '--no-timing', '--no-progress']) == 0\n"

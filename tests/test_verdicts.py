@@ -196,31 +196,6 @@ def test_an_entry_that_learned_its_own_measure_but_not_psnr_learned_and_is_ranke
 
 # --- a real run: an entry that learns, and a broken one that cannot ------------------------------------------
 
-LEARN = """
-name = "learn"
-seeds = [0]
-[data]
-resolution = 32
-scale = 0.25
-eval_crops = 16
-[model]
-latent_dim = 192
-width = 64
-[train]
-steps = 200
-batch_size = 8
-lr = 2e-3
-log_every = 20
-eval_every = 20
-[[entry]]
-name = "mse"
-loss = "mse"
-[[entry]]
-name = "broken"
-loss = "test_ignores_target"
-"""
-
-
 class _IgnoresTarget(torch.nn.Module):
     """A loss with a bug: it never looks at the target, only pulls every pixel to mid-grey."""
 
@@ -229,11 +204,14 @@ class _IgnoresTarget(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def learn_run(tmp_path_factory):
+def learn_run(tmp_path_factory, small_suite):
     if "test_ignores_target" not in loss_names():
         register_loss("test_ignores_target", "test only: ignores the target")(lambda context: _IgnoresTarget())
     root = tmp_path_factory.mktemp("learn")
-    (root / "learn.toml").write_text(LEARN)
+    (root / "learn.toml").write_text(small_suite(
+        ["mse", {"name": "broken", "loss": "test_ignores_target"}], name="learn", data={"eval_crops": 16},
+        model={"latent_dim": 192, "width": 64},
+        train={"steps": 200, "batch_size": 8, "lr": 2e-3, "log_every": 20, "eval_every": 20}, metrics=None))
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         assert main(["run", str(root / "learn.toml"), "--out", str(root), "--no-progress", "--no-timing"]) == 0

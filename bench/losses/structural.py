@@ -1,7 +1,9 @@
 """Structural losses: 1 - SSIM, 1 - MS-SSIM, the MS-SSIM + L1 mix of Zhao et al., and an image-gradient loss.
 
-The SSIM family uses pytorch-msssim's per-scale SSIM (Gaussian window, valid convolution) and runs in
-float32 outside autocast: its variances are differences of means of squares, which cancel
+The SSIM family is computed here: a separable Gaussian window applied where it fits whole (valid
+convolution), K1 = 0.01 and K2 = 0.03, the statistics of Wang et al. 2004 and the scales of Wang et al. 2003.
+pytorch-msssim computes the same and is kept as an independent reference (tests, speed references). The family
+runs in float32 outside autocast: its variances are differences of means of squares, which cancel
 catastrophically in half precision.
 """
 
@@ -12,8 +14,6 @@ from typing import Union
 
 import torch
 import torch.nn.functional as F
-from pytorch_msssim import ssim
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim, gaussian_filter
 from torch import nn
 
 from bench.losses.checks import check_image_pair
@@ -39,9 +39,9 @@ def ssim_loss(
     check_image_pair(reconstruction, target)
     check_fits(min(reconstruction.shape[-2:]), win_size, levels=1)
     with torch.autocast(reconstruction.device.type, enabled=False):
-        index = ssim(_float32_or_wider(reconstruction), _float32_or_wider(target), data_range=data_range,
-                     win_size=win_size, win_sigma=win_sigma, K=(k1, k2))
-    return 1 - index
+        similarity, _ = ssim_statistics(_float32_or_wider(reconstruction), _float32_or_wider(target),
+                                        gaussian_window(win_size, win_sigma), data_range, (k1, k2))
+    return 1 - similarity.mean()
 
 
 def ms_ssim_index(
@@ -106,9 +106,8 @@ def ms_ssim_l1_loss(
     with torch.autocast(reconstruction.device.type, enabled=False):
         x, y = _float32_or_wider(reconstruction), _float32_or_wider(target)
         scale = 2 ** (levels - 1)
-        window = _fspecial_gauss_1d((win_size - 1) * scale + 1, win_sigma * scale)
-        window = window.repeat(x.shape[1], 1, 1, 1).to(x)
-        weighted_l1 = gaussian_filter((x - y).abs(), window).mean() / data_range
+        window = gaussian_window((win_size - 1) * scale + 1, win_sigma * scale)
+        weighted_l1 = gaussian_blur((x - y).abs(), window).mean() / data_range
     return alpha * structural + (1 - alpha) * weighted_l1
 
 
@@ -131,7 +130,7 @@ def gradient_loss(reconstruction: torch.Tensor, target: torch.Tensor, distance: 
 
 
 def check_fits(side: int, win_size: int, levels: int) -> None:
-    """Every scale must hold one whole window: side > (win_size - 1) * 2**(levels - 1), as pytorch-msssim asks."""
+    """Every scale must hold one whole window: side > (win_size - 1) * 2**(levels - 1)."""
     if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 1 or win_size % 2 == 0:
         raise ValueError(f"win_size must be a positive odd integer, got {win_size!r}")
     if side > (win_size - 1) * 2 ** (levels - 1):
@@ -184,18 +183,66 @@ def _float32_or_wider(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.promote_types(images.dtype, torch.float32))
 
 
+def gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    """The 1-D Gaussian of ``size`` taps centred on the middle one, summing to 1.
+
+    Built in float32 whatever the images' dtype, as pytorch-msssim builds it: in float64 the two then agree
+    to the last bit rather than to ~3e-8, so a test can tell any other difference from rounding.
+    """
+    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    taps = torch.exp(-(coords**2) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def gaussian_blur(images: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Each channel of N x C x H x W ``images`` filtered with ``window`` down the columns, then along the
+    rows, kept only where the window fits whole (valid): (H - size + 1) x (W - size + 1)."""
+    return _separable_valid(images, _per_channel(window, images))
+
+
+def ssim_statistics(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, data_range: float,
+                    k: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The means (N x C, one per image and channel) of the SSIM map and of its contrast-structure map.
+
+    Local means, variances and covariance are Gaussian-weighted over the valid region; the variances are
+    E[x^2] - E[x]^2, not clamped at 0 (on flat images they round to tiny negatives, which C2 dwarfs).
+    """
+    k1, k2 = k
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    kernel = _per_channel(window, x)  # placed once: five filterings share it
+    mean_x = _separable_valid(x, kernel)
+    mean_y = _separable_valid(y, kernel)
+    mean_x_sq, mean_y_sq, mean_xy = mean_x.pow(2), mean_y.pow(2), mean_x * mean_y
+    var_x = _separable_valid(x * x, kernel) - mean_x_sq
+    var_y = _separable_valid(y * y, kernel) - mean_y_sq
+    cov_xy = _separable_valid(x * y, kernel) - mean_xy
+    contrast_structure = (2 * cov_xy + c2) / (var_x + var_y + c2)
+    similarity = (2 * mean_xy + c1) / (mean_x_sq + mean_y_sq + c1) * contrast_structure
+    return similarity.flatten(2).mean(-1), contrast_structure.flatten(2).mean(-1)
+
+
+def _per_channel(window: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    # One 1 x size kernel per channel (grouped convolution), on the images' device and in their dtype.
+    return window.to(images).view(1, 1, 1, -1).repeat(images.shape[1], 1, 1, 1)
+
+
+def _separable_valid(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    channels = images.shape[1]
+    down_columns = F.conv2d(images, kernel.transpose(2, 3), groups=channels)
+    return F.conv2d(down_columns, kernel, groups=channels)
+
+
 def _ms_ssim(x, y, levels, win_size, win_sigma, k, data_range) -> torch.Tensor:
-    # pytorch_msssim.ms_ssim takes other weights but still asserts the 5-level minimum size (> 160 px at
-    # win_size 11), so its level loop is repeated here around its per-scale _ssim; at the same weights
-    # the two agree (tests pin it).
+    # The first ``levels`` of the standard weights, renormalised; each coarser scale is a 2x2 mean.
     weights = x.new_tensor(MS_SSIM_WEIGHTS[:levels])
     weights = weights / weights.sum()
-    window = _fspecial_gauss_1d(win_size, win_sigma).repeat(x.shape[1], 1, 1, 1)
+    window = gaussian_window(win_size, win_sigma)
     factors = []
     for level in range(levels):
-        similarity, contrast_structure = _ssim(x, y, data_range=data_range, win=window, K=k)
+        similarity, contrast_structure = ssim_statistics(x, y, window, data_range, k)
         if level < levels - 1:
-            # Negative contrast-structure to a fractional power is NaN; like pytorch-msssim, clip at 0.
+            # Negative contrast-structure to a fractional power is NaN: clip at 0, as pytorch-msssim does.
             factors.append(torch.relu(contrast_structure))
             padding = [side % 2 for side in x.shape[2:]]
             x = F.avg_pool2d(x, kernel_size=2, padding=padding)

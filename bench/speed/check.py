@@ -14,15 +14,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
 from bench.errors import BenchInputError
-from bench.results import write_atomic
-from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
+from bench.results import run_git, write_atomic
+from bench.speed.settings import ALPHA, MIN_FACTOR
+from bench.speed.stats import compare_samples
 
 REGENERATE = "python -m bench speed {suite} --device cpu --save-baseline {path}"
 _KEY = ["entry", "variant"]
@@ -85,11 +85,8 @@ def _code_commit() -> dict[str, Any]:
     root = Path(bench.__file__).parent.parent
 
     def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
+        done = run_git(root, *args)
+        return done.stdout.strip() if done and done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain", "--", "bench")

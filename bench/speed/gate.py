@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,21 +36,13 @@ import pandas as pd
 import bench
 from bench.errors import BenchInputError
 from bench.config.plugins import command_line_plugins
-from bench.speed.stats import ALPHA, MIN_FACTOR, compare_samples
+from bench.results import run_git
+from bench.speed.settings import ALPHA, MIN_FACTOR, GateSettings
+from bench.speed.stats import compare_samples
 from bench.config.suite import Suite
 
 WORKER = Path(__file__).with_name("gate_worker.py")
 SIDES = ("baseline", "candidate")
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    rounds: int = 15  # blocks per side and loss: Mann-Whitney's one-sided p can reach 1e-8 at 15 + 15
-    target_ms: float = 40.0  # shortest block; see README "Loss speed" for how it was chosen
-    processes: int = 2  # worker processes per side, taking rounds in turn (as asv's ``processes``)
-    min_factor: float = MIN_FACTOR
-    alpha: float = ALPHA
-    seed: int = 0
 
 
 def run_gate(suite: Suite, baseline_ref: str, *, candidate_ref: str | None = None, device: str = "cpu",
@@ -62,7 +53,8 @@ def run_gate(suite: Suite, baseline_ref: str, *, candidate_ref: str | None = Non
     samples): one row per entry, one row per timed block."""
     if settings.rounds < 2 or settings.target_ms <= 0 or settings.processes < 1:
         raise BenchInputError(f"need at least 2 rounds, 1 process and a positive block time, got {settings}",
-                              where="command line", fix="e.g. --rounds 15 --processes 2")
+                              where="command line",
+                              fix=f"e.g. --rounds {GateSettings.rounds} --processes {GateSettings.processes}")
     with tempfile.TemporaryDirectory(prefix="lossbench-gate-") as checkouts:
         roots = {"baseline": Path(checkouts) / "baseline", "candidate": Path(bench.__file__).parent.parent}
         commits = {"baseline": extract_revision(baseline_ref, repo, roots["baseline"]), "candidate": "running code"}
@@ -103,8 +95,7 @@ def verdict_table(samples: pd.DataFrame, *, suite_order: list[str], min_factor: 
 def extract_revision(ref: str, repo: Path, into: Path) -> str:
     """Put the ``bench`` package of git revision ``ref`` under ``into``; return the full commit hash."""
     commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", what=f"revision {ref!r}").strip()
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "bench"],
-                             capture_output=True, check=False)
+    archive = _git_run(repo, "archive", "--format=tar", commit, "bench", text=False)
     if archive.returncode:
         raise BenchInputError(f"commit {commit[:12]} has no bench package ({archive.stderr.decode().strip()})",
                               where=f"--against {ref}", fix="name a LossBench commit")
@@ -113,12 +104,16 @@ def extract_revision(ref: str, repo: Path, into: Path) -> str:
     return commit
 
 
-def _git(repo: Path, *args: str, what: str) -> str:
-    try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
+def _git_run(repo: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
+    done = run_git(repo, *args, text=text)
+    if done is None:
         raise BenchInputError("git is not installed", where="--against",
-                              fix="install git; the gate takes the baseline code from the repository's history") from None
+                              fix="install git; the gate takes the baseline code from the repository's history")
+    return done
+
+
+def _git(repo: Path, *args: str, what: str) -> str:
+    done = _git_run(repo, *args)
     if done.returncode:
         raise BenchInputError(f"{what} is not in the history of {repo.resolve()}", where="--against",
                               fix="run from a full clone of the repository (not --depth 1; `git fetch --unshallow` "

@@ -18,9 +18,8 @@ import numpy as np
 from scipy import stats
 
 from bench.evaluate.stats import CONFIDENCE
+from bench.speed.settings import ALPHA, MIN_FACTOR
 
-MIN_FACTOR = 1.25
-ALPHA = 0.01  # the gate's level: a false alarm fails CI, so it asks for stronger evidence than a verdict
 VERDICTS = ("ok", "SLOWER", "faster", "new", "missing")
 
 

@@ -92,3 +92,23 @@ def with_timing(suite: Suite, **changes) -> Suite:
     """``suite`` with timing settings changed (CLI --batch / --resolution)."""
     changes = {key: value for key, value in changes.items() if value is not None}
     return dataclasses.replace(suite, timing=dataclasses.replace(suite.timing, **changes)) if changes else suite
+
+
+def format_speed(speed: pd.DataFrame) -> str:
+    """speed.csv's rows as the table ``python -m bench speed`` prints: median ms per phase, images/s and peak
+    memory per entry x variant, then one line per timed training step."""
+    steps = speed[speed["phase"] == "train_step"]
+    speed = speed[speed["phase"] != "train_step"]
+    table = speed.pivot_table(index=["entry", "variant"], columns="phase", values="median_ms", sort=False)
+    totals = speed[speed["phase"] == "total"].set_index(["entry", "variant"])
+    table = table.rename(columns=lambda phase: f"{phase}_ms")
+    table["images_per_s"] = totals["images_per_s"]
+    table["peak_mem_mb"] = totals["peak_mem_mb"]
+    first = speed.iloc[0]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+        lines = [f"\nmedian ms at {first['batch_size']}x3x{first['resolution']}x{first['resolution']} on "
+                 f"{first['device_name']} ({first['threads']} threads); memory: {first['memory_method']}",
+                 table[["forward_ms", "backward_ms", "total_ms", "images_per_s", "peak_mem_mb"]].to_string()]
+    lines += [f"training step ({step['variant']}, batch {step['batch_size']} at {step['resolution']}px): "
+              f"{step['median_ms']:.4g} ms, {step['images_per_s']:.4g} images/s" for _, step in steps.iterrows()]
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import copy
 import io
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -74,18 +74,11 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     side = spec.data.resolution
     schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in images.train], side, spec.train.batch_size,
                              spec.train.steps, spec.seed, spec.data.flip, spec.data.rotate)
-    saved = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.is_file() else {}
-    if saved:
-        model.load_state_dict(saved["model"])
-        if learnable:
-            loss_fn.load_state_dict(saved["loss"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if averaged is not None:
-            averaged.load_state_dict(saved["averaged"])
-    history: list[dict] = saved.get("history", [])
-    done_steps, skipped_steps = saved.get("step", 0), saved.get("skipped_steps", 0)
+    stateful = dict(model=model, optimizer=optimizer, learned_loss=loss_fn if learnable else None, averaged=averaged)
+    resumed = restore_checkpoint(checkpoint, device, **stateful)
+    history, done_steps, skipped_steps = resumed.history, resumed.step, resumed.skipped_steps
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
-    started, eval_seconds = time.perf_counter() - saved.get("seconds", 0.0), 0.0  # eval time is left out
+    started, eval_seconds = time.perf_counter() - resumed.seconds, 0.0  # eval time is left out
     progress = step_progress(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
                              enabled=show_progress)
     for step, crops in enumerate(progress, start=1):
@@ -127,16 +120,52 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
             progress.set_postfix(loss=f"{row['loss']:.4g}")
         if checkpoint and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0 and not is_last:
             if non_finite.item():
-                raise Diverged(step)
-            buffer = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "loss": loss_fn.state_dict() if learnable else None,
-                        "averaged": averaged.state_dict() if averaged is not None else None,
-                        "history": history, "skipped_steps": skipped_steps,
-                        "seconds": time.perf_counter() - started - eval_seconds}, buffer)
-            write_atomic(checkpoint, buffer.getvalue())
+                raise Diverged(step)  # a checkpoint of NaN weights would only diverge again on resume
+            state = CheckpointState(step, history, skipped_steps, time.perf_counter() - started - eval_seconds)
+            save_checkpoint(checkpoint, state, **stateful)
     progress.close()
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
     return TrainResult(model=evaluated, history=history, seconds=time.perf_counter() - started - eval_seconds,
-                       skipped_steps=skipped_steps, loss=loss_fn, resumed_from_step=saved.get("step", 0))
+                       skipped_steps=skipped_steps, loss=loss_fn, resumed_from_step=resumed.step)
+
+
+@dataclass
+class CheckpointState:
+    """Where a training stands: its last step, the history rows logged so far, the steps skipped for a NaN/inf
+    loss and the training seconds spent (evaluation left out)."""
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    skipped_steps: int = 0
+    seconds: float = 0.0
+
+
+def save_checkpoint(path: Path, state: CheckpointState, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    learned_loss: nn.Module | None, averaged: WeightAverage | None) -> None:
+    """Write (atomically) all that training needs to continue after ``state.step`` as if it had never
+    stopped: the weights, the optimizer's moments, the loss's learned parameters, the weight average."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": state.step,
+                "loss": learned_loss.state_dict() if learned_loss is not None else None,
+                "averaged": averaged.state_dict() if averaged is not None else None,
+                "history": state.history, "skipped_steps": state.skipped_steps, "seconds": state.seconds}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def restore_checkpoint(path: Path | None, device: torch.device, *, model: nn.Module,
+                       optimizer: torch.optim.Optimizer, learned_loss: nn.Module | None,
+                       averaged: WeightAverage | None) -> CheckpointState:
+    """Load what ``save_checkpoint`` wrote at ``path`` into the same objects and return where training stood;
+    a fresh start (step 0) when there is no such file."""
+    if path is None or not path.is_file():
+        return CheckpointState()
+    saved = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(saved["model"])
+    if learned_loss is not None:
+        learned_loss.load_state_dict(saved["loss"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if averaged is not None:
+        averaged.load_state_dict(saved["averaged"])
+    return CheckpointState(saved.get("step", 0), saved.get("history", []), saved.get("skipped_steps", 0),
+                           saved.get("seconds", 0.0))
