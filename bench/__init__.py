@@ -49,8 +49,19 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:
-    from bench.api import (RecoveryResult, RunResult, SpeedResult, build_suite, load_suite, open_run, recover, run,
-                           run_speed, time_losses, with_overrides)
+    from bench.api import (
+        RecoveryResult,
+        RunResult,
+        SpeedResult,
+        build_suite,
+        load_suite,
+        open_run,
+        recover,
+        run,
+        run_speed,
+        time_losses,
+        with_overrides,
+    )
     from bench.errors import BenchInputError
     from bench.losses.measures import DesignSize, Measure
     from bench.losses.registry import LossContext, loss_names, register_loss

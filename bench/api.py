@@ -20,8 +20,15 @@ from bench.errors import BenchInputError
 from bench.config.plugins import load_plugins
 from bench.results import task_folders
 from bench.trackers import check_trackers, export_run
-from bench.config.suite import (Suite, _parse_seeds, load_suite as _load_suite_file, model_config, parse_suite, task_suites,
-                                without_profile_seeds)
+from bench.config.suite import (
+    Suite,
+    _parse_seeds,
+    load_suite as _load_suite_file,
+    model_config,
+    parse_suite,
+    task_suites,
+    without_profile_seeds,
+)
 
 try:
     import tomllib
@@ -39,8 +46,14 @@ def load_suite(path: str | Path, *, plugins: Iterable[str] = ()) -> Suite:
     return _load_suite_file(path)
 
 
-def build_suite(entries: EntriesLike, *, name: str = "python_suite", base_dir: str | Path = ".",
-                plugins: Iterable[str] = (), **settings: Any) -> Suite:
+def build_suite(
+    entries: EntriesLike,
+    *,
+    name: str = "python_suite",
+    base_dir: str | Path = ".",
+    plugins: Iterable[str] = (),
+    **settings: Any,
+) -> Suite:
     """A suite built in Python, checked exactly as a suite file is.
 
     ``entries``: loss names (``["mse", "ssim"]``), a mapping of entry name to a loss name or to the entry's
@@ -58,15 +71,28 @@ def build_suite(entries: EntriesLike, *, name: str = "python_suite", base_dir: s
     try:
         text = tomli_w.dumps(raw)
     except TypeError as error:
-        raise BenchInputError(f"a setting is not plain data: {error}", where=where,
-                              fix="use strings, numbers, booleans, lists and dicts only") from None
-    return parse_suite(tomllib.loads(text), path=Path(base_dir).resolve() / f"{name}.toml",
-                       sha256=hashlib.sha256(text.encode()).hexdigest(), text=text)
+        raise BenchInputError(
+            f"a setting is not plain data: {error}",
+            where=where,
+            fix="use strings, numbers, booleans, lists and dicts only",
+        ) from None
+    return parse_suite(
+        tomllib.loads(text),
+        path=Path(base_dir).resolve() / f"{name}.toml",
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        text=text,
+    )
 
 
-def with_overrides(suite: Suite, *, device: str | None = None, steps: int | None = None,
-                   only: Sequence[str] | str | None = None, seed: int | None = None,
-                   seeds: int | None = None) -> Suite:
+def with_overrides(
+    suite: Suite,
+    *,
+    device: str | None = None,
+    steps: int | None = None,
+    only: Sequence[str] | str | None = None,
+    seed: int | None = None,
+    seeds: int | None = None,
+) -> Suite:
     """``suite`` with the command line's overrides applied; they win over device profiles."""
     changes: dict[str, Any] = {}
     if device:
@@ -86,14 +112,19 @@ def with_overrides(suite: Suite, *, device: str | None = None, steps: int | None
         known = {entry.name for entry in suite.entries}
         unknown = [name for name in wanted if name not in known]
         if unknown:
-            raise BenchInputError(f"--only names unknown entries {unknown}", where=f"{suite.path}",
-                                  fix=f"entries of this suite: {', '.join(sorted(known))}")
+            raise BenchInputError(
+                f"--only names unknown entries {unknown}",
+                where=f"{suite.path}",
+                fix=f"entries of this suite: {', '.join(sorted(known))}",
+            )
         changes["entries"] = tuple(entry for entry in suite.entries if entry.name in wanted)
     if steps is not None:
         if steps < 1:
             raise BenchInputError(f"--steps must be at least 1, got {steps}", where="--steps", fix="e.g. --steps 50")
-        changes["profiles"] = {name: {**table, "train": {**table.get("train", {}), "steps": steps}}
-                               for name, table in suite.profiles.items()}
+        changes["profiles"] = {
+            name: {**table, "train": {**table.get("train", {}), "steps": steps}}
+            for name, table in suite.profiles.items()
+        }
         changes["train"] = dataclasses.replace(suite.train, steps=steps)
     return dataclasses.replace(suite, **changes)
 
@@ -138,17 +169,38 @@ def open_run(folder: str | Path) -> RunResult:
     """The tables of a run folder written earlier (``results/<suite>/<timestamp>/``)."""
     folder = Path(folder)
     if not (folder / "environment.json").is_file():
-        raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
-                              fix="pass a folder under results/<suite>/ that a run created")
+        raise BenchInputError(
+            "not a run folder (no environment.json)",
+            where=str(folder),
+            fix="pass a folder under results/<suite>/ that a run created",
+        )
     return RunResult(folder)
 
 
-def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), timing: bool = True,
-        progress: bool = True, resume: str | Path | None = None, force: bool = False, fail_fast: bool = False,
-        workers: int = 1, ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-        concurrent: int | None = None, threads: int | None = None, report: bool = True,
-        model: Callable[..., Any] | None = None, log_to: Sequence[str] | None = None, tracking_uri: str | None = None,
-        argv: Sequence[str] | None = None, log: Callable[[str], None] = print, **overrides: Any) -> RunResult:
+def run(
+    suite: SuiteLike,
+    *,
+    out: str | Path = "results",
+    plugins: Iterable[str] = (),
+    timing: bool = True,
+    progress: bool = True,
+    resume: str | Path | None = None,
+    force: bool = False,
+    fail_fast: bool = False,
+    workers: int = 1,
+    ray_address: str | None = None,
+    gpus: str | None = None,
+    deterministic: bool = False,
+    concurrent: int | None = None,
+    threads: int | None = None,
+    report: bool = True,
+    model: Callable[..., Any] | None = None,
+    log_to: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    argv: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+    **overrides: Any,
+) -> RunResult:
     """Train, evaluate and time every entry of ``suite`` (a ``Suite`` or a suite file's path) and write a run
     folder under ``out``, as ``python -m bench run`` does; returns its tables.
 
@@ -176,14 +228,17 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     suites = [with_overrides(task_suite, **overrides) for task_suite in task_suites(suite)]
     if model is not None:
         if workers > 1 or ray_address is not None or (concurrent or 1) > 1:
-            raise BenchInputError("a model factory passed to run() exists in this process only, not in worker "
-                                  "processes", where="run(model=...)",
-                                  fix="register it in a plugin file (@bench.register_model) and pass plugins=[that "
-                                      "file] and the model's name in [model], or leave concurrent and workers unset")
+            raise BenchInputError(
+                "a model factory passed to run() exists in this process only, not in worker processes",
+                where="run(model=...)",
+                fix="register it in a plugin file (@bench.register_model) and pass plugins=[that "
+                "file] and the model's name in [model], or leave concurrent and workers unset",
+            )
         concurrent = 1
         name = _registered_factory(model)
-        suites = [dataclasses.replace(s, model=model_config({"name": name}, s.model, where="run(model=...)"))
-                  for s in suites]
+        suites = [
+            dataclasses.replace(s, model=model_config({"name": name}, s.model, where="run(model=...)")) for s in suites
+        ]
     suite = suites[0]
     trackers = check_trackers(log_to, where="--log-to") if log_to is not None else suite.log_to
     if workers < 1:
@@ -192,17 +247,35 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
         if value is not None and value < 1:
             raise BenchInputError(f"{name} must be at least 1, got {value}", where=name, fix=f"e.g. {name} 2")
     if concurrent is not None and (workers > 1 or ray_address is not None):
-        raise BenchInputError("--concurrent packs trainings on this machine's device; Ray runs use --workers",
-                              where="--concurrent", fix="drop --concurrent, or drop --workers/--ray-address")
+        raise BenchInputError(
+            "--concurrent packs trainings on this machine's device; Ray runs use --workers",
+            where="--concurrent",
+            fix="drop --concurrent, or drop --workers/--ray-address",
+        )
     if force and not resume:
         raise BenchInputError("--force only applies with --resume", where="command line", fix="drop --force")
     if gpus is not None and workers == 1 and ray_address is None:
-        raise BenchInputError("--gpus only applies to Ray runs", where="--gpus",
-                              fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N")
-    options = dict(results_root=Path(out), argv=list(argv) if argv is not None else ["run", str(suite.path)],
-                   timing=timing, show_progress=progress, resume=Path(resume) if resume else None, force=force,
-                   fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
-                   deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
+        raise BenchInputError(
+            "--gpus only applies to Ray runs",
+            where="--gpus",
+            fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N",
+        )
+    options = dict(
+        results_root=Path(out),
+        argv=list(argv) if argv is not None else ["run", str(suite.path)],
+        timing=timing,
+        show_progress=progress,
+        resume=Path(resume) if resume else None,
+        force=force,
+        fail_fast=fail_fast,
+        workers=workers,
+        ray_address=ray_address,
+        gpus=gpus,
+        deterministic=deterministic,
+        concurrent=concurrent,
+        threads=threads,
+        log=log,
+    )
     outcome = run_tasks(suites, **options) if len(suites) > 1 else run_at_rates(suite, **options)
     if report:
         from bench.report import write_report
@@ -214,9 +287,16 @@ def run(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str]
     return RunResult(outcome.folder)
 
 
-def time_losses(losses: SuiteLike | EntriesLike, *, device: str | None = None, resolution: int | None = None,
-                batch_size: int | None = None, variants: Sequence[str] | None = None, plugins: Iterable[str] = (),
-                log: Callable[[str], None] = print) -> pd.DataFrame:
+def time_losses(
+    losses: SuiteLike | EntriesLike,
+    *,
+    device: str | None = None,
+    resolution: int | None = None,
+    batch_size: int | None = None,
+    variants: Sequence[str] | None = None,
+    plugins: Iterable[str] = (),
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Each loss's forward and backward time (``speed.csv``'s rows) on random images, no training.
 
     ``losses``: a ``Suite``, a suite file's path, or entries as ``build_suite`` takes them (``["mse",
@@ -234,8 +314,12 @@ def time_losses(losses: SuiteLike | EntriesLike, *, device: str | None = None, r
     else:
         suite = build_suite(losses, name="time_losses")
     resolved = resolve_device(device or suite.device)
-    suite = with_timing(suite_for_device(suite, resolved.type), batch_size=batch_size, resolution=resolution,
-                        variants=tuple(variants) if variants else None)
+    suite = with_timing(
+        suite_for_device(suite, resolved.type),
+        batch_size=batch_size,
+        resolution=resolution,
+        variants=tuple(variants) if variants else None,
+    )
     validate_settings(suite, where="time_losses")
     return time_suite(suite, resolved, log=log)
 
@@ -250,11 +334,22 @@ class SpeedResult:
     references: pd.DataFrame
 
 
-def run_speed(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), device: str | None = None,
-              only: Sequence[str] | str | None = None, batch_size: int | None = None, resolution: int | None = None,
-              variants: Sequence[str] | None = None, train_step: bool = False, references: bool = False,
-              save_baseline: str | Path | None = None, argv: Sequence[str] | None = None,
-              log: Callable[[str], None] = print) -> SpeedResult:
+def run_speed(
+    suite: SuiteLike,
+    *,
+    out: str | Path = "results",
+    plugins: Iterable[str] = (),
+    device: str | None = None,
+    only: Sequence[str] | str | None = None,
+    batch_size: int | None = None,
+    resolution: int | None = None,
+    variants: Sequence[str] | None = None,
+    train_step: bool = False,
+    references: bool = False,
+    save_baseline: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> SpeedResult:
     """Time every entry's loss (fwd, bwd, fwd+bwd; no training) at the suite's timing settings and write
     speed.csv to a new run folder under ``out``, as ``python -m bench speed`` does; the table goes to ``log``.
 
@@ -274,16 +369,20 @@ def run_speed(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterabl
     requested = with_overrides(suite, device=device, only=only)
     torch_device = resolve_device(requested.device)
     variants = tuple(variants) if variants else None
-    timed = with_timing(suite_for_device(requested, torch_device.type), batch_size=batch_size, resolution=resolution,
-                        variants=variants)
+    timed = with_timing(
+        suite_for_device(requested, torch_device.type), batch_size=batch_size, resolution=resolution, variants=variants
+    )
     validate_settings(timed, where="command line")
     folder = results.new_run_folder(Path(out), timed.name)
     results.copy_suite(timed, folder)
     command = list(argv) if argv is not None else ["speed", str(requested.path)]
-    results.write_json(folder / "environment.json",
-                       results.environment(torch_device, timed, profile_name(requested, torch_device.type), command))
-    speed = time_losses(requested, device=str(torch_device), batch_size=batch_size, resolution=resolution,
-                        variants=variants, log=log)
+    results.write_json(
+        folder / "environment.json",
+        results.environment(torch_device, timed, profile_name(requested, torch_device.type), command),
+    )
+    speed = time_losses(
+        requested, device=str(torch_device), batch_size=batch_size, resolution=resolution, variants=variants, log=log
+    )
     if train_step:
         speed = pd.concat([speed, time_training_step(timed, torch_device, timed.timing.variants)], ignore_index=True)
     results.write_table(folder, "speed", speed)
@@ -313,16 +412,25 @@ def _registered_factory(factory: Callable[..., Any]) -> str:
 
     name = getattr(factory, "__name__", "")
     if not callable(factory) or not name.isidentifier():
-        raise BenchInputError(f"model must be a named function or class, got {factory!r}", where="run(model=...)",
-                              fix="def my_model(context, width=16): return MyNet(context.channels, width)")
+        raise BenchInputError(
+            f"model must be a named function or class, got {factory!r}",
+            where="run(model=...)",
+            fix="def my_model(context, width=16): return MyNet(context.channels, width)",
+        )
     if name in model_names():
         if get_model_info(name).factory is factory:
             return name
-        raise BenchInputError(f"a model named {name!r} is registered already, by {get_model_info(name).source}",
-                              where="run(model=...)", fix="rename the factory")
+        raise BenchInputError(
+            f"a model named {name!r} is registered already, by {get_model_info(name).source}",
+            where="run(model=...)",
+            fix="rename the factory",
+        )
     parameters = list(inspect.signature(factory).parameters.values())[1:]  # the first is the context
-    defaults = {parameter.name: parameter.default for parameter in parameters
-                if parameter.default is not inspect.Parameter.empty}
+    defaults = {
+        parameter.name: parameter.default
+        for parameter in parameters
+        if parameter.default is not inspect.Parameter.empty
+    }
     summary = (inspect.getdoc(factory) or "a model factory given to bench.run").splitlines()[0]
     with registering_as(f"Python API ({getattr(factory, '__module__', '?')})"):
         register_model(name, summary, **defaults)(factory)
@@ -331,11 +439,16 @@ def _registered_factory(factory: Callable[..., Any]) -> str:
 
 def _entry_tables(entries: EntriesLike) -> list[dict[str, Any]]:
     if isinstance(entries, Mapping):
-        return [{"name": name, **({"loss": body} if isinstance(body, str) else dict(body))}
-                for name, body in entries.items()]
+        return [
+            {"name": name, **({"loss": body} if isinstance(body, str) else dict(body))}
+            for name, body in entries.items()
+        ]
     if isinstance(entries, str):
-        raise BenchInputError(f"entries must be a list or a mapping, got the string {entries!r}",
-                              where="build_suite", fix=f"e.g. [{entries!r}]")
+        raise BenchInputError(
+            f"entries must be a list or a mapping, got the string {entries!r}",
+            where="build_suite",
+            fix=f"e.g. [{entries!r}]",
+        )
     return [{"name": entry, "loss": entry} if isinstance(entry, str) else dict(entry) for entry in entries]
 
 
@@ -353,9 +466,16 @@ class RecoveryResult:
         return self.folder / PAGE
 
 
-def recover(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[str] = (), device: str | None = None,
-            only: Sequence[str] | str | None = None, log: Callable[[str], None] = print,
-            **settings: Any) -> RecoveryResult:
+def recover(
+    suite: SuiteLike,
+    *,
+    out: str | Path = "results",
+    plugins: Iterable[str] = (),
+    device: str | None = None,
+    only: Sequence[str] | str | None = None,
+    log: Callable[[str], None] = print,
+    **settings: Any,
+) -> RecoveryResult:
     """The reference-recovery diagnostic (``python -m bench recover``): each entry's loss minimised over the
     pixels of held-out crops, from white noise, a blurred and a JPEG copy; writes recovery.csv and recovery.html
     under ``out`` and returns them. ``settings``: fields of ``bench.evaluate.recover.RecoverySettings`` (steps,
@@ -372,8 +492,11 @@ def recover(suite: SuiteLike, *, out: str | Path = "results", plugins: Iterable[
     suite = with_overrides(suite, device=device, only=only)
     unknown = set(settings) - {field.name for field in dataclasses.fields(RecoverySettings)}
     if unknown:
-        raise BenchInputError(f"unknown recovery settings {sorted(unknown)}", where="bench.recover",
-                              fix=f"use {', '.join(field.name for field in dataclasses.fields(RecoverySettings))}")
+        raise BenchInputError(
+            f"unknown recovery settings {sorted(unknown)}",
+            where="bench.recover",
+            fix=f"use {', '.join(field.name for field in dataclasses.fields(RecoverySettings))}",
+        )
     chosen = RecoverySettings(**settings)
     chosen.validate()
     torch_device = resolve_device(suite.device)

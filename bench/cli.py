@@ -34,42 +34,70 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="LossBench: train one autoencoder per reconstruction loss (or mix of losses) and compare "
-                    "their quality and cost. Results go to results/<suite>/<timestamp>/.",
+        "their quality and cost. Results go to results/<suite>/<timestamp>/.",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="train, evaluate and time every entry of a suite",
-                              description="Train an identical autoencoder for every entry (x seed) of SUITE, "
-                                          "evaluate it on held-out images, time each loss, write the tables.")
+    run = commands.add_parser(
+        "run",
+        help="train, evaluate and time every entry of a suite",
+        description="Train an identical autoencoder for every entry (x seed) of SUITE, "
+        "evaluate it on held-out images, time each loss, write the tables.",
+    )
     run.add_argument("suite", type=Path, help="suite file (.toml), e.g. suites/all_losses.toml")
     _add_suite_overrides(run)
     run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                     help="continue an interrupted run in RUN_DIR: entries already complete are kept, the rest run")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run in RUN_DIR: entries already complete are kept, the rest run",
+    )
     run.add_argument("--force", action="store_true", help="with --resume: continue even if the suite changed")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first entry that fails")
-    run.add_argument("--deterministic", action="store_true",
-                     help="GPU: deterministic kernels only (slower); CPU runs are deterministic already")
+    run.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="GPU: deterministic kernels only (slower); CPU runs are deterministic already",
+    )
     run.add_argument("--no-timing", action="store_true", help="skip the loss speed measurement")
-    run.add_argument("--concurrent", type=_at_least_one, metavar="N",
-                     help="trainings at once on this machine's device, each in a worker process (default: chosen "
-                          "from the device, its memory and each entry's measured step; 1: all in this process)")
-    run.add_argument("--threads", type=_at_least_one, metavar="T",
-                     help="CPU threads per training (default: the cores shared out among the trainings at once); "
-                          "results on a CPU depend on this, not on --concurrent")
-    scale = run.add_argument_group("scale out with Ray (pip install -e \".[distributed]\")")
-    scale.add_argument("--workers", type=int, default=1, help="run N trainings at once on a local Ray instance "
-                                                              "(one GPU each on a GPU machine)")
+    run.add_argument(
+        "--concurrent",
+        type=_at_least_one,
+        metavar="N",
+        help="trainings at once on this machine's device, each in a worker process (default: chosen "
+        "from the device, its memory and each entry's measured step; 1: all in this process)",
+    )
+    run.add_argument(
+        "--threads",
+        type=_at_least_one,
+        metavar="T",
+        help="CPU threads per training (default: the cores shared out among the trainings at once); "
+        "results on a CPU depend on this, not on --concurrent",
+    )
+    scale = run.add_argument_group('scale out with Ray (pip install -e ".[distributed]")')
+    scale.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N trainings at once on a local Ray instance (one GPU each on a GPU machine)",
+    )
     scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
     scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_tracker_options(run, "--log-to", "also write the finished run to these trackers, e.g. tensorboard,mlflow "
-                                          "(instead of the suite's log_to)")
+    _add_tracker_options(
+        run,
+        "--log-to",
+        "also write the finished run to these trackers, e.g. tensorboard,mlflow (instead of the suite's log_to)",
+    )
     _add_plugin_option(run)
     run.set_defaults(handler=_cmd_run)
 
-    validate = commands.add_parser("validate", help="check a suite file without running it",
-                                   description="Parse SUITE and report the first problem (exit 2) or a plan summary.")
+    validate = commands.add_parser(
+        "validate",
+        help="check a suite file without running it",
+        description="Parse SUITE and report the first problem (exit 2) or a plan summary.",
+    )
     validate.add_argument("suite", type=Path)
     _add_suite_overrides(validate)
     _add_plugin_option(validate)
@@ -79,9 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_option(listing)
     listing.set_defaults(handler=_cmd_list)
 
-    speed = commands.add_parser("speed", help="time each loss's forward and backward pass (no training)",
-                                description="Time every entry's loss (fwd, bwd, fwd+bwd) at the suite's timing "
-                                            "settings; write speed.csv to a new run folder and print a table.")
+    speed = commands.add_parser(
+        "speed",
+        help="time each loss's forward and backward pass (no training)",
+        description="Time every entry's loss (fwd, bwd, fwd+bwd) at the suite's timing "
+        "settings; write speed.csv to a new run folder and print a table.",
+    )
     speed.add_argument("suite", type=Path)
     speed.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N"')
     speed.add_argument("--only", help="comma-separated entry names")
@@ -89,60 +120,101 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch", type=int, help="timing batch size")
     speed.add_argument("--resolution", type=int, help="timing resolution (default: the suite's, 512)")
     speed.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
-    speed.add_argument("--train-step", action="store_true",
-                       help="also time the model's training step (fwd+bwd) at the training size, per variant")
-    speed.add_argument("--references", action="store_true",
-                       help="also time other installed implementations (pytorch-msssim, piq, kornia, torchmetrics, "
-                            "lpips, focal-frequency-loss; on CUDA fussim, fused-ssim) of the same losses; "
-                            "writes speed_references.csv")
-    speed.add_argument("--save-baseline", type=Path, metavar="FILE",
-                       help="also save a baseline record (times and the code's commit) to FILE")
-    speed.add_argument("--check", type=Path, metavar="BASELINE", help="then run `bench check` against BASELINE, "
-                                                                       "a run folder or speed.csv")
+    speed.add_argument(
+        "--train-step",
+        action="store_true",
+        help="also time the model's training step (fwd+bwd) at the training size, per variant",
+    )
+    speed.add_argument(
+        "--references",
+        action="store_true",
+        help="also time other installed implementations (pytorch-msssim, piq, kornia, torchmetrics, "
+        "lpips, focal-frequency-loss; on CUDA fussim, fused-ssim) of the same losses; "
+        "writes speed_references.csv",
+    )
+    speed.add_argument(
+        "--save-baseline",
+        type=Path,
+        metavar="FILE",
+        help="also save a baseline record (times and the code's commit) to FILE",
+    )
+    speed.add_argument(
+        "--check",
+        type=Path,
+        metavar="BASELINE",
+        help="then run `bench check` against BASELINE, a run folder or speed.csv",
+    )
     _add_verdict_options(speed)
     _add_plugin_option(speed)
     speed.set_defaults(handler=_cmd_speed, seed=None, seeds=None, steps=None)
 
     check = commands.add_parser(
-        "check", help="fail (exit 1) when a loss got slower",
+        "check",
+        help="fail (exit 1) when a loss got slower",
         description="Exit 1 when a loss is slower than its baseline by more than --min-factor AND a one-sided "
-                    "Mann-Whitney U test says so at --alpha. With --against REV (what CI runs): time SUITE's "
-                    "losses from the code of git revision REV and from the running code, interleaved on this "
-                    "machine now. With --baseline: compare two speed tables already timed (both on one machine).")
-    check.add_argument("source", type=Path, help="with --against: a suite file; with --baseline: the candidate's "
-                                                 "run folder or speed.csv")
+        "Mann-Whitney U test says so at --alpha. With --against REV (what CI runs): time SUITE's "
+        "losses from the code of git revision REV and from the running code, interleaved on this "
+        "machine now. With --baseline: compare two speed tables already timed (both on one machine).",
+    )
+    check.add_argument(
+        "source",
+        type=Path,
+        help="with --against: a suite file; with --baseline: the candidate's run folder or speed.csv",
+    )
     mode = check.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--against", metavar="REV", help="a git revision (commit, tag, branch), or a baseline record "
-                                                       "JSON whose commit to use, e.g. results/baselines/cpu.json")
+    mode.add_argument(
+        "--against",
+        metavar="REV",
+        help="a git revision (commit, tag, branch), or a baseline record "
+        "JSON whose commit to use, e.g. results/baselines/cpu.json",
+    )
     mode.add_argument("--baseline", type=Path, help="the baseline's run folder or speed.csv")
     gate = check.add_argument_group("with --against")
     gate.add_argument("--candidate", metavar="REV", help="time this git revision's code instead of the running code")
     defaults = GateSettings()
-    gate.add_argument("--rounds", type=int, default=defaults.rounds,
-                      help=f"interleaved timing blocks per side and loss (default {defaults.rounds})")
-    gate.add_argument("--block-ms", type=float, default=defaults.target_ms,
-                      help=f"shortest timing block, ms (default {defaults.target_ms:g})")
-    gate.add_argument("--processes", type=int, default=defaults.processes,
-                      help=f"worker processes per side (default {defaults.processes})")
+    gate.add_argument(
+        "--rounds",
+        type=int,
+        default=defaults.rounds,
+        help=f"interleaved timing blocks per side and loss (default {defaults.rounds})",
+    )
+    gate.add_argument(
+        "--block-ms",
+        type=float,
+        default=defaults.target_ms,
+        help=f"shortest timing block, ms (default {defaults.target_ms:g})",
+    )
+    gate.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.processes,
+        help=f"worker processes per side (default {defaults.processes})",
+    )
     gate.add_argument("--device", default="cpu", help='"cpu" (default), "cuda" or "cuda:N"')
     gate.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
     _add_verdict_options(check)
     _add_plugin_option(check)
     check.set_defaults(handler=_cmd_check)
 
-    report = commands.add_parser("report", help="(re)build report.html of a run folder from its tables",
-                                 description="Write RUN_DIR/report.html from the CSV tables alone (no re-training).")
+    report = commands.add_parser(
+        "report",
+        help="(re)build report.html of a run folder from its tables",
+        description="Write RUN_DIR/report.html from the CSV tables alone (no re-training).",
+    )
     report.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
     report.add_argument("--sort-by", default="psnr", help="summary column to sort the table by (default: psnr)")
     report.set_defaults(handler=_cmd_report)
 
-    recover = commands.add_parser("recover", help="reference recovery: optimise pixels toward held-out photographs "
-                                                  "under each loss, from noise, blur and JPEG",
-                                  description="For each entry of SUITE, minimise its loss over an image's pixels "
-                                              "(Adam, cosine-decaying rate, clamped to [0, 1]) toward held-out "
-                                              "photographs at the loss's design size, from white noise, a blurred "
-                                              "and a JPEG copy; write recovery.csv and recovery.html under "
-                                              "results/<suite>/recover/<timestamp>/.")
+    recover = commands.add_parser(
+        "recover",
+        help="reference recovery: optimise pixels toward held-out photographs "
+        "under each loss, from noise, blur and JPEG",
+        description="For each entry of SUITE, minimise its loss over an image's pixels "
+        "(Adam, cosine-decaying rate, clamped to [0, 1]) toward held-out "
+        "photographs at the loss's design size, from white noise, a blurred "
+        "and a JPEG copy; write recovery.csv and recovery.html under "
+        "results/<suite>/recover/<timestamp>/.",
+    )
     recover.add_argument("suite", type=Path, help="suite file (.toml)")
     recover.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results root folder (default: results)")
     recover.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N" (default: the suite\'s, else auto)')
@@ -156,46 +228,68 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--jpeg-quality", type=int, help="PIL JPEG quality of the JPEG start")
     _add_plugin_option(recover)
     recover.set_defaults(handler=_cmd_recover)
-    export = commands.add_parser("export", help="write a finished run to TensorBoard or MLflow",
-                                 description="Write RUN_DIR's training curves, held-out metrics, settings and "
-                                             "reconstruction grids to trackers, from its tables alone (pip install "
-                                             "-e \".[trackers]\"). TensorBoard: RUN_DIR/tensorboard/; MLflow: the "
-                                             "tracking URI, or results/mlflow.db. Replaces an earlier export.")
+    export = commands.add_parser(
+        "export",
+        help="write a finished run to TensorBoard or MLflow",
+        description="Write RUN_DIR's training curves, held-out metrics, settings and "
+        "reconstruction grids to trackers, from its tables alone (pip install "
+        '-e ".[trackers]"). TensorBoard: RUN_DIR/tensorboard/; MLflow: the '
+        "tracking URI, or results/mlflow.db. Replaces an earlier export.",
+    )
     export.add_argument("run_dir", type=Path, help="a run folder, results/<suite>/<timestamp>/")
     _add_tracker_options(export, "--to", "the trackers, e.g. tensorboard,mlflow", required=True)
     export.set_defaults(handler=_cmd_export)
 
-    compare = commands.add_parser("compare", help="per-entry differences between two runs",
-                                  description="Quality differences (b - a) and speed ratios (b / a) per entry, "
-                                              "flagging changes larger than the seed-to-seed spread.")
+    compare = commands.add_parser(
+        "compare",
+        help="per-entry differences between two runs",
+        description="Quality differences (b - a) and speed ratios (b / a) per entry, "
+        "flagging changes larger than the seed-to-seed spread.",
+    )
     compare.add_argument("run_a", type=Path)
     compare.add_argument("run_b", type=Path)
     compare.add_argument("--out", type=Path, help="also write the table to this CSV file")
     compare.set_defaults(handler=_cmd_compare)
 
-    doctor = commands.add_parser("doctor", help="what a run here would use and what is missing (always exits 0)",
-                                 description="Devices, torch/CUDA/cuDNN versions, cached ImageNet weights, optional "
-                                             "packages and data sources; nothing is downloaded or written.")
-    doctor.add_argument("--no-network", action="store_true",
-                        help="do not probe whether the weights' download host is reachable")
+    doctor = commands.add_parser(
+        "doctor",
+        help="what a run here would use and what is missing (always exits 0)",
+        description="Devices, torch/CUDA/cuDNN versions, cached ImageNet weights, optional "
+        "packages and data sources; nothing is downloaded or written.",
+    )
+    doctor.add_argument(
+        "--no-network", action="store_true", help="do not probe whether the weights' download host is reachable"
+    )
     doctor.set_defaults(handler=_cmd_doctor)
 
-    fetch = commands.add_parser("fetch", help="download named datasets into the cache ahead of a run",
-                                description="Download (once) and verify the named datasets a suite uses, or datasets "
-                                            "named directly, e.g. on a login node before a GPU job. Cached files "
-                                            "whose hashes match are not downloaded again.")
-    fetch.add_argument("targets", nargs="+", metavar="SUITE_OR_DATASET",
-                       help="suite files (.toml) and/or dataset names (kodak, div2k, div2k-valid)")
+    fetch = commands.add_parser(
+        "fetch",
+        help="download named datasets into the cache ahead of a run",
+        description="Download (once) and verify the named datasets a suite uses, or datasets "
+        "named directly, e.g. on a login node before a GPU job. Cached files "
+        "whose hashes match are not downloaded again.",
+    )
+    fetch.add_argument(
+        "targets",
+        nargs="+",
+        metavar="SUITE_OR_DATASET",
+        help="suite files (.toml) and/or dataset names (kodak, div2k, div2k-valid)",
+    )
     fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     fetch.set_defaults(handler=_cmd_fetch)
     return parser
 
 
 def _add_verdict_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--min-factor", type=float, default=MIN_FACTOR,
-                         help=f"smallest slowdown that fails, as candidate / baseline (default {MIN_FACTOR})")
-    command.add_argument("--alpha", type=float, default=ALPHA,
-                         help=f"significance level of the Mann-Whitney U test (default {ALPHA})")
+    command.add_argument(
+        "--min-factor",
+        type=float,
+        default=MIN_FACTOR,
+        help=f"smallest slowdown that fails, as candidate / baseline (default {MIN_FACTOR})",
+    )
+    command.add_argument(
+        "--alpha", type=float, default=ALPHA, help=f"significance level of the Mann-Whitney U test (default {ALPHA})"
+    )
 
 
 def _at_least_one(text: str) -> int:
@@ -210,15 +304,25 @@ def _at_least_one(text: str) -> int:
 
 def _add_tracker_options(command: argparse.ArgumentParser, flag: str, meaning: str, required: bool = False) -> None:
     command.add_argument(flag, dest="trackers", metavar="TRACKERS", required=required, help=meaning)
-    command.add_argument("--tracking-uri", metavar="URI", help="MLflow's tracking URI, e.g. http://host:5000 "
-                                                                "(default: the suite's, else results/mlflow.db)")
+    command.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow's tracking URI, e.g. http://host:5000 (default: the suite's, else results/mlflow.db)",
+    )
 
 
 def _add_plugin_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
-                         help="load losses or models from a module (-p my_losses) or a .py file (--plugin "
-                              "path/losses.py); repeatable. Installed plugins (entry point groups lossbench.losses "
-                              "and lossbench.models) load anyway")
+    command.add_argument(
+        "-p",
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="load losses or models from a module (-p my_losses) or a .py file (--plugin "
+        "path/losses.py); repeatable. Installed plugins (entry point groups lossbench.losses "
+        "and lossbench.models) load anyway",
+    )
 
 
 def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
@@ -253,15 +357,30 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         make_deterministic()
     trackers = parse_trackers(args.trackers, where="--log-to") if args.trackers is not None else None
     try:
-        result = api.run(suite, out=args.out, timing=not args.no_timing, progress=not args.no_progress,
-                         resume=args.resume, force=args.force, fail_fast=args.fail_fast, workers=args.workers,
-                         ray_address=args.ray_address, gpus=args.gpus, deterministic=args.deterministic,
-                         concurrent=args.concurrent, threads=args.threads, log_to=trackers,
-                         tracking_uri=args.tracking_uri, argv=argv)
+        result = api.run(
+            suite,
+            out=args.out,
+            timing=not args.no_timing,
+            progress=not args.no_progress,
+            resume=args.resume,
+            force=args.force,
+            fail_fast=args.fail_fast,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            gpus=args.gpus,
+            deterministic=args.deterministic,
+            concurrent=args.concurrent,
+            threads=args.threads,
+            log_to=trackers,
+            tracking_uri=args.tracking_uri,
+            argv=argv,
+        )
     except RunStopped as stopped:
         print(f"\nerror: {stopped.error}" if stopped.error else "\ninterrupted", file=sys.stderr)
-        print(f"finished entries are saved in {stopped.folder}\n"
-              f"resume with: {_resume_command(argv, stopped.folder)}", file=sys.stderr)
+        print(
+            f"finished entries are saved in {stopped.folder}\nresume with: {_resume_command(argv, stopped.folder)}",
+            file=sys.stderr,
+        )
         return 2 if stopped.error else 130
     _print_summary(result.summary)
     print(f"\nreport: {result.report}")
@@ -275,16 +394,35 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 def _resume_command(argv: list[str], folder) -> str:
     """The command that was run, with its overrides and plugins (a resume must plan the same run), resuming
     ``folder``."""
-    kept = [arg for index, arg in enumerate(argv)
-            if not (arg == "--resume" or arg.startswith("--resume=") or index and argv[index - 1] == "--resume")]
+    kept = [
+        arg
+        for index, arg in enumerate(argv)
+        if not (arg == "--resume" or arg.startswith("--resume=") or index and argv[index - 1] == "--resume")
+    ]
     return shlex.join(["python", "-m", "bench", *kept, "--resume", str(folder)])
 
 
 def _print_summary(summary) -> None:
     import pandas as pd
 
-    columns = [c for c in ("task", "entry", "psnr", "ssim", "ms_ssim", "lpips", "learned", "psnr_gain_last20",
-                           "loss_fwd_bwd_ms", "train_seconds", "failed", "loss_weights") if c in summary]
+    columns = [
+        c
+        for c in (
+            "task",
+            "entry",
+            "psnr",
+            "ssim",
+            "ms_ssim",
+            "lpips",
+            "learned",
+            "psnr_gain_last20",
+            "loss_fwd_bwd_ms",
+            "train_seconds",
+            "failed",
+            "loss_weights",
+        )
+        if c in summary
+    ]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print()
         print(summary[columns].to_string(index=False))
@@ -298,8 +436,10 @@ def _cmd_validate(args: argparse.Namespace, argv: list[str]) -> int:
     for device_type in ("cpu", "cuda"):
         resolved = suite_for_device(suite, device_type)
         plan = make_plan(resolved, profile_name(suite, device_type))
-        print(f"{suite.path}: on {device_type}: {len(plan)} trainings at {resolved.data.resolution}px, "
-              f"{resolved.train.steps} steps; timing at {resolved.timing.resolution}px batch {resolved.timing.batch_size}")
+        print(
+            f"{suite.path}: on {device_type}: {len(plan)} trainings at {resolved.data.resolution}px, "
+            f"{resolved.train.steps} steps; timing at {resolved.timing.resolution}px batch {resolved.timing.batch_size}"
+        )
     print(f"  model: {suite.model.description}")
     for entry in suite.entries:
         print(f"  {entry.name}: {entry.formula}")
@@ -322,7 +462,7 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
         if info.pretrained:
             notes.append("pretrained networks")
         _print_listed(name, info.summary, info.defaults, notes)
-    print("\nmodels (a suite's [model] table: name = \"...\" and these parameters):")
+    print('\nmodels (a suite\'s [model] table: name = "..." and these parameters):')
     for name in model_names():
         info = get_model_info(name)
         _print_listed(name, info.summary, info.defaults, [info.source])
@@ -344,8 +484,11 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_recover(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.api import recover
 
-    given = {key: getattr(args, key) for key in ("steps", "lr", "images", "side", "blur_sigma", "jpeg_quality")
-             if getattr(args, key) is not None}
+    given = {
+        key: getattr(args, key)
+        for key in ("steps", "lr", "images", "side", "blur_sigma", "jpeg_quality")
+        if getattr(args, key) is not None
+    }
     result = recover(args.suite, out=args.out, plugins=args.plugins, device=args.device, only=args.only, **given)
     print(result.page)
     return 0
@@ -375,8 +518,11 @@ def _cmd_fetch(args: argparse.Namespace, argv: list[str]) -> int:
         elif Path(target).is_file():
             wanted.update(dict.fromkeys(suite_datasets(Path(target))))
         else:
-            raise BenchInputError("neither a suite file nor a dataset name", where=target,
-                                  fix=f"pass a suite (.toml) or one of: {', '.join(DATASETS)}")
+            raise BenchInputError(
+                "neither a suite file nor a dataset name",
+                where=target,
+                fix=f"pass a suite (.toml) or one of: {', '.join(DATASETS)}",
+            )
     if not wanted:
         print("no named datasets to fetch: the suites use bundled or folder sources only")
     for name, cache in wanted:
@@ -414,10 +560,20 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.api import run_speed
 
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
-    result = run_speed(args.suite, out=args.out, plugins=args.plugins, device=args.device, only=args.only,
-                       batch_size=args.batch, resolution=args.resolution, variants=variants,
-                       train_step=args.train_step, references=args.references, save_baseline=args.save_baseline,
-                       argv=argv)
+    result = run_speed(
+        args.suite,
+        out=args.out,
+        plugins=args.plugins,
+        device=args.device,
+        only=args.only,
+        batch_size=args.batch,
+        resolution=args.resolution,
+        variants=variants,
+        train_step=args.train_step,
+        references=args.references,
+        save_baseline=args.save_baseline,
+        argv=argv,
+    )
     if args.check:
         return _check(result.folder, args.check, args.min_factor, args.alpha)
     return 0
@@ -438,9 +594,16 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
     suite = suite_for_device(suite, args.device.split(":")[0])
     folder = results.new_run_folder(args.out, suite.name)
     results.copy_suite(suite, folder)
-    settings = GateSettings(rounds=args.rounds, target_ms=args.block_ms, processes=args.processes, min_factor=args.min_factor, alpha=args.alpha)
-    verdicts, samples = run_gate(suite, revision, candidate_ref=args.candidate, device=args.device, settings=settings,
-                                 log_dir=folder)
+    settings = GateSettings(
+        rounds=args.rounds,
+        target_ms=args.block_ms,
+        processes=args.processes,
+        min_factor=args.min_factor,
+        alpha=args.alpha,
+    )
+    verdicts, samples = run_gate(
+        suite, revision, candidate_ref=args.candidate, device=args.device, settings=settings, log_dir=folder
+    )
     results.write_table(folder, "speed_gate", verdicts)
     results.write_table(folder, "speed_gate_samples", samples)
     print(format_verdicts(verdicts))

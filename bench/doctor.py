@@ -47,9 +47,9 @@ OPTIONAL_PACKAGES = (
 # torchvision architectures whose ImageNet weights the pretrained losses and the LPIPS metric can load
 WEIGHT_USERS = (
     ("vgg19", "perceptual, style (default net)"),
-    ("vgg16", "perceptual/style net = \"vgg16\", lpips net = \"vgg\""),
+    ("vgg16", 'perceptual/style net = "vgg16", lpips net = "vgg"'),
     ("alexnet", "lpips loss and metric (default net)"),
-    ("squeezenet1_1", "lpips net = \"squeeze\""),
+    ("squeezenet1_1", 'lpips net = "squeeze"'),
 )
 NETWORK_HOST = "download.pytorch.org"
 
@@ -82,8 +82,10 @@ def devices() -> list[str]:
 
     from bench.results import device_name
 
-    lines = [f"cpu: {device_name(torch.device('cpu'))}, {os.cpu_count()} logical cores, "
-             f"torch uses {torch.get_num_threads()} threads{_memory_total()}"]
+    lines = [
+        f"cpu: {device_name(torch.device('cpu'))}, {os.cpu_count()} logical cores, "
+        f"torch uses {torch.get_num_threads()} threads{_memory_total()}"
+    ]
     if not torch.cuda.is_available():
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         lines.append(f"cuda: not available (torch is {built}; no usable GPU or driver found)")
@@ -92,13 +94,17 @@ def devices() -> list[str]:
     count = torch.cuda.device_count()
     for index in range(count):
         props = torch.cuda.get_device_properties(index)
-        lines.append(f"cuda:{index}: {props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                     f"compute capability {props.major}.{props.minor}, "
-                     f"bf16 {'yes' if _bf16_supported(index) else 'no'}")
+        lines.append(
+            f"cuda:{index}: {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+            f"compute capability {props.major}.{props.minor}, "
+            f"bf16 {'yes' if _bf16_supported(index) else 'no'}"
+        )
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         lines.append(f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}")
-    lines.append(f'device = "auto" would use: cuda:0 ({torch.cuda.get_device_name(0)}); '
-                 f"{count} GPU{'s' if count != 1 else ''} visible for --workers/--gpus")
+    lines.append(
+        f'device = "auto" would use: cuda:0 ({torch.cuda.get_device_name(0)}); '
+        f"{count} GPU{'s' if count != 1 else ''} visible for --workers/--gpus"
+    )
     return lines
 
 
@@ -121,8 +127,10 @@ def weights(network_check: bool = True) -> list[str]:
 
     import torch
 
-    lines = [f"torch hub cache: {os.path.join(torch.hub.get_dir(), 'checkpoints')} "
-             f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')})"]
+    lines = [
+        f"torch hub cache: {os.path.join(torch.hub.get_dir(), 'checkpoints')} "
+        f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')})"
+    ]
     missing = []
     for arch, users in WEIGHT_USERS:
         path, url = imagenet_weights_file(arch)
@@ -133,10 +141,12 @@ def weights(network_check: bool = True) -> list[str]:
             lines.append(f"{arch}: not cached - {users}")
     if missing:
         online = _reachable(NETWORK_HOST) if network_check else None
-        state = {True: f"{NETWORK_HOST} is reachable, so weights=\"auto\" would download them on first use",
-                 False: f"{NETWORK_HOST} is not reachable, so weights=\"auto\" falls back to seeded random "
-                        "networks (with a warning) and weights=\"imagenet\" fails",
-                 None: "weights=\"auto\" downloads them when online, else falls back to seeded random networks"}
+        state = {
+            True: f'{NETWORK_HOST} is reachable, so weights="auto" would download them on first use',
+            False: f'{NETWORK_HOST} is not reachable, so weights="auto" falls back to seeded random '
+            'networks (with a warning) and weights="imagenet" fails',
+            None: 'weights="auto" downloads them when online, else falls back to seeded random networks',
+        }
         lines.append(f"not cached: {', '.join(missing)}: {state[online]}")
     lines.append(f"lpips linear heads (inside the lpips package): {_lpips_heads()}")
     return lines
@@ -156,10 +166,12 @@ def data_sources() -> list[str]:
     names = list(data.BUNDLED_PHOTOS) + list(getattr(data, "OTHER_PHOTOS", ()))
     load = getattr(data, "bundled_photo", None)
     if load is None:
+
         def load(name: str):
             from skimage import data as skdata
 
             return getattr(skdata, name)()
+
     usable, broken = [], []
     for name in names:
         try:
@@ -178,12 +190,17 @@ def named_datasets() -> list[str]:
 
     if importlib.util.find_spec("pooch") is None:  # a machine set up from wheels without it (.ci/gpu)
         return [f"pooch not installed (pip install pooch): {', '.join(DATASETS)} cannot be fetched or read"]
-    lines = [f"named datasets cache: {cache_root()} (${ENV_CACHE}={os.environ.get(ENV_CACHE, 'unset')}; "
-             "a suite's data.cache applies when the variable is unset)"]
+    lines = [
+        f"named datasets cache: {cache_root()} (${ENV_CACHE}={os.environ.get(ENV_CACHE, 'unset')}; "
+        "a suite's data.cache applies when the variable is unset)"
+    ]
     for name, dataset in DATASETS.items():
         good, total = cached_files(name)
-        state = (f"cached ({total} file{'s' if total != 1 else ''}, hashes checked)" if good == total else
-                 f"not cached ({good} of {total} files): `python -m bench fetch {name}` downloads {dataset.download}")
+        state = (
+            f"cached ({total} file{'s' if total != 1 else ''}, hashes checked)"
+            if good == total
+            else f"not cached ({good} of {total} files): `python -m bench fetch {name}` downloads {dataset.download}"
+        )
         lines.append(f'source = "{name}": {state} - {dataset.title}')
     return lines
 

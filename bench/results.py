@@ -37,8 +37,9 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as error:
-        raise WriteFailed(f"cannot write here: {error.strerror}", where=str(path.parent),
-                          fix="choose a writable folder with --out") from None
+        raise WriteFailed(
+            f"cannot write here: {error.strerror}", where=str(path.parent), fix="choose a writable folder with --out"
+        ) from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content.encode("utf-8") if isinstance(content, str) else content)
@@ -48,8 +49,11 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         os.replace(temp, path)
     except OSError as error:
         Path(temp).unlink(missing_ok=True)
-        raise WriteFailed(f"cannot write: {error.strerror}", where=str(path),
-                          fix="free disk space or choose another folder with --out") from None
+        raise WriteFailed(
+            f"cannot write: {error.strerror}",
+            where=str(path),
+            fix="free disk space or choose another folder with --out",
+        ) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -85,18 +89,23 @@ def new_run_folder(results_root: Path, suite_name: str, folder: Path | None = No
     try:
         folder.mkdir(parents=True)
     except OSError as error:
-        raise BenchInputError(f"cannot create the run folder: {error.strerror}", where=str(folder),
-                              fix="choose a writable folder with --out") from None
+        raise BenchInputError(
+            f"cannot create the run folder: {error.strerror}",
+            where=str(folder),
+            fix="choose a writable folder with --out",
+        ) from None
     return folder
 
 
-def run_git(repo: str | Path, *args: str, text: bool = True,
-            timeout: float | None = None) -> subprocess.CompletedProcess | None:
+def run_git(
+    repo: str | Path, *args: str, text: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess | None:
     """``git -C repo args``, its output captured whatever its exit status (callers read ``returncode``);
     None where git cannot be run (not installed) or outlasts ``timeout`` seconds."""
     try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=text, timeout=timeout,
-                              check=False)
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=text, timeout=timeout, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -57,8 +57,11 @@ def check_trackers(names: Iterable[str], *, where: str) -> tuple[str, ...]:
         if name not in TRACKERS:
             raise BenchInputError(f"unknown tracker {name!r}", where=where, fix=f"use any of {', '.join(TRACKERS)}")
         if importlib.util.find_spec(name) is None:
-            raise BenchInputError(f"logging to {name} needs the {name} package, which is not installed", where=where,
-                                  fix=f"{INSTALL} (or leave {name} out)")
+            raise BenchInputError(
+                f"logging to {name} needs the {name} package, which is not installed",
+                where=where,
+                fix=f"{INSTALL} (or leave {name} out)",
+            )
     return names
 
 
@@ -67,8 +70,9 @@ def parse_trackers(value: str, *, where: str) -> tuple[str, ...]:
     return check_trackers([name.strip() for name in value.split(",") if name.strip()], where=where)
 
 
-def export_run(folder: Path, trackers: Iterable[str], *, tracking_uri: str | None = None,
-               log: Callable[[str], None] = print) -> list[str]:
+def export_run(
+    folder: Path, trackers: Iterable[str], *, tracking_uri: str | None = None, log: Callable[[str], None] = print
+) -> list[str]:
     """Writes the run in ``folder`` to each of ``trackers``; returns those that failed. A tracker that fails (an
     unreachable server, a full disk) is reported once through ``log`` and the others still run: the run's own
     tables are only read, never changed."""
@@ -80,13 +84,16 @@ def export_run(folder: Path, trackers: Iterable[str], *, tracking_uri: str | Non
     failed = []
     for name in trackers:
         try:
-            written_to = EXPORTERS[name](run.folder, run.env.get("suite", run.folder.parent.name), trainings,
-                                         suite_file, tracking_uri)
+            written_to = EXPORTERS[name](
+                run.folder, run.env.get("suite", run.folder.parent.name), trainings, suite_file, tracking_uri
+            )
         except Exception as error:  # noqa: BLE001 - whatever a tracker raises, the run's tables stay as they are
             failed.append(name)
             reason = str(error).splitlines()[0] if str(error) else ""
-            log(f"{name}: export failed ({type(error).__name__}: {reason}); the run's tables are complete in "
-                f"{run.folder}; retry with: python -m bench export {run.folder} --to {name}")
+            log(
+                f"{name}: export failed ({type(error).__name__}: {reason}); the run's tables are complete in "
+                f"{run.folder}; retry with: python -m bench export {run.folder} --to {name}"
+            )
         else:
             log(f"{name}: {len(trainings)} trainings written to {written_to}")
     return failed
@@ -104,21 +111,30 @@ def _trainings(run) -> list[Training]:
     trainings = []
     for _, row in quality.iterrows():
         entry, seed = row["entry"], int(row["seed"])
-        history = run.history[(run.history["entry"] == entry) & (run.history["seed"] == seed)] \
-            if not run.history.empty else pd.DataFrame()
-        curves = [(_tag(f"history/{column}"), int(point["step"]), float(point[column]),
-                   started + float(point["seconds"]))
-                  for _, point in history.iterrows() for column in history.columns
-                  if column not in NOT_CURVES and pd.notna(point[column])]
+        history = (
+            run.history[(run.history["entry"] == entry) & (run.history["seed"] == seed)]
+            if not run.history.empty
+            else pd.DataFrame()
+        )
+        curves = [
+            (_tag(f"history/{column}"), int(point["step"]), float(point[column]), started + float(point["seconds"]))
+            for _, point in history.iterrows()
+            for column in history.columns
+            if column not in NOT_CURVES and pd.notna(point[column])
+        ]
         finished = row.get("status") == "ok"
         if finished:
             last = started + float(row.get("train_seconds", 0.0))
-            curves += [(f"heldout/{metric}", int(row["steps"]), float(row[metric]), last)
-                       for metric in run.metrics if pd.notna(row[metric])]
+            curves += [
+                (f"heldout/{metric}", int(row["steps"]), float(row[metric]), last)
+                for metric in run.metrics
+                if pd.notna(row[metric])
+            ]
         settings = {key: str(value) for key, value in row.items() if key not in metrics and pd.notna(value)}
         grid = run.folder / "reconstructions" / entry_file(entry, seed, ".png")
-        trainings.append(Training(entry_file(entry, seed, ""), settings, curves, finished,
-                                  grid if grid.is_file() else None))
+        trainings.append(
+            Training(entry_file(entry, seed, ""), settings, curves, finished, grid if grid.is_file() else None)
+        )
     return trainings
 
 
@@ -131,8 +147,9 @@ def _settings_markdown(settings: dict[str, str]) -> str:
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in settings.items())
 
 
-def _to_tensorboard(folder: Path, suite: str, trainings: list[Training], suite_file: Path,
-                    tracking_uri: str | None) -> Path:
+def _to_tensorboard(
+    folder: Path, suite: str, trainings: list[Training], suite_file: Path, tracking_uri: str | None
+) -> Path:
     import numpy as np
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
@@ -153,8 +170,7 @@ def _to_tensorboard(folder: Path, suite: str, trainings: list[Training], suite_f
     return root
 
 
-def _to_mlflow(folder: Path, suite: str, trainings: list[Training], suite_file: Path,
-               tracking_uri: str | None) -> str:
+def _to_mlflow(folder: Path, suite: str, trainings: list[Training], suite_file: Path, tracking_uri: str | None) -> str:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -176,9 +192,9 @@ def _to_mlflow(folder: Path, suite: str, trainings: list[Training], suite_file: 
         params = [Param(key, value) for key, value in training.settings.items()]
         client.set_tag(run_id, "status", training.settings["status"])
         for start in range(0, len(metrics), MLFLOW_BATCH["metrics"]):
-            client.log_batch(run_id, metrics=metrics[start:start + MLFLOW_BATCH["metrics"]])
+            client.log_batch(run_id, metrics=metrics[start : start + MLFLOW_BATCH["metrics"]])
         for start in range(0, len(params), MLFLOW_BATCH["params"]):
-            client.log_batch(run_id, params=params[start:start + MLFLOW_BATCH["params"]])
+            client.log_batch(run_id, params=params[start : start + MLFLOW_BATCH["params"]])
         if suite_file.is_file():
             client.log_artifact(run_id, str(suite_file))
         if training.grid is not None:

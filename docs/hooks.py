@@ -39,34 +39,46 @@ LOSS_CHECKS: dict[str, tuple[str, str, str]] = {  # name: (reference, implementa
     "huber": ("-", "torch", "numpy"),
     "bce": ("-", "torch, float32", "numpy"),
     "charbonnier": ("Lai et al., LapSRN, CVPR 2017", "LossBench", "numpy"),
-    "robust": ('Barron, "A General and Adaptive Robust Loss Function", CVPR 2019 (eq. 1)', "LossBench",
-               "the closed forms of its named members: alpha 2 (L2), 1 (Charbonnier), 0 (Cauchy), -2 "
-               "(Geman-McClure), -inf (Welsch), exactly; continuity at 0 and 2"),
-    "robust_adaptive": ("Barron 2019, sec. 3 (negative log-likelihood, learned alpha and scale)",
-                        "LossBench; log Z(alpha) integrated numerically on a grid of alphas",
-                        "Z(0) = pi sqrt(2), Z(1) = 2e K1(1), Z(2) = sqrt(2 pi) to 1e-6; alpha and scale change in "
-                        "training"),
+    "robust": (
+        'Barron, "A General and Adaptive Robust Loss Function", CVPR 2019 (eq. 1)',
+        "LossBench",
+        "the closed forms of its named members: alpha 2 (L2), 1 (Charbonnier), 0 (Cauchy), -2 "
+        "(Geman-McClure), -inf (Welsch), exactly; continuity at 0 and 2",
+    ),
+    "robust_adaptive": (
+        "Barron 2019, sec. 3 (negative log-likelihood, learned alpha and scale)",
+        "LossBench; log Z(alpha) integrated numerically on a grid of alphas",
+        "Z(0) = pi sqrt(2), Z(1) = 2e K1(1), Z(2) = sqrt(2 pi) to 1e-6; alpha and scale change in training",
+    ),
     "ssim": ("Wang et al. 2004", "pytorch-msssim", "pytorch-msssim, skimage"),
     "ms_ssim": ("Wang et al. 2003", "pytorch-msssim", "pytorch-msssim, skimage"),
     "ms_ssim_l1": ("Zhao et al., IEEE TCI 2017", "LossBench + pytorch-msssim", "the paper's formula"),
     "gradient": ("Mathieu et al., ICLR 2016", "LossBench", "-"),
     "focal_frequency": ("Jiang et al., ICCV 2021", "LossBench", "the authors' `focal-frequency-loss` package"),
-    "nlpd": ('Laparra et al., "Perceptual image quality assessment using a normalized Laplacian pyramid", 2016',
-             "LossBench, the authors' filters and constants as in Ding et al.'s IQA-pytorch",
-             "IQA-pytorch's `NLPD`, relative 1e-4"),
+    "nlpd": (
+        'Laparra et al., "Perceptual image quality assessment using a normalized Laplacian pyramid", 2016',
+        "LossBench, the authors' filters and constants as in Ding et al.'s IQA-pytorch",
+        "IQA-pytorch's `NLPD`, relative 1e-4",
+    ),
     "perceptual": ("Johnson et al. 2016", "LossBench + torchvision VGG", "-"),
     "style": ("Johnson et al. 2016; Gatys et al. 2016", "LossBench + torchvision VGG", "-"),
     "lpips": ("Zhang et al., CVPR 2018", "`lpips` package", "the package"),
     "fsim": ("Zhang et al., IEEE TIP 2011 (FSIMc on colour)", "piq", INVARIANTS),
-    "gmsd": ("Xue et al., IEEE TIP 2014", "piq",
-             "IQA-pytorch's `GMSD` (grayscale), relative 2e-3 (it takes the n-1 standard deviation)"),
+    "gmsd": (
+        "Xue et al., IEEE TIP 2014",
+        "piq",
+        "IQA-pytorch's `GMSD` (grayscale), relative 2e-3 (it takes the n-1 standard deviation)",
+    ),
     "ms_gmsd": ("Zhang et al., 2017", "piq", INVARIANTS),
     "haarpsi": ("Reisenhofer et al., Signal Processing: Image Communication 2018", "piq", INVARIANTS),
     "mdsi": ("Nafchi et al., IEEE Access 2016", "piq", INVARIANTS),
     "vif": ("Sheikh & Bovik, IEEE TIP 2006 (pixel domain)", "piq", "IQA-pytorch's `VIFs` (grayscale), relative 1e-3"),
     "vsi": ("Zhang et al., IEEE TIP 2014", "piq", INVARIANTS),
-    "dists": ("Ding et al., IEEE TPAMI 2020", "piq, VGG16 and channel weights under the weights policy",
-              f"{INVARIANTS} (random VGG16 in tests)"),
+    "dists": (
+        "Ding et al., IEEE TPAMI 2020",
+        "piq, VGG16 and channel weights under the weights policy",
+        f"{INVARIANTS} (random VGG16 in tests)",
+    ),
 }
 
 
@@ -191,14 +203,18 @@ def suite_reference() -> str:
         "device": (f"`{toml_value(minimal.device)}`", ""),
         "seeds": (f"`{toml_value(list(minimal.seeds))}`", "Every entry runs once per seed."),
     }
-    not_keys = {"path": "Not a key: the file read.", "sha256": "Not a key: SHA-256 of the file's bytes.",
-                "text": "Not a key."}
+    not_keys = {
+        "path": "Not a key: the file read.",
+        "sha256": "Not a key: SHA-256 of the file's bytes.",
+        "text": "Not a key.",
+    }
 
     def suite_key(name: str) -> str:  # the key a suite file writes; the field's name where that differs
         if name in sections or name == "model":
             return f"`[{name}]`"
         return {"entries": "`[[entry]]` (`entries`)", "profiles": "`[profile.cpu]`, `[profile.cuda]` (`profiles`)"}.get(
-            name, f"`{name}`" if name not in not_keys else f"(`{name}`)")
+            name, f"`{name}`" if name not in not_keys else f"(`{name}`)"
+        )
 
     def suite_note(item: dataclasses.Field):  # (default shown or None for the dataclass's, text before the comment)
         name = item.name
@@ -223,7 +239,7 @@ def suite_reference() -> str:
         "Generated at build time from the frozen dataclasses of `bench.config.suite` that a suite file is parsed",
         "into: each key below is a field of one of them, with the field's type, its default as the dataclass has",
         "it, and the comment written beside the field in the code. Every key is optional except the entries;",
-        "unknown keys are errors (with a \"did you mean\"). The [usage page](../usage.md#the-suite-format) shows an",
+        'unknown keys are errors (with a "did you mean"). The [usage page](../usage.md#the-suite-format) shows an',
         "annotated suite.",
         "",
         "## Top level (`Suite`)",
@@ -247,7 +263,7 @@ def suite_reference() -> str:
         "### Built-in models' parameters",
         "",
         "In a suite, `[model]` holds `name` (a registered model; default: "
-        f"`{toml_value(suite_module.DEFAULT_MODELS['autoencode'])}` for `task = \"autoencode\"`, "
+        f'`{toml_value(suite_module.DEFAULT_MODELS["autoencode"])}` for `task = "autoencode"`, '
         f"`{toml_value(suite_module.DEFAULT_MODELS['denoise'])}` for the restoration tasks) and that model's "
         "parameters, checked against the defaults it was registered with:",
         "",
@@ -294,8 +310,9 @@ def suite_reference() -> str:
 
 def _measure_lines(record) -> list[str]:
     direction = "higher is better" if record.higher_is_better else "lower is better"
-    design = (f"{record.design.side} px ({record.design.source})" if record.design.side
-              else f"none ({record.design.source})")
+    design = (
+        f"{record.design.side} px ({record.design.source})" if record.design.side else f"none ({record.design.source})"
+    )
     return [
         f"- measure: **{record.table_label}**, {direction}; optimises the held-out metrics "
         f"{', '.join(f'`{name}`' for name in record.optimises)}",
@@ -344,14 +361,21 @@ def losses_reference() -> str:
             reference, implementation, checked = LOSS_CHECKS[name]
             out += [f"- reference: {reference}", f"- implementation: {implementation}", f"- checked against: {checked}"]
         out += [f"- source: {info.source}", ""]
-    out += ["## Models", "", "A suite's `[model]` table names one (`name = \"...\"`) and sets its parameters.", ""]
+    out += ["## Models", "", 'A suite\'s `[model]` table names one (`name = "..."`) and sets its parameters.', ""]
     for name in model_names():
         info = get_model_info(name)
         if info.source != BUILTIN:
             continue
         params = ", ".join(f"`{key} = {toml_value(value)}`" for key, value in info.defaults.items())
-        out += [f"### `{name}`", "", info.summary, "",
-                f"- parameters: {params or 'none'}", f"- source: {info.source}", ""]
+        out += [
+            f"### `{name}`",
+            "",
+            info.summary,
+            "",
+            f"- parameters: {params or 'none'}",
+            f"- source: {info.source}",
+            "",
+        ]
     out += [
         "## Held-out metrics",
         "",
@@ -364,8 +388,10 @@ def losses_reference() -> str:
         shown = f"**`{name}`**" if name in DEFAULT_METRICS else f"`{name}`"
         better = "higher" if record.higher_is_better else "lower"
         design = f"{record.design.side} px" if record.design.side else "none"
-        out.append(f"| {shown} | {_cell(record.table_label)} | {better} | {design} ({_cell(record.design.source)}) "
-                   f"| {_cell(record.reference)} |")
+        out.append(
+            f"| {shown} | {_cell(record.table_label)} | {better} | {design} ({_cell(record.design.source)}) "
+            f"| {_cell(record.reference)} |"
+        )
     out.append("")
     return "\n".join(out)
 

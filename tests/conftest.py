@@ -51,8 +51,13 @@ def small_suite():
     return functools.partial(suite_text, SMALL_SUITE)
 
 
-def suite_text(base: Mapping[str, Any], entries: Sequence[str | Mapping[str, Any]] | str = ("mse",), *,
-               head: str = "", **changes: Any) -> str:
+def suite_text(
+    base: Mapping[str, Any],
+    entries: Sequence[str | Mapping[str, Any]] | str = ("mse",),
+    *,
+    head: str = "",
+    **changes: Any,
+) -> str:
     top = {key: value for key, value in base.items() if not isinstance(value, dict)}
     sections: dict[str, Any] = {key: value for key, value in base.items() if isinstance(value, dict)}
     for key, value in changes.items():

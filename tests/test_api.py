@@ -21,8 +21,9 @@ def clean_registry(monkeypatch):
 def test_a_notebook_runs_the_smoke_suite_and_reads_the_summary(tmp_path):
     import bench
 
-    result = bench.run(REPO / "suites" / "smoke.toml", out=tmp_path, steps=4, timing=False, progress=False,
-                       log=lambda line: None)
+    result = bench.run(
+        REPO / "suites" / "smoke.toml", out=tmp_path, steps=4, timing=False, progress=False, log=lambda line: None
+    )
     assert isinstance(result, bench.RunResult) and result.folder.parent == tmp_path / "smoke"
     summary = result.summary
     assert isinstance(summary, pd.DataFrame)
@@ -40,16 +41,21 @@ def test_a_loss_and_a_suite_made_in_python_train_and_time(tmp_path):
     def make(context: bench.LossContext):
         return lambda x, y: (x - y).abs().pow(3).mean()
 
-    suite = bench.build_suite(["mean_abs_cubed", "mse"], name="mine", data={"resolution": 16, "scale": 0.125,
-                              "eval_images": 2, "eval_crops": 4}, model={"latent_dim": 64, "width": 32},
-                              train={"steps": 3, "batch_size": 2, "eval_every": 0})
+    suite = bench.build_suite(
+        ["mean_abs_cubed", "mse"],
+        name="mine",
+        data={"resolution": 16, "scale": 0.125, "eval_images": 2, "eval_crops": 4},
+        model={"latent_dim": 64, "width": 32},
+        train={"steps": 3, "batch_size": 2, "eval_every": 0},
+    )
     assert isinstance(suite, bench.Suite) and [e.name for e in suite.entries] == ["mean_abs_cubed", "mse"]
     result = bench.run(suite, out=tmp_path, timing=False, progress=False, log=lambda line: None)
     assert (result.quality.set_index("entry").loc[["mean_abs_cubed", "mse"], "status"] == "ok").all()
     assert bench.load_suite(result.folder / "suite.toml").entries == suite.entries  # the run folder keeps the TOML
 
-    speed = bench.time_losses(["mean_abs_cubed", "mse"], resolution=32, batch_size=1, device="cpu",
-                              log=lambda line: None)
+    speed = bench.time_losses(
+        ["mean_abs_cubed", "mse"], resolution=32, batch_size=1, device="cpu", log=lambda line: None
+    )
     totals = speed[speed["phase"] == "total"].set_index("entry")
     assert list(totals.index) == ["mean_abs_cubed", "mse"] and (totals["median_ms"] > 0).all()
     assert set(totals["resolution"]) == {32}

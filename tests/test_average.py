@@ -14,8 +14,12 @@ from bench.train.average import WeightAverage
 @pytest.mark.parametrize("bottleneck", ["conv", "linear"])  # linear: BatchNorm, with running stats and a count
 # A decay of 0.5 moves even the rounded-down integer count within four steps.
 def test_weight_average_equals_torch_ema_at_every_step(bottleneck):
-    model = build_model("autoencoder", {"latent_dim": 64, "width": 16, "bottleneck": bottleneck},
-                        ModelContext(16, 3, "autoencode"), seed=0)
+    model = build_model(
+        "autoencoder",
+        {"latent_dim": 64, "width": 16, "bottleneck": bottleneck},
+        ModelContext(16, 3, "autoencode"),
+        seed=0,
+    )
     reference = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
     average = WeightAverage(model, 0.5)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

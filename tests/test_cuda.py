@@ -31,8 +31,10 @@ from bench.speed.timing import VARIANTS, scalar_loss, time_loss
 from test_reliability import TIMING_COLUMNS
 from test_run import REPO, SMOKE
 
-_REASON = (f"needs a CUDA GPU: torch.cuda.is_available() is False here (torch {torch.__version__}, "
-           f"{'built with CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'})")
+_REASON = (
+    f"needs a CUDA GPU: torch.cuda.is_available() is False here (torch {torch.__version__}, "
+    f"{'built with CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'})"
+)
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=_REASON)]
 
 ALL_LOSSES = REPO / "suites" / "all_losses.toml"
@@ -57,8 +59,14 @@ def subprocess_env() -> dict[str, str]:
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m bench ARGS`` in a fresh process (global switches such as --deterministic stay in it)."""
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def only_run_folder(root: Path, suite: str) -> Path:
@@ -87,14 +95,24 @@ def test_cuda_event_timing_agrees_with_torch_utils_benchmark():
         return (reconstruction.reshape(-1, 4096) @ weight).square().mean()
 
     reconstruction = torch.rand(4, 3, 1024, 1024, device=CUDA, requires_grad=True)
-    timer = Timer("reconstruction.grad = None; loss(reconstruction, target).backward()",
-                  globals=dict(reconstruction=reconstruction, target=torch.rand_like(reconstruction), loss=matmul_loss))
+    timer = Timer(
+        "reconstruction.grad = None; loss(reconstruction, target).backward()",
+        globals=dict(reconstruction=reconstruction, target=torch.rand_like(reconstruction), loss=matmul_loss),
+    )
     ratios = []
     for _ in range(3):  # a bias in the engine fails every attempt; a clock excursion rarely spoils three
         ours, theirs = [], []
         for _ in range(3):  # alternating, so clock and thermal drift hit both alike
-            records = time_loss(matmul_loss, batch_size=4, resolution=1024, device=CUDA, variant="fp32",
-                                warmup=3, min_repeats=20, min_time_s=0.2)
+            records = time_loss(
+                matmul_loss,
+                batch_size=4,
+                resolution=1024,
+                device=CUDA,
+                variant="fp32",
+                warmup=3,
+                min_repeats=20,
+                min_time_s=0.2,
+            )
             ours.append(next(r for r in records if r["phase"] == "total")["median_ms"])
             with _cuda_backend():
                 _set_tf32(False)  # as the engine's fp32 variant: IEEE fp32 matmuls
@@ -149,17 +167,34 @@ def test_cuda_peak_memory_is_plausible():
 def test_deterministic_runs_give_bit_identical_tables(tmp_path, tiny_suite):
     suite = tmp_path / "tiny.toml"
     random = {"weights": "random"}
-    suite.write_text(tiny_suite(["mse", {"name": "ssim", "loss": "ssim", "win_size": 7},
-                                {"name": "perceptual", "loss": "perceptual", **random},
-                                {"name": "lpips", "loss": "lpips", **random}],
-                                data={"resolution": 32, "scale": None, "images": 6, "eval_images": 2,
-                                      "eval_crops": None},
-                                model={"latent_dim": 16, "width": None}, train={"steps": 8, "eval_every": 4},
-                                timing=None, metrics={"lpips_weights": "random"}))
+    suite.write_text(
+        tiny_suite(
+            [
+                "mse",
+                {"name": "ssim", "loss": "ssim", "win_size": 7},
+                {"name": "perceptual", "loss": "perceptual", **random},
+                {"name": "lpips", "loss": "lpips", **random},
+            ],
+            data={"resolution": 32, "scale": None, "images": 6, "eval_images": 2, "eval_crops": None},
+            model={"latent_dim": 16, "width": None},
+            train={"steps": 8, "eval_every": 4},
+            timing=None,
+            metrics={"lpips_weights": "random"},
+        )
+    )
     folders = []
     for attempt in ("a", "b"):
-        done = run_cli("run", str(suite), "--device", CUDA, "--deterministic", "--no-timing", "--no-progress",
-                       "--out", str(tmp_path / attempt))
+        done = run_cli(
+            "run",
+            str(suite),
+            "--device",
+            CUDA,
+            "--deterministic",
+            "--no-timing",
+            "--no-progress",
+            "--out",
+            str(tmp_path / attempt),
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         folders.append(only_run_folder(tmp_path / attempt, "tiny"))
     for table in ("quality", "history", "summary"):
@@ -173,8 +208,20 @@ def test_deterministic_runs_give_bit_identical_tables(tmp_path, tiny_suite):
 
 def test_two_ray_workers_share_one_gpu(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra (pip install -e '.[distributed]'); not installed")
-    done = run_cli("run", str(SMOKE), "--device", CUDA, "--workers", "2", "--gpus", "0,0", "--no-timing",
-                   "--no-progress", "--out", str(tmp_path))
+    done = run_cli(
+        "run",
+        str(SMOKE),
+        "--device",
+        CUDA,
+        "--workers",
+        "2",
+        "--gpus",
+        "0,0",
+        "--no-timing",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     folder = only_run_folder(tmp_path, "smoke")
     quality = pd.read_csv(folder / "quality.csv")

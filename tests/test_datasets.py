@@ -112,12 +112,32 @@ def server(monkeypatch, tmp_path):
     served.files = {f"/kodak/{name}": data for name, data in EVAL_PHOTOS.items()}
     served.files["/div2k/DIV2K_train_HR.zip"] = TRAIN_ARCHIVE
     sha = lambda data: hashlib.sha256(data).hexdigest()
-    monkeypatch.setitem(datasets.DATASETS, "kodak", Dataset(
-        name="kodak", title="miniature Kodak", base_url=f"{served.url}/kodak/",
-        files={name: sha(data) for name, data in EVAL_PHOTOS.items()}, download="20 kB", licence="test", citation="test"))
-    monkeypatch.setitem(datasets.DATASETS, "div2k", Dataset(
-        name="div2k", title="miniature DIV2K", base_url=f"{served.url}/div2k/",
-        files={"DIV2K_train_HR.zip": sha(TRAIN_ARCHIVE)}, download="20 kB", licence="test", citation="test"))
+    monkeypatch.setitem(
+        datasets.DATASETS,
+        "kodak",
+        Dataset(
+            name="kodak",
+            title="miniature Kodak",
+            base_url=f"{served.url}/kodak/",
+            files={name: sha(data) for name, data in EVAL_PHOTOS.items()},
+            download="20 kB",
+            licence="test",
+            citation="test",
+        ),
+    )
+    monkeypatch.setitem(
+        datasets.DATASETS,
+        "div2k",
+        Dataset(
+            name="div2k",
+            title="miniature DIV2K",
+            base_url=f"{served.url}/div2k/",
+            files={"DIV2K_train_HR.zip": sha(TRAIN_ARCHIVE)},
+            download="20 kB",
+            licence="test",
+            citation="test",
+        ),
+    )
     monkeypatch.setenv(datasets.ENV_CACHE, str(tmp_path / "cache"))
     for proxy in ("NO_PROXY", "no_proxy"):  # a proxy set for package registries must not carry loopback requests
         monkeypatch.setenv(proxy, "127.0.0.1,localhost")
@@ -136,9 +156,16 @@ def write_suite(tiny_suite):
 
     def write(folder: Path, data: str, entries=("mse",)) -> Path:
         suite = folder / "named.toml"
-        suite.write_text(tiny_suite(entries, name="named", data=f"{data}\nresolution = 16\neval_crops = 6",
-                                    train={"steps": 3, "log_every": 1, "eval_every": 0}, timing=None,
-                                    metrics={"lpips_weights": "random"}))
+        suite.write_text(
+            tiny_suite(
+                entries,
+                name="named",
+                data=f"{data}\nresolution = 16\neval_crops = 6",
+                train={"steps": 3, "log_every": 1, "eval_every": 0},
+                timing=None,
+                metrics={"lpips_weights": "random"},
+            )
+        )
         return suite
 
     return write
@@ -199,8 +226,13 @@ def test_offline_run_is_one_clear_error_and_writes_nothing(server, tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err
     folder = tmp_path / "cache" / "div2k"
-    for part in ("dataset 'div2k'", f"{server.url}/div2k/DIV2K_train_HR.zip", str(folder), "by hand",
-                 "python -m bench fetch div2k"):
+    for part in (
+        "dataset 'div2k'",
+        f"{server.url}/div2k/DIV2K_train_HR.zip",
+        str(folder),
+        "by hand",
+        "python -m bench fetch div2k",
+    ):
         assert part in err, part
     assert not out.exists() and not (tmp_path / "cache").exists()
 
@@ -213,7 +245,7 @@ def test_separate_sources_train_on_one_and_evaluate_on_the_other(server):
     for crop, name in zip(images.eval, images.eval_names):  # each crop is Kodak's pixels where its name says
         photo, position = name.split("@")
         top, left = map(int, position.split(","))
-        expected = decoded(EVAL_PHOTOS[photo])[top:top + 16, left:left + 16]
+        expected = decoded(EVAL_PHOTOS[photo])[top : top + 16, left : left + 16]
         np.testing.assert_array_equal((crop.permute(1, 2, 0).numpy() * 255).round(), expected)
     assert [name.split("@")[0] for name in images.eval_names] == list(EVAL_PHOTOS) * 2  # round-robin
 
@@ -274,7 +306,9 @@ def test_fetch_command_fetches_what_a_suite_names_into_its_cache(server, tmp_pat
     out, err = capsys.readouterr()
     assert "100%" in err  # pooch's tqdm progress bar, one per downloaded file
     assert files_under(tmp_path / "my_cache") == sorted(
-        [tmp_path / "my_cache" / "div2k" / "DIV2K_train_HR.zip"] + [tmp_path / "my_cache" / "kodak" / n for n in EVAL_PHOTOS])
+        [tmp_path / "my_cache" / "div2k" / "DIV2K_train_HR.zip"]
+        + [tmp_path / "my_cache" / "kodak" / n for n in EVAL_PHOTOS]
+    )
     assert f"div2k: 1 file(s) present and verified in {tmp_path / 'my_cache' / 'div2k'}" in out
     assert main(["fetch", "no-such-dataset"]) == 2
     assert "kodak, div2k" in capsys.readouterr().err
@@ -302,21 +336,27 @@ def test_doctor_says_which_named_datasets_are_cached(server, tmp_path, capsys):
     assert 'source = "kodak": cached (3 files, hashes checked)' in out and str(tmp_path / "cache") in out
 
 
-@pytest.mark.parametrize("data, key, message", [
-    ('source = "kodac"', "data.source", "did you mean 'kodak'"),
-    ('source = "kodak"\neval_source = "kodak"', "data.eval_source", "trained on"),
-    ('source = "kodak"\neval_path = "x"', "data.eval_path", 'eval_source = "folder"'),
-])
+@pytest.mark.parametrize(
+    "data, key, message",
+    [
+        ('source = "kodac"', "data.source", "did you mean 'kodak'"),
+        ('source = "kodak"\neval_source = "kodak"', "data.eval_source", "trained on"),
+        ('source = "kodak"\neval_path = "x"', "data.eval_path", 'eval_source = "folder"'),
+    ],
+)
 def test_bad_named_sources_are_input_errors(tmp_path, capsys, data, key, message, write_suite):
     assert main(["validate", str(write_suite(tmp_path, data))]) == 2
     err = capsys.readouterr().err
     assert key in err and message in err
 
 
-@pytest.mark.parametrize("train, evaluate, refused", [("photos", "photos/test", True), ("photos/test", "photos", True),
-                                                     ("photos/train", "photos/test", False)])
-def test_an_evaluation_folder_inside_or_around_the_training_folder_is_refused(tmp_path, capsys, train, evaluate,
-                                                                               refused, write_suite):
+@pytest.mark.parametrize(
+    "train, evaluate, refused",
+    [("photos", "photos/test", True), ("photos/test", "photos", True), ("photos/train", "photos/test", False)],
+)
+def test_an_evaluation_folder_inside_or_around_the_training_folder_is_refused(
+    tmp_path, capsys, train, evaluate, refused, write_suite
+):
     """Folders are read with their subfolders, so nested ones would train on the evaluation photographs."""
     for folder in ("photos/train", "photos/test"):
         (tmp_path / folder).mkdir(parents=True)

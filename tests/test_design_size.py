@@ -32,15 +32,20 @@ def test_losses_designed_for_larger_images_than_the_crops_are_named():
 def crafted_run(tmp_path: Path, resolution: int) -> Run:
     """Two trained entries, fsim and mse, and a baseline, scored on crops of ``resolution`` px."""
     rng = np.random.default_rng(0)
-    rows = [{"entry": name, "seed": seed, "crop": crop, "psnr": base + rng.normal(0, 0.1), "fsim": 0.8, "ssim": 0.7}
-            for name, base in (("fsim", 25.0), ("mse", 26.0), ("baseline-mean-colour", 12.0))
-            for seed in range(2) for crop in range(8)]
+    rows = [
+        {"entry": name, "seed": seed, "crop": crop, "psnr": base + rng.normal(0, 0.1), "fsim": 0.8, "ssim": 0.7}
+        for name, base in (("fsim", 25.0), ("mse", 26.0), ("baseline-mean-colour", 12.0))
+        for seed in range(2)
+        for crop in range(8)
+    ]
     images = pd.DataFrame(rows)
     quality = images.groupby(["entry", "seed"], sort=False).mean(numeric_only=True).drop(columns="crop").reset_index()
     quality["kind"] = np.where(quality["entry"].str.startswith("baseline-"), "baseline", "trained")
     quality["trained_on"] = quality["entry"].map({"fsim": "fsim", "mse": "mse psnr"}).fillna("")
-    quality["trained_below_design"] = [trained_below_design(entry(name), resolution) if kind == "trained" else None
-                                       for name, kind in zip(quality["entry"], quality["kind"])]
+    quality["trained_below_design"] = [
+        trained_below_design(entry(name), resolution) if kind == "trained" else None
+        for name, kind in zip(quality["entry"], quality["kind"])
+    ]
     quality = quality.assign(status="ok", formula=quality["entry"], train_seconds=1.0, resolution=resolution)
     summary = summarize(quality, pd.DataFrame(), images, pd.DataFrame())
     return Run(tmp_path, {}, quality, pd.DataFrame(), pd.DataFrame(), summary)
@@ -76,4 +81,4 @@ def test_crops_at_the_design_size_are_not_flagged(tmp_path):
     run = crafted_run(tmp_path, 256)
     assert not run.summary["scored_below_design"].astype(bool).any()
     assert not [line for line in headline(run.summary) if "designed for" in line]
-    assert "small-mark\"" not in render(run) and "trained below design size:" not in render(run)
+    assert 'small-mark"' not in render(run) and "trained below design size:" not in render(run)

@@ -14,14 +14,17 @@ from bench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 WALL_CLOCK = {"train_seconds", "seconds"}
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="Ray is the optional extra: pip install -e '.[distributed]'")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is the optional extra: pip install -e '.[distributed]'"
+)
 
 
 def run(tmp_path: Path, *flags: str) -> Path:
     out = tmp_path / "_".join(flags or ("single",))
-    assert main(["run", str(REPO / "suites" / "smoke.toml"), "--out", str(out), "--no-progress", "--no-timing",
-                 *flags]) == 0
+    assert (
+        main(["run", str(REPO / "suites" / "smoke.toml"), "--out", str(out), "--no-progress", "--no-timing", *flags])
+        == 0
+    )
     (folder,) = (out / "smoke").iterdir()
     return folder
 
@@ -29,7 +32,11 @@ def run(tmp_path: Path, *flags: str) -> Path:
 @pytest.fixture
 def restores_determinism():
     """--deterministic switches this process's torch; put it back for the tests that follow."""
-    saved = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     yield
     torch.use_deterministic_algorithms(saved[0])
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1:]
@@ -44,8 +51,9 @@ def test_two_deterministic_ray_workers_give_the_single_process_tables(tmp_path, 
         pd.testing.assert_frame_equal(a, b, check_exact=True)  # bit-identical, rows in the same (plan) order
     quality = pd.read_csv(parallel / "quality.csv")
     assert quality.loc[quality["kind"] == "trained", "deterministic"].all()  # as each worker recorded it
-    assert sorted(p.name for p in (parallel / "reconstructions").iterdir()) == \
-        sorted(p.name for p in (single / "reconstructions").iterdir())
+    assert sorted(p.name for p in (parallel / "reconstructions").iterdir()) == sorted(
+        p.name for p in (single / "reconstructions").iterdir()
+    )
 
 
 def test_without_ray_the_message_says_how_to_install(monkeypatch, tmp_path, capsys):
@@ -60,12 +68,38 @@ def test_without_ray_the_message_says_how_to_install(monkeypatch, tmp_path, caps
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    assert main(["run", str(REPO / "suites" / "smoke.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing",
-                 "--workers", "2"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                str(REPO / "suites" / "smoke.toml"),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--no-timing",
+                "--workers",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert ".[distributed]" in capsys.readouterr().err
 
 
 def test_gpus_without_workers_is_an_input_error(tmp_path, capsys):
-    assert main(["run", str(REPO / "suites" / "smoke.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing",
-                 "--gpus", "0"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                str(REPO / "suites" / "smoke.toml"),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--no-timing",
+                "--gpus",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "--gpus" in capsys.readouterr().err and not list(tmp_path.iterdir())

@@ -69,15 +69,19 @@ def _plain(value):
 def _suite_dataclasses():
     from bench.config import suite
 
-    return [obj for obj in vars(suite).values()
-            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == suite.__name__]
+    return [
+        obj
+        for obj in vars(suite).values()
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == suite.__name__
+    ]
 
 
 def test_suite_page_lists_every_dataclass_field_with_its_default(hooks, tmp_path):
     sections = _sections(hooks.suite_reference(), "##|###")
     classes = _suite_dataclasses()
     assert {"Suite", "DataConfig", "TrainConfig", "TimingConfig", "MetricsConfig", "VerdictConfig"} <= {
-        cls.__name__ for cls in classes}
+        cls.__name__ for cls in classes
+    }
     for cls in classes:
         [section] = [text for heading, text in sections.items() if f"(`{cls.__name__}`)" in heading]
         rows = _rows(section)
@@ -124,8 +128,15 @@ def _bench_list() -> tuple[list[str], list[str]]:
     """The loss names and the model names that ``python -m bench list`` prints with installed plugins off: the
     built-in ones, which the pages document (plugins loaded in this test process are left out of the pages)."""
     env = {**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    out = subprocess.run([sys.executable, "-m", "bench", "list"], cwd=REPO, env=env, capture_output=True, text=True,
-                         check=True, timeout=300).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "list"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
     losses_part, models_part = out.split("\nmodels (", 1)
     names = lambda text: [line.split()[0] for line in text.splitlines() if line and not line[0].isspace()]
     return names(losses_part), names(models_part.split("\n", 1)[1])
@@ -139,10 +150,14 @@ def test_losses_page_lists_exactly_what_bench_list_lists(hooks):
     losses, models = _bench_list()
     assert "mse" in losses and "autoencoder" in models
     sections = _sections(hooks.losses_reference())
-    for kind, listed, page in (("losses", losses, _headings(sections["Losses"])),
-                               ("models", models, _headings(sections["Models"]))):
-        assert page == listed, (f"{kind} the page lacks: {sorted(set(listed) - set(page))}; "
-                                f"lists but bench list does not: {sorted(set(page) - set(listed))}")
+    for kind, listed, page in (
+        ("losses", losses, _headings(sections["Losses"])),
+        ("models", models, _headings(sections["Models"])),
+    ):
+        assert page == listed, (
+            f"{kind} the page lacks: {sorted(set(listed) - set(page))}; "
+            f"lists but bench list does not: {sorted(set(page) - set(listed))}"
+        )
 
 
 def test_losses_page_gives_each_losss_parameters_with_the_registered_defaults(hooks):

@@ -67,7 +67,7 @@ def test_reports_a_weight_file_in_the_hub_cache_as_cached(capsys, empty_hub):
 def test_says_what_happens_to_missing_weights_offline(capsys, monkeypatch):
     monkeypatch.setattr(doctor, "_reachable", lambda host: False)
     assert main(["doctor"]) == 0
-    assert "not reachable, so weights=\"auto\" falls back to seeded random" in capsys.readouterr().out
+    assert 'not reachable, so weights="auto" falls back to seeded random' in capsys.readouterr().out
 
 
 def test_names_the_data_sources(capsys):
@@ -90,7 +90,8 @@ def test_exits_zero_and_reports_a_probe_that_raises(capsys, monkeypatch, target,
 
 
 def test_command_line_exits_zero():
-    done = subprocess.run([sys.executable, "-m", "bench", "doctor", "--no-network"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "doctor", "--no-network"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "pretrained weights:" in done.stdout and "packages:" in done.stdout

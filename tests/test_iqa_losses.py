@@ -42,8 +42,9 @@ def build(name: str, size: int = SIZE):
 def photo_like(n: int = 2, channels: int = 3, size: int = SIZE, seed: int = 0) -> torch.Tensor:
     """Smooth shapes plus fine texture in [0, 1]."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = F.interpolate(torch.rand(n, channels, 8, 8, generator=generator), size=(size, size), mode="bilinear",
-                           align_corners=False)
+    coarse = F.interpolate(
+        torch.rand(n, channels, 8, 8, generator=generator), size=(size, size), mode="bilinear", align_corners=False
+    )
     return (coarse + 0.1 * torch.randn(n, channels, size, size, generator=generator)).clamp(0, 1)
 
 
@@ -54,12 +55,13 @@ def with_noise(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = 3 * math.ceil(sigma)
-    taps = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma**2))
+    taps = torch.exp(-(torch.arange(-radius, radius + 1.0) ** 2) / (2 * sigma**2))
     kernel = (taps / taps.sum()).view(1, 1, 1, -1).repeat(images.shape[1], 1, 1, 1)
     padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
     rows = F.conv2d(padded, kernel, groups=images.shape[1])
-    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), kernel.transpose(-1, -2),
-                    groups=images.shape[1])
+    return F.conv2d(
+        F.pad(rows, (0, 0, radius, radius), mode="reflect"), kernel.transpose(-1, -2), groups=images.shape[1]
+    )
 
 
 def quantised(images: torch.Tensor, levels: int) -> torch.Tensor:
@@ -113,8 +115,10 @@ def test_robust_special_cases_are_the_named_losses():
 
 def test_log_partition_matches_closed_forms():
     # Z(0) = pi sqrt(2) (a Cauchy), Z(1) = 2 e K1(1) (Charbonnier), Z(2) = sqrt(2 pi) (a Gaussian).
-    expected = torch.tensor([math.log(math.pi * math.sqrt(2)), math.log(2 * math.e * scipy.special.k1(1.0)),
-                             0.5 * math.log(2 * math.pi)], dtype=torch.float64)
+    expected = torch.tensor(
+        [math.log(math.pi * math.sqrt(2)), math.log(2 * math.e * scipy.special.k1(1.0)), 0.5 * math.log(2 * math.pi)],
+        dtype=torch.float64,
+    )
     assert torch.allclose(log_partition(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)), expected, atol=1e-6)
 
 
@@ -122,8 +126,11 @@ def test_adaptive_robust_loss_is_the_negative_log_likelihood():
     loss = build("robust_adaptive")
     x = torch.tensor([[[[0.0, 0.05, -0.2, 0.5]]]])
     alpha, scale = loss.alpha().item(), loss.scale().item()
-    expected = general_robust(x.double(), alpha, scale).mean() + math.log(scale) + log_partition(
-        torch.tensor(alpha, dtype=torch.float64))
+    expected = (
+        general_robust(x.double(), alpha, scale).mean()
+        + math.log(scale)
+        + log_partition(torch.tensor(alpha, dtype=torch.float64))
+    )
     assert loss(x, torch.zeros_like(x)).item() == pytest.approx(expected.item(), abs=1e-5)
     assert alpha == pytest.approx(1.0, abs=1e-6) and scale == pytest.approx(0.03, rel=1e-6)
 
@@ -135,9 +142,11 @@ def test_adaptive_robust_loss_is_the_negative_log_likelihood():
 @pytest.mark.parametrize("distortion", ["noise", "blur", "quantise"])
 def test_loss_grows_with_the_distortion(name, distortion):
     target = photo_like()
-    steps = {"noise": [with_noise(target, s) for s in (0.02, 0.08, 0.25)],
-             "blur": [blurred(target, s) for s in (0.6, 1.5, 3.0)],
-             "quantise": [quantised(target, n) for n in (32, 8, 3)]}[distortion]
+    steps = {
+        "noise": [with_noise(target, s) for s in (0.02, 0.08, 0.25)],
+        "blur": [blurred(target, s) for s in (0.6, 1.5, 3.0)],
+        "quantise": [quantised(target, n) for n in (32, 8, 3)],
+    }[distortion]
     loss = build(name)
     with torch.no_grad():
         values = [loss(step, target).item() for step in steps]
@@ -215,8 +224,10 @@ def test_grayscale_is_measured(name):
     assert torch.isfinite(reconstruction.grad).all() and reconstruction.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name, side", [("fsim", 8), ("gmsd", 4), ("ms_gmsd", 17), ("haarpsi", 16), ("mdsi", 4),
-                                        ("vif", 41), ("vsi", 4), ("dists", 16)])
+@pytest.mark.parametrize(
+    "name, side",
+    [("fsim", 8), ("gmsd", 4), ("ms_gmsd", 17), ("haarpsi", 16), ("mdsi", 4), ("vif", 41), ("vsi", 4), ("dists", 16)],
+)
 def test_images_below_the_minimum_side_are_refused_clearly(name, side):
     params = PARAMS.get(name, {})
     with pytest.raises(ValueError, match=f"{name} needs images of at least {side} px, got {side - 1} px"):
@@ -229,7 +240,9 @@ def test_images_below_the_minimum_side_are_refused_clearly(name, side):
 
 
 def test_nlpd_levels_must_fit_the_image():
-    with pytest.raises(ValueError, match="NLPD with levels=6 needs images of at least 65 px, got 64 px; use levels <= 5"):
+    with pytest.raises(
+        ValueError, match="NLPD with levels=6 needs images of at least 65 px, got 64 px; use levels <= 5"
+    ):
         build_loss("nlpd", {}, LossContext(image_size=64))
     assert build_loss("nlpd", {}, LossContext(image_size=65))
 
@@ -272,8 +285,10 @@ def test_dists_head_downloads_from_a_local_server_into_the_hub_cache(offline_hub
     served = tmp_path / "served"
     served.mkdir()
     generator = torch.Generator().manual_seed(0)
-    state = {"alpha": torch.rand(1, sum(CHANNELS), 1, 1, generator=generator),
-             "beta": torch.rand(1, sum(CHANNELS), 1, 1, generator=generator)}
+    state = {
+        "alpha": torch.rand(1, sum(CHANNELS), 1, 1, generator=generator),
+        "beta": torch.rand(1, sum(CHANNELS), 1, 1, generator=generator),
+    }
     torch.save(state, served / "dists_weights.pt")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -287,7 +302,7 @@ def test_dists_head_downloads_from_a_local_server_into_the_hub_cache(offline_hub
         server.shutdown()
     assert trained and hub_file(url).is_file()
     assert torch.equal(torch.cat(head[: len(CHANNELS)], dim=1), state["alpha"])
-    assert torch.equal(torch.cat(head[len(CHANNELS):], dim=1), state["beta"])
+    assert torch.equal(torch.cat(head[len(CHANNELS) :], dim=1), state["beta"])
     assert load_head("imagenet", url)[1]  # now from the cache, with the server gone
     printed = capsys.readouterr()
     assert "Downloading:" not in printed.out + printed.err  # torch.hub's line, printed before it even tries

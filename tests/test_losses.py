@@ -24,8 +24,14 @@ from torch import nn
 from bench.losses import LossContext, build_loss, loss_names
 from bench.losses.frequency import focal_frequency_loss
 from bench.losses.perceptual import IMAGENET_MEAN, IMAGENET_STD
-from bench.losses.structural import (MS_SSIM_WEIGHTS, ms_ssim_index, ms_ssim_l1_loss, ms_ssim_loss, resolve_levels,
-                                     ssim_loss)
+from bench.losses.structural import (
+    MS_SSIM_WEIGHTS,
+    ms_ssim_index,
+    ms_ssim_l1_loss,
+    ms_ssim_loss,
+    resolve_levels,
+    ssim_loss,
+)
 from bench.losses.registry import get_loss_info
 
 SIZE = 64
@@ -69,8 +75,9 @@ def loss_module(name: str, size: int = SIZE) -> nn.Module:
 def images(n: int = 2, channels: int = 3, size: int = SIZE, seed: int = 0) -> torch.Tensor:
     """Smooth shapes plus fine texture in [0, 1], like natural images rather than white noise."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = F.interpolate(torch.rand(n, channels, 8, 8, generator=generator), size=(size, size), mode="bilinear",
-                           align_corners=False)
+    coarse = F.interpolate(
+        torch.rand(n, channels, 8, 8, generator=generator), size=(size, size), mode="bilinear", align_corners=False
+    )
     texture = 0.1 * torch.randn(n, channels, size, size, generator=generator)
     return (coarse + texture).clamp(0, 1)
 
@@ -98,8 +105,11 @@ def test_gradient_reaches_reconstruction_and_no_network(name):
     assert torch.isfinite(reconstruction.grad).all()
     assert reconstruction.grad.abs().sum() > 0
     for parameter in loss.parameters():
-        assert (parameter.requires_grad and parameter.grad is not None) if name in LEARNS_ITS_PARAMETERS else (
-            not parameter.requires_grad and parameter.grad is None)
+        assert (
+            (parameter.requires_grad and parameter.grad is not None)
+            if name in LEARNS_ITS_PARAMETERS
+            else (not parameter.requires_grad and parameter.grad is None)
+        )
         parameter.grad = None
 
 
@@ -169,11 +179,13 @@ def test_training_through_the_loss_leaves_its_network_unchanged(name):
 def test_ssim_family_is_differentiable():
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(1, 1, 24, 24, generator=generator, dtype=torch.float64)
-    reconstruction = (target + 0.1 * torch.rand(target.shape, generator=generator, dtype=torch.float64))
+    reconstruction = target + 0.1 * torch.rand(target.shape, generator=generator, dtype=torch.float64)
     reconstruction.requires_grad_()
-    for loss in (lambda r: ssim_loss(r, target, win_size=7),
-                 lambda r: ms_ssim_loss(r, target, levels=2, win_size=7),
-                 lambda r: ms_ssim_l1_loss(r, target, levels=2, win_size=7)):
+    for loss in (
+        lambda r: ssim_loss(r, target, win_size=7),
+        lambda r: ms_ssim_loss(r, target, levels=2, win_size=7),
+        lambda r: ms_ssim_l1_loss(r, target, levels=2, win_size=7),
+    ):
         assert torch.autograd.gradcheck(loss, (reconstruction,), fast_mode=True)
 
 
@@ -332,8 +344,11 @@ def test_network_loss_parameters_are_checked():
     with pytest.raises(ValueError, match="net='alex' needs images of at least 31 px, got 16 px; use net 'vgg'"):
         build_loss("lpips", {"weights": "random"}, LossContext(16))
     layers = ["relu1_2", "conv2_2", "relu3_3"]  # a conv output too: ReLUs must not overwrite it in place
-    loss = build_loss("perceptual", {"net": "vgg16", "layers": layers, "layer_weights": [1.0, 0.5, 2.0],
-                                     "distance": "l2", "weights": "random"}, context)
+    loss = build_loss(
+        "perceptual",
+        {"net": "vgg16", "layers": layers, "layer_weights": [1.0, 0.5, 2.0], "distance": "l2", "weights": "random"},
+        context,
+    )
     assert len(loss.features.features) == 16  # cut after relu3_3
     target = images()
     reconstruction = noisy(target, 0.1)
@@ -368,11 +383,20 @@ def test_ssim_matches_pytorch_msssim_and_skimage(channels):
     # skimage filters the whole image with reflection and then crops (win_size - 1) / 2 pixels per side,
     # which leaves exactly pytorch-msssim's valid region, with the same 11-tap Gaussian (truncate 3.5 *
     # sigma 1.5): they agree to float rounding (~3e-8, the Gaussian being built in float32).
-    skimage = np.mean([
-        structural_similarity(r.numpy(), t.numpy(), gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                              data_range=1.0, channel_axis=0)
-        for r, t in zip(reconstruction, target)
-    ])
+    skimage = np.mean(
+        [
+            structural_similarity(
+                r.numpy(),
+                t.numpy(),
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1.0,
+                channel_axis=0,
+            )
+            for r, t in zip(reconstruction, target)
+        ]
+    )
     assert ours == pytest.approx(library, abs=1e-12)
     assert ours == pytest.approx(skimage, abs=1e-6)
 
@@ -381,8 +405,9 @@ def test_ssim_matches_pytorch_msssim_and_skimage(channels):
 def test_ms_ssim_matches_pytorch_msssim(levels):
     reconstruction, target = _pair(size=192)  # pytorch-msssim asserts > 160 px whatever the level count
     weights = np.array(MS_SSIM_WEIGHTS[:levels]) / sum(MS_SSIM_WEIGHTS[:levels])
-    library = pytorch_msssim.ms_ssim(reconstruction, target, data_range=1.0, weights=weights.tolist(),
-                                     size_average=False)
+    library = pytorch_msssim.ms_ssim(
+        reconstruction, target, data_range=1.0, weights=weights.tolist(), size_average=False
+    )
     ours = ms_ssim_index(reconstruction, target, levels=levels, size_average=False)
     torch.testing.assert_close(ours, library, rtol=0, atol=1e-6)
     loss = ms_ssim_loss(reconstruction, target, levels=levels).item()
@@ -427,7 +452,7 @@ def test_ms_ssim_matches_an_independent_skimage_computation(levels):
 
 def _gaussian(size: int, sigma: float) -> np.ndarray:
     coords = np.arange(size) - size // 2
-    g = np.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = np.exp(-(coords**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -439,8 +464,9 @@ def test_ms_ssim_l1_matches_the_formula(levels, alpha):
     g = _gaussian(10 * 2 ** (levels - 1) + 1, 1.5 * 2 ** (levels - 1))
     kernel = np.outer(g, g)
     error = (reconstruction - target).abs().numpy()
-    weighted_l1 = np.mean([scipy.signal.convolve2d(plane, kernel, mode="valid").mean()
-                           for image in error for plane in image])
+    weighted_l1 = np.mean(
+        [scipy.signal.convolve2d(plane, kernel, mode="valid").mean() for image in error for plane in image]
+    )
     expected = alpha * (1 - ms_ssim) + (1 - alpha) * weighted_l1
     ours = ms_ssim_l1_loss(reconstruction, target, alpha=alpha, levels=levels).item()
     assert ours == pytest.approx(expected, abs=1e-6)
@@ -454,10 +480,10 @@ def test_pixel_losses_match_numpy():
     with np.errstate(divide="ignore"):  # log(0) = -inf, clamped at -100 as PyTorch does
         log_r, log_not_r = np.maximum(np.log(r), -100), np.maximum(np.log(1 - r), -100)
     expected = {
-        "mse": np.mean(d ** 2),
+        "mse": np.mean(d**2),
         "l1": np.mean(np.abs(d)),
-        "charbonnier": np.mean(np.sqrt(d ** 2 + eps ** 2)),
-        "huber": np.mean(np.where(np.abs(d) < delta, 0.5 * d ** 2, delta * (np.abs(d) - 0.5 * delta))),
+        "charbonnier": np.mean(np.sqrt(d**2 + eps**2)),
+        "huber": np.mean(np.where(np.abs(d) < delta, 0.5 * d**2, delta * (np.abs(d) - 0.5 * delta))),
         "bce": -np.mean(t * log_r + (1 - t) * log_not_r),
         "gradient": np.mean(np.abs(np.diff(d, axis=3))) + np.mean(np.abs(np.diff(d, axis=2))),
     }
@@ -478,13 +504,16 @@ def test_lpips_matches_the_package():
     torch.testing.assert_close(loss(reconstruction, target), expected)
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"alpha": 2.0, "log_matrix": True},
-    {"patch_factor": 4, "batch_matrix": True},
-    {"ave_spectrum": True, "loss_weight": 0.5},
-    {"alpha": 0.5, "patch_factor": 2, "ave_spectrum": True, "log_matrix": True, "batch_matrix": True},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"alpha": 2.0, "log_matrix": True},
+        {"patch_factor": 4, "batch_matrix": True},
+        {"ave_spectrum": True, "loss_weight": 0.5},
+        {"alpha": 0.5, "patch_factor": 2, "ave_spectrum": True, "log_matrix": True, "batch_matrix": True},
+    ],
+)
 def test_focal_frequency_matches_the_authors_package(params):
     reconstruction, target = _pair()
     ours_input = reconstruction.clone().requires_grad_()

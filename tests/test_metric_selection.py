@@ -63,8 +63,13 @@ def test_an_unknown_metric_is_an_input_error_naming_the_key():
 
 def test_new_metrics_agree_with_their_losses_and_point_the_right_way():
     x, y = pair()
-    metrics = QualityMetrics("alex", "random", torch.device("cpu"),
-                             compute=("fsim", "gmsd", "haarpsi", "vif", "nlpd", "dists"), dists_weights="random")
+    metrics = QualityMetrics(
+        "alex",
+        "random",
+        torch.device("cpu"),
+        compute=("fsim", "gmsd", "haarpsi", "vif", "nlpd", "dists"),
+        dists_weights="random",
+    )
     values, _ = metrics.per_image(x, y)
     for name in ("fsim", "gmsd", "haarpsi"):
         loss = build_loss(name, {}, LossContext(48))(x, y).item()
@@ -89,8 +94,9 @@ def test_dists_metric_is_left_out_unless_its_weights_are_cached(tmp_path, monkey
 # --- marks -----------------------------------------------------------------------------------------------------
 
 
-def crafted(means: dict[str, tuple[float, float]], trained: dict[str, str],
-            noise_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def crafted(
+    means: dict[str, tuple[float, float]], trained: dict[str, str], noise_seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """quality and per_image tables with psnr and fsim per (seed, crop), 2 seeds x 12 crops around each entry's
     (psnr, fsim) means with noise of standard deviation 0.01 drawn from ``noise_seed``."""
     rng = np.random.default_rng(noise_seed)
@@ -99,8 +105,9 @@ def crafted(means: dict[str, tuple[float, float]], trained: dict[str, str],
         psnr, fsim = (mean + rng.normal(0, 0.01, (2, 12)) for mean in pair)
         for seed in range(psnr.shape[0]):
             for crop in range(psnr.shape[1]):
-                rows.append({"entry": entry, "seed": seed, "crop": crop, "psnr": psnr[seed, crop],
-                             "fsim": fsim[seed, crop]})
+                rows.append(
+                    {"entry": entry, "seed": seed, "crop": crop, "psnr": psnr[seed, crop], "fsim": fsim[seed, crop]}
+                )
     images = pd.DataFrame(rows)
     quality = images.groupby(["entry", "seed"], sort=False).mean(numeric_only=True).drop(columns="crop").reset_index()
     quality["kind"] = np.where(quality["entry"].str.startswith("baseline-"), "baseline", "trained")
@@ -110,8 +117,11 @@ def crafted(means: dict[str, tuple[float, float]], trained: dict[str, str],
 
 @pytest.fixture
 def marked():
-    quality, images = crafted({"fsim": (20, 0.95), "mse": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
-                              {"fsim": "fsim", "mse": "mse psnr"}, noise_seed=0)
+    quality, images = crafted(
+        {"fsim": (20, 0.95), "mse": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
+        {"fsim": "fsim", "mse": "mse psnr"},
+        noise_seed=0,
+    )
     return summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame()), quality
 
 
@@ -131,8 +141,11 @@ def test_metrics_table_says_direction_and_who_trained_on_each(marked):
 
 
 def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
-    quality, images = crafted({"mse": (20, 0.95), "l1": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
-                              {"mse": "mse psnr", "l1": "l1"}, noise_seed=1)
+    quality, images = crafted(
+        {"mse": (20, 0.95), "l1": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
+        {"mse": "mse psnr", "l1": "l1"},
+        noise_seed=1,
+    )
     summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
     lines = headline(summary)
     assert lines[0] == "ranked on held-out metrics no entry trained on: FSIM"
@@ -156,15 +169,23 @@ def test_trained_on_covers_the_new_measures():
 
 
 def test_adaptive_robust_loss_learns_its_shape_and_scale_with_the_model(tmp_path):
-    suite = suite_with(entries='[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n'
-                               '[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n'
-                               '[train]\nsteps = 30\nbatch_size = 4\nlr = 1e-2\nlog_every = 10\neval_every = 0\n',
-                       tmp=tmp_path)
+    suite = suite_with(
+        entries='[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n'
+        "[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n"
+        "[train]\nsteps = 30\nbatch_size = 4\nlr = 1e-2\nlog_every = 10\neval_every = 0\n",
+        tmp=tmp_path,
+    )
     (spec,) = make_plan(suite, "none")
     generator = torch.Generator().manual_seed(0)
     photos = tuple(torch.rand(3, 40, 40, generator=generator) for _ in range(2))
-    images = ImageSet(train=photos, eval=torch.rand(2, 3, 16, 16, generator=generator), train_names=("a", "b"),
-                      eval_names=("c@0,0", "c@0,1"), eval_photos=("c",), images_sha256="")
+    images = ImageSet(
+        train=photos,
+        eval=torch.rand(2, 3, 16, 16, generator=generator),
+        train_names=("a", "b"),
+        eval_names=("c@0,0", "c@0,1"),
+        eval_photos=("c",),
+        images_sha256="",
+    )
     loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
     before = [p.detach().clone() for p in loss.parameters()]
     model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)

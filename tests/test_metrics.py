@@ -30,7 +30,9 @@ def test_psnr_matches_skimage_per_image():
     x, y = pair()
     ours = psnr(x, y)
     for i in range(len(x)):
-        expected = peak_signal_noise_ratio(y[i].numpy().astype(np.float64), x[i].numpy().astype(np.float64), data_range=1.0)
+        expected = peak_signal_noise_ratio(
+            y[i].numpy().astype(np.float64), x[i].numpy().astype(np.float64), data_range=1.0
+        )
         assert ours[i].item() == pytest.approx(expected, abs=1e-4)
 
 
@@ -60,7 +62,7 @@ def test_ms_ssim_levels_fit_the_image(side, levels):
 def test_every_metric_is_batch_size_independent(metrics):
     x, y = pair(n=4)
     batched = metrics(x, y)
-    singles = [metrics(x[i:i + 1], y[i:i + 1]) for i in range(len(x))]
+    singles = [metrics(x[i : i + 1], y[i : i + 1]) for i in range(len(x))]
     for name in ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse"):
         mean_of_singles = sum(s[name] for s in singles) / len(singles)
         assert batched[name] == pytest.approx(mean_of_singles, rel=1e-5, abs=1e-7), name

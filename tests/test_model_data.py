@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.images import (BUNDLED_PHOTOS, OTHER_PHOTOS, bundled_photo, crop_schedule, load_images, make_batch, PhotoPixels, rescale,
-                        to_tensor)
+from bench.data.images import (
+    BUNDLED_PHOTOS,
+    OTHER_PHOTOS,
+    bundled_photo,
+    crop_schedule,
+    load_images,
+    make_batch,
+    PhotoPixels,
+    rescale,
+    to_tensor,
+)
 from bench.errors import BenchInputError
 from bench.models import ModelContext, build_model
 from bench.train.model import Autoencoder, stage_channels
@@ -101,8 +110,11 @@ def test_make_batch_crops_flips_and_turns_as_scheduled():
     photos = tuple(torch.rand(3, h, w) for h, w in SIZES)
     crops = torch.tensor([[1, 5, 2, 0, 0], [2, 1, 40, 1, 0], [0, 3, 7, 1, 3]])
     batch = make_batch(PhotoPixels.pack(photos, 32), crops)
-    reference = [photos[1].numpy()[:, 5:37, 2:34], photos[2].numpy()[:, 1:33, 40:72][:, :, ::-1],
-                 np.rot90(photos[0].numpy()[:, 3:35, 7:39][:, :, ::-1], 3, axes=(1, 2))]
+    reference = [
+        photos[1].numpy()[:, 5:37, 2:34],
+        photos[2].numpy()[:, 1:33, 40:72][:, :, ::-1],
+        np.rot90(photos[0].numpy()[:, 3:35, 7:39][:, :, ::-1], 3, axes=(1, 2)),
+    ]
     assert batch.shape == (3, 3, 32, 32)
     for got, expected in zip(batch, reference):
         np.testing.assert_array_equal(got.numpy(), expected)
@@ -112,11 +124,17 @@ def test_make_batch_gathers_every_flip_and_turn_like_numpy():
     """The one-gather batch equals numpy's slice, flip and rot90 of each crop, for every photograph, flip and
     quarter turn, on non-square photographs of different sizes."""
     photos = tuple(torch.rand(3, h, w) for h, w in SIZES)
-    crops = torch.tensor([[photo, 2 * photo + 1, 3 * turns + 2, flip, turns]
-                          for photo in range(len(SIZES)) for flip in (0, 1) for turns in range(4)])
+    crops = torch.tensor(
+        [
+            [photo, 2 * photo + 1, 3 * turns + 2, flip, turns]
+            for photo in range(len(SIZES))
+            for flip in (0, 1)
+            for turns in range(4)
+        ]
+    )
     batch = make_batch(PhotoPixels.pack(photos, 16), crops)
     for got, (photo, top, left, flip, turns) in zip(batch, crops.tolist()):
-        crop = photos[photo].numpy()[:, top:top + 16, left:left + 16]
+        crop = photos[photo].numpy()[:, top : top + 16, left : left + 16]
         expected = np.rot90(crop[:, :, ::-1] if flip else crop, turns, axes=(1, 2))
         np.testing.assert_array_equal(got.numpy(), expected)
 
@@ -133,7 +151,7 @@ def test_bundled_split_holds_out_whole_photographs():
         photo, position = name.split("@")
         top, left = map(int, position.split(","))
         source = rescale(to_tensor(bundled_photo(photo)), 0.25, 32)[0]
-        assert torch.equal(crop, source[:, top:top + 32, left:left + 32])
+        assert torch.equal(crop, source[:, top : top + 32, left : left + 32])
         for train_photo in images.train:  # and no training photograph is that photograph
             assert train_photo.shape != source.shape or not torch.equal(train_photo, source)
     again = load_images(config)
@@ -185,7 +203,9 @@ def test_folder_source_reads_images_recursively_and_skips_corrupt(tmp_path):
 
     (tmp_path / "sub").mkdir()
     for i in range(4):
-        Image.fromarray(np.full((40, 40, 3), 60 * i, dtype=np.uint8)).save(tmp_path / ("sub" if i % 2 else "") / f"{i}.png")
+        Image.fromarray(np.full((40, 40, 3), 60 * i, dtype=np.uint8)).save(
+            tmp_path / ("sub" if i % 2 else "") / f"{i}.png"
+        )
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     config = DataConfig(source="folder", path=str(tmp_path), resolution=32, eval_images=1, eval_crops=3)
     with pytest.warns(UserWarning, match="broken.jpg"):

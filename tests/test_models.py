@@ -17,7 +17,7 @@ from bench.cli import main
 
 pytestmark = pytest.mark.usefixtures("clean_plugins")
 
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 from bench import register_model
@@ -68,9 +68,9 @@ def make_exploding(context):
 @register_model("unbuildable", "raises in its factory")
 def make_unbuildable(context):
     raise MemoryError("no room for this model")
-'''
+"""
 
-BUILTIN_MODEL = 'latent_dim = 64\nwidth = 16'
+BUILTIN_MODEL = "latent_dim = 64\nwidth = 16"
 PLUGIN_MODEL = 'name = "two_convs"\nwidth = 4'
 
 
@@ -139,7 +139,8 @@ def same_state(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("plugin_flags", ["entry_point", "file"], indirect=True)
 def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_the_usual_tables(
-        plugin_flags, builtin_run, initial_states, tmp_path, capsys, write_suite):
+    plugin_flags, builtin_run, initial_states, tmp_path, capsys, write_suite
+):
     assert main(["list", *plugin_flags]) == 0
     listing = capsys.readouterr().out
     shown = "two_convs        two convolutions and a sigmoid\n" + " " * 17 + "width=8\n" + " " * 17 + "[plugin "
@@ -162,17 +163,37 @@ def test_a_plugin_model_trains_every_entry_from_one_initial_state_per_seed_into_
     assert "two_convs(width=4)" in (folder / "report.html").read_text()
 
 
-@pytest.mark.parametrize("model, messages", [
-    ('name = "two_convs"\nwidth = 0', ["model (plugin my_models ({path})): model 'two_convs' could not be built: "
-                                       "width must be >= 1, got 0\n  fix: change its parameters in [model]"]),
-    ('name = "half_size"', ["model 'half_size' (plugin my_models ({path})): returns shape (2, 3, 8, 8) for inputs of "
-                            "shape (2, 3, 16, 16), whose targets have shape (2, 3, 16, 16)\n  fix: return one tensor shaped like "
-                            "the targets"]),
-    ('name = "brighter"', ["model 'brighter' (plugin my_models ({path})): returns values in [1.", "outside [0, 1]",
-                           "fix: end the model with a sigmoid"]),
-])
-def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(model, messages, tmp_path, capsys,
-                                                                               write_suite):
+@pytest.mark.parametrize(
+    "model, messages",
+    [
+        (
+            'name = "two_convs"\nwidth = 0',
+            [
+                "model (plugin my_models ({path})): model 'two_convs' could not be built: "
+                "width must be >= 1, got 0\n  fix: change its parameters in [model]"
+            ],
+        ),
+        (
+            'name = "half_size"',
+            [
+                "model 'half_size' (plugin my_models ({path})): returns shape (2, 3, 8, 8) for inputs of "
+                "shape (2, 3, 16, 16), whose targets have shape (2, 3, 16, 16)\n  fix: return one tensor shaped like "
+                "the targets"
+            ],
+        ),
+        (
+            'name = "brighter"',
+            [
+                "model 'brighter' (plugin my_models ({path})): returns values in [1.",
+                "outside [0, 1]",
+                "fix: end the model with a sigmoid",
+            ],
+        ),
+    ],
+)
+def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(
+    model, messages, tmp_path, capsys, write_suite
+):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
     assert run(write_suite(tmp_path, model), tmp_path / "out", "--plugin", str(plugin)) == 2
@@ -184,8 +205,10 @@ def test_a_model_that_cannot_be_built_or_trained_on_is_refused_before_training(m
 def test_a_model_that_raises_fails_only_its_entries(tmp_path, capsys, write_suite):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
-    failing = [{"name": "boom", "loss": "mse", "model": {"name": "exploding"}},
-               {"name": "unbuilt", "loss": "mse", "model": {"name": "unbuildable"}}]
+    failing = [
+        {"name": "boom", "loss": "mse", "model": {"name": "exploding"}},
+        {"name": "unbuilt", "loss": "mse", "model": {"name": "unbuildable"}},
+    ]
     assert run(write_suite(tmp_path, PLUGIN_MODEL, failing), tmp_path / "out", "--plugin", str(plugin)) == 1
     folder = run_folder(tmp_path / "out")
     quality = pd.read_csv(folder / "quality.csv").set_index(["entry", "seed"])
@@ -196,13 +219,16 @@ def test_a_model_that_raises_fails_only_its_entries(tmp_path, capsys, write_suit
     assert "exploding model" in (folder / "errors" / "boom__seed0.txt").read_text()
 
 
-@pytest.mark.parametrize("model, where, message", [
-    ('name = "two_convs"\nwidht = 4', "model.widht", "did you mean 'width'?"),
-    ('name = "two_conv"', "model", "unknown model 'two_conv'"),
-    ('name = "two_convs"\nwidth = "wide"', "model.width", "parameter 'width' of model 'two_convs' must be int"),
-    ('latent_dim = 64\nwidth = 4\ndepth = 2', "model.depth", "model 'autoencoder' has no parameter 'depth'"),
-    ("name = 3", "model.name", "name must be a model name"),
-])
+@pytest.mark.parametrize(
+    "model, where, message",
+    [
+        ('name = "two_convs"\nwidht = 4', "model.widht", "did you mean 'width'?"),
+        ('name = "two_conv"', "model", "unknown model 'two_conv'"),
+        ('name = "two_convs"\nwidth = "wide"', "model.width", "parameter 'width' of model 'two_convs' must be int"),
+        ("latent_dim = 64\nwidth = 4\ndepth = 2", "model.depth", "model 'autoencoder' has no parameter 'depth'"),
+        ("name = 3", "model.name", "name must be a model name"),
+    ],
+)
 def test_a_bad_model_table_is_one_input_error_naming_the_key(model, where, message, tmp_path, capsys, write_suite):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(MODELS)
@@ -217,13 +243,24 @@ def test_the_python_api_trains_a_model_factory(tmp_path, write_suite):
 
     def tiny_net(context, width=4):
         """a convolution and a sigmoid"""
-        return nn.Sequential(nn.Conv2d(context.channels, width, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(width, context.channels, 3, padding=1), nn.Sigmoid())
+        return nn.Sequential(
+            nn.Conv2d(context.channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, context.channels, 3, padding=1),
+            nn.Sigmoid(),
+        )
 
     suite = bench.load_suite(write_suite(tmp_path, BUILTIN_MODEL))
     for _ in range(2):  # the factory is registered once, and found again
-        result = bench.run(suite, model=tiny_net, out=tmp_path / "out", timing=False, progress=False, report=False,
-                           log=lambda line: None)
+        result = bench.run(
+            suite,
+            model=tiny_net,
+            out=tmp_path / "out",
+            timing=False,
+            progress=False,
+            report=False,
+            log=lambda line: None,
+        )
         trained = result.quality[result.quality["kind"] == "trained"]
         assert (trained["status"] == "ok").all() and set(trained["model_config"]) == {"tiny_net(width=4)"}
     assert "tiny_net" in bench.model_names()

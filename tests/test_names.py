@@ -41,8 +41,10 @@ def test_a_hostile_suite_name_is_one_input_error(name):
 
 def test_suite_name_dot_dot_cannot_put_the_run_beside_out(tmp_path, capsys):
     suite = tmp_path / "s.toml"
-    suite.write_text('name = ".."\n[data]\nresolution = 16\nimages = 3\neval_images = 1\n[train]\nsteps = 1\n'
-                     '[[entry]]\nname = "mse"\nloss = "mse"\n')  # small, should the check ever fail
+    suite.write_text(
+        'name = ".."\n[data]\nresolution = 16\nimages = 3\neval_images = 1\n[train]\nsteps = 1\n'
+        '[[entry]]\nname = "mse"\nloss = "mse"\n'
+    )  # small, should the check ever fail
     out = tmp_path / "out"
     out.mkdir()
     assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing"]) == 2
@@ -61,8 +63,25 @@ def toml_string(text: str) -> str:
     return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
-HOSTILE_ENTRY_NAMES = ["../../escape", "..", ".", ".hidden", "a/b", "a\\b", "a_b", "a:b", "C:\\x", "CON", "nul.txt",
-                       "x" * 300, "x" * 300 + "y", "ssim + 0.2*l1", "日本語", "1e3", " lead"]
+HOSTILE_ENTRY_NAMES = [
+    "../../escape",
+    "..",
+    ".",
+    ".hidden",
+    "a/b",
+    "a\\b",
+    "a_b",
+    "a:b",
+    "C:\\x",
+    "CON",
+    "nul.txt",
+    "x" * 300,
+    "x" * 300 + "y",
+    "ssim + 0.2*l1",
+    "日本語",
+    "1e3",
+    " lead",
+]
 
 
 def test_entry_names_map_to_distinct_plain_file_names():
@@ -98,13 +117,21 @@ def test_hostile_entry_names_write_only_inside_the_run_folder(tmp_path, monkeypa
 
     outside = tmp_path / "outside"
     names = [*HOSTILE_ENTRY_NAMES, str(outside / "absolute")]
-    entries = "\n".join(f"[[entry]]\nname = {toml_string(name)}\nloss = \"mse\"" for name in names)
+    entries = "\n".join(f'[[entry]]\nname = {toml_string(name)}\nloss = "mse"' for name in names)
     suite = tmp_path / "s.toml"
-    suite.write_text(tiny_suite(entries, name="hostile", data={"scale": None, "images": 3, "eval_crops": 2},
-                                train={"steps": 2, "batch_size": 1, "log_every": None, "eval_every": 0,
-                                       "checkpoint_every": 1}, timing=None))
+    suite.write_text(
+        tiny_suite(
+            entries,
+            name="hostile",
+            data={"scale": None, "images": 3, "eval_crops": 2},
+            train={"steps": 2, "batch_size": 1, "log_every": None, "eval_every": 0, "checkpoint_every": 1},
+            timing=None,
+        )
+    )
     written, real_replace = [], os.replace
-    monkeypatch.setattr(bench.results.os, "replace", lambda src, dst: (written.append(Path(dst)), real_replace(src, dst)))
+    monkeypatch.setattr(
+        bench.results.os, "replace", lambda src, dst: (written.append(Path(dst)), real_replace(src, dst))
+    )
     out = tmp_path / "out"
     assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing"]) == 0
 

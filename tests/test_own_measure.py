@@ -1,4 +1,4 @@
-""""Did not optimise its own measure": an entry significantly worse than the reference entry (mse, or the suite's
+""" "Did not optimise its own measure": an entry significantly worse than the reference entry (mse, or the suite's
 [verdict] reference) on a metric it trained on and the reference did not, paired over seeds and crops. Checked on
 crafted tables (against scipy's paired t-test) and on a real run whose entry trains on a scrambled gradient."""
 
@@ -34,10 +34,18 @@ def crafted(fsim_means: dict[str, float], reference: str = "") -> tuple[pd.DataF
     """per_image and summary for the entries of ``fsim_means`` (each trained on what OWN says), every one of
     which learned (PSNR well above the baseline's)."""
     rng = np.random.default_rng(1)
-    rows = [{"entry": entry, "seed": seed, "crop": crop, "psnr": 25 + rng.normal(0, 0.3),
-             "fsim": mean + rng.normal(0, 0.01)}
-            for entry, mean in {**fsim_means, "baseline-mean-colour": 0.3}.items()
-            for seed in range(SEEDS) for crop in range(CROPS)]
+    rows = [
+        {
+            "entry": entry,
+            "seed": seed,
+            "crop": crop,
+            "psnr": 25 + rng.normal(0, 0.3),
+            "fsim": mean + rng.normal(0, 0.01),
+        }
+        for entry, mean in {**fsim_means, "baseline-mean-colour": 0.3}.items()
+        for seed in range(SEEDS)
+        for crop in range(CROPS)
+    ]
     rows = [{**row, "psnr": 12.0} if row["entry"].startswith("baseline") else row for row in rows]
     images = pd.DataFrame(rows)
     quality = images.groupby(["entry", "seed"], sort=False).mean(numeric_only=True).drop(columns="crop").reset_index()
@@ -54,13 +62,16 @@ def test_an_entry_worse_than_mse_on_its_own_measure_is_marked_and_one_as_good_is
     assert marks.loc["fsim_good", "did_not_optimise"] == "" and marks.loc["mse", "did_not_optimise"] == ""
     assert marks.loc["fsim", "own_measure_reference"] == "mse" and marks.loc["mse", "own_measure_reference"] == ""
     assert marks.loc["fsim", "learned"]  # an optimisation finding, not "did not learn"
-    line = "did not optimise its own measure (significantly worse on it than mse, which did not train on it): " \
-           "fsim on FSIM, mixed on FSIM"
+    line = (
+        "did not optimise its own measure (significantly worse on it than mse, which did not train on it): "
+        "fsim on FSIM, mixed on FSIM"
+    )
     assert line in headline(summary)
     page = render(Run(tmp_path, {}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary))
     table = re.search(r'<section id="summary-table">(.*?)</section>', page, re.S).group(1)
-    rows = {name: row for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
-            for name in OWN if f"</span>{name}" in row}
+    rows = {
+        name: row for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S) for name in OWN if f"</span>{name}" in row
+    }
     assert "did not optimise its own measure" in rows["fsim"] and "did not learn" not in rows["fsim"]
     assert "did not optimise its own measure" not in rows["fsim_good"]
 
@@ -89,6 +100,7 @@ def test_a_suite_may_name_another_reference_and_a_wrong_name_is_one_clear_error(
 
 # --- a real run: an entry trained on SSIM through a scrambled gradient -----------------------------------------
 
+
 class _ScrambledGradient(torch.autograd.Function):
     """The value of 1 - SSIM; the gradient's elements shuffled within each image, so no step follows the measure."""
 
@@ -113,18 +125,28 @@ def test_a_real_entry_trained_through_a_scrambled_gradient_did_not_optimise_its_
     if "test_scrambled_ssim" not in loss_names():
         record = Measure("SSIM", True, ("ssim",), DesignSize(11, "a test"), "a test")
         register_loss("test_scrambled_ssim", "test only: 1 - SSIM with a scrambled gradient", measure=record)(
-            lambda context: lambda x, y: _ScrambledGradient.apply(x, y))
-    (tmp_path / "scrambled.toml").write_text(small_suite(
-        ["mse", {"name": "scrambled", "loss": "test_scrambled_ssim"}], name="scrambled", seeds=[0, 1],
-        data={"eval_crops": 12}, model={"latent_dim": 192, "width": 64},
-        train={"steps": 150, "batch_size": 8, "lr": 2e-3}))
+            lambda context: lambda x, y: _ScrambledGradient.apply(x, y)
+        )
+    (tmp_path / "scrambled.toml").write_text(
+        small_suite(
+            ["mse", {"name": "scrambled", "loss": "test_scrambled_ssim"}],
+            name="scrambled",
+            seeds=[0, 1],
+            data={"eval_crops": 12},
+            model={"latent_dim": 192, "width": 64},
+            train={"steps": 150, "batch_size": 8, "lr": 2e-3},
+        )
+    )
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        assert main(["run", str(tmp_path / "scrambled.toml"), "--out", str(tmp_path), "--no-progress",
-                     "--no-timing"]) == 0
+        assert (
+            main(["run", str(tmp_path / "scrambled.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 0
+        )
     (folder,) = (tmp_path / "scrambled").iterdir()
     summary = pd.read_csv(folder / "summary.csv", keep_default_na=False).set_index("entry")
     assert summary.loc["scrambled", "did_not_optimise"] == "ssim" and summary.loc["mse", "did_not_optimise"] == ""
-    assert "did not optimise its own measure (significantly worse on it than mse, which did not train on it): " \
-           "scrambled on SSIM" in output.getvalue()
+    assert (
+        "did not optimise its own measure (significantly worse on it than mse, which did not train on it): "
+        "scrambled on SSIM" in output.getvalue()
+    )
     assert "did not optimise its own measure</span>" in (folder / "report.html").read_text()

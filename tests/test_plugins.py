@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +18,24 @@ from bench.cli import main
 REPO = Path(__file__).resolve().parents[1]
 # Each example plugin: (its folder, what `bench list` shows of it, its suite, the entries that suite trains)
 EXAMPLES = {
-    "loss": (REPO / "examples" / "lossbench-wavelet", "haar_l1", "[plugin wavelet (lossbench-wavelet 0.1.0)]",
-             "wavelet.toml", {"haar_l1", "mse", "l1", "ssim"}),
-    "model": (REPO / "examples" / "lossbench-unet", "tiny_unet", "[plugin unet (lossbench-unet 0.1.0)]", "unet.toml",
-              {"l1", "mse", "ssim"}),
+    "loss": (
+        REPO / "examples" / "lossbench-wavelet",
+        "haar_l1",
+        "[plugin wavelet (lossbench-wavelet 0.1.0)]",
+        "wavelet.toml",
+        {"haar_l1", "mse", "l1", "ssim"},
+    ),
+    "model": (
+        REPO / "examples" / "lossbench-unet",
+        "tiny_unet",
+        "[plugin unet (lossbench-unet 0.1.0)]",
+        "unet.toml",
+        {"l1", "mse", "ssim"},
+    ),
 }
 WALL_CLOCK = {"train_seconds", "seconds"}
 
-PLUGIN = '''
+PLUGIN = """
 import torch
 from bench import register_loss
 
@@ -49,7 +58,8 @@ def make_flaky(context, fail_at):
         return torch.nn.functional.mse_loss(x, y)
 
     return loss
-'''
+"""
+
 
 def entry(loss: str, **params) -> dict:
     """An entry named after its loss, with parameters."""
@@ -80,9 +90,16 @@ def write_suite(tiny_suite):
 
     def write(folder: Path, *entries: dict, requires: str = "") -> Path:
         path = folder / "suite.toml"
-        path.write_text(tiny_suite(entries, requires=[requires] if requires else None,
-                                   data={"images": None, "eval_images": 2}, model={"width": 32},
-                                   train={"eval_every": 0}, timing={"resolution": 32}))
+        path.write_text(
+            tiny_suite(
+                entries,
+                requires=[requires] if requires else None,
+                data={"images": None, "eval_images": 2},
+                model={"width": 32},
+                train={"eval_every": 0},
+                timing={"resolution": 32},
+            )
+        )
         return path
 
     return write
@@ -140,19 +157,22 @@ def test_a_suite_never_imports_code(tmp_path, capsys, write_suite):
 
 BROKEN = {
     "import_error": ("import lbtest_no_such_module\n", "failed to load: ModuleNotFoundError"),
-    "duplicate": ('from bench import register_loss\n\n@register_loss("mse", "mine")\n'
-                  "def make(context):\n    return lambda x, y: (x - y).pow(2).mean()\n",
-                  "registers the loss 'mse', which built-in already registers"),
-    "bad_return": ('from bench import register_loss\n\n@register_loss("answer", "not a loss")\n'
-                   "def make(context):\n    return 42\n",
-                   "the factory of loss 'answer' returned int, not a loss"),
+    "duplicate": (
+        'from bench import register_loss\n\n@register_loss("mse", "mine")\n'
+        "def make(context):\n    return lambda x, y: (x - y).pow(2).mean()\n",
+        "registers the loss 'mse', which built-in already registers",
+    ),
+    "bad_return": (
+        'from bench import register_loss\n\n@register_loss("answer", "not a loss")\n'
+        "def make(context):\n    return 42\n",
+        "the factory of loss 'answer' returned int, not a loss",
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 @pytest.mark.parametrize("how", ["entry_point", "file"])
-def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, installed_distribution, capsys,
-                                                     write_suite):
+def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, installed_distribution, capsys, write_suite):
     source, message = BROKEN[kind]
     if how == "file":
         (tmp_path / "broken.py").write_text(source)
@@ -171,19 +191,24 @@ def test_a_broken_plugin_is_one_input_error_naming_it(kind, how, tmp_path, insta
 def test_a_plugin_loss_that_raises_mid_training_fails_only_its_entry(tmp_path, capsys, write_suite):
     (tmp_path / "my_losses.py").write_text(PLUGIN)
     suite = write_suite(tmp_path, entry("flaky"), entry("mse"))
-    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress",
-                 "-p", str(tmp_path / "my_losses.py")]) == 1
+    assert (
+        main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "-p", str(tmp_path / "my_losses.py")])
+        == 1
+    )
     folder = run_folder(tmp_path / "out")
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
-    assert quality.loc["flaky", "status"] == "failed" and "ArithmeticError: flaky gave up" in quality.loc["flaky", "error"]
+    assert (
+        quality.loc["flaky", "status"] == "failed" and "ArithmeticError: flaky gave up" in quality.loc["flaky", "error"]
+    )
     assert quality.loc["mse", "status"] == "ok"
     assert "flaky" not in set(pd.read_csv(folder / "speed.csv")["entry"])  # a failed entry is not timed
     assert (folder / "report.html").is_file()
     assert "flaky seed 0: FAILED (ArithmeticError: flaky gave up)" in capsys.readouterr().out
 
 
-def test_module_plugins_load_by_name_and_autoload_can_be_turned_off(tmp_path, monkeypatch, installed_distribution,
-                                                                   capsys):
+def test_module_plugins_load_by_name_and_autoload_can_be_turned_off(
+    tmp_path, monkeypatch, installed_distribution, capsys
+):
     installed_distribution(tmp_path / "site", PLUGIN, module="lbtest_by_name")
     monkeypatch.setenv("LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert main(["list"]) == 0
@@ -209,7 +234,8 @@ def test_input_range_and_pretrained_metadata_act_on_the_built_loss():
             return (x - y).abs().mean()
 
     bench.register_loss("probe", "records its inputs", input_range=(-1.0, 1.0), pretrained=True)(
-        lambda context: Probe())
+        lambda context: Probe()
+    )
     bench.register_loss("unsaid", "pretrained, but says nothing", pretrained=True)(lambda context: lambda x, y: x.sum())
     loss = build_entry_loss(Entry("p", (Term("probe", 1.0, {}, "probe"),)), bench.LossContext(image_size=8))
     loss(torch.tensor([0.0, 1.0]).view(1, 1, 1, 2), torch.zeros(1, 1, 1, 2))
@@ -243,10 +269,24 @@ def make_colours(context, learns):
 
 def test_a_plugin_loss_network_is_frozen_unless_it_learns_with_the_model(tmp_path, write_suite):
     (tmp_path / "net_losses.py").write_text(TRAINABLE_NETWORK)
-    suite = write_suite(tmp_path, {"name": "frozen", "loss": "colours"},
-                        {"name": "learning", "loss": "colours", "learns": True})
-    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing",
-                 "-p", str(tmp_path / "net_losses.py")]) == 0
+    suite = write_suite(
+        tmp_path, {"name": "frozen", "loss": "colours"}, {"name": "learning", "loss": "colours", "learns": True}
+    )
+    assert (
+        main(
+            [
+                "run",
+                str(suite),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+                "--no-timing",
+                "-p",
+                str(tmp_path / "net_losses.py"),
+            ]
+        )
+        == 0
+    )
     learned = pd.read_csv(run_folder(tmp_path / "out") / "quality.csv", keep_default_na=False).set_index("entry")
     assert learned.loc["frozen", "loss_learned"] == ""  # nothing of the loss was optimised
     assert learned.loc["learning", "loss_learned"].startswith("colours: ")  # its parameters were
@@ -268,13 +308,18 @@ def test_ray_workers_load_the_plugins_and_match_one_process(tmp_path, write_suit
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 @pytest.mark.parametrize("baseline_has_plugins", [True, False])
-def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(baseline_has_plugins, tmp_path, monkeypatch,
-                                                                     capsys, write_suite):
+def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(
+    baseline_has_plugins, tmp_path, monkeypatch, capsys, write_suite
+):
     """The baseline is this bench package committed to a scratch repository, with or without bench.config.plugins."""
     import bench
 
@@ -288,8 +333,27 @@ def test_the_speed_gate_loads_plugins_on_both_sides_or_says_why_not(baseline_has
     (tmp_path / "my_losses.py").write_text(PLUGIN)
     suite = write_suite(tmp_path, entry("cubic"), entry("mse"))
     monkeypatch.chdir(repo)
-    assert main(["check", str(suite), "--against", "HEAD", "--rounds", "2", "--block-ms", "1", "--processes", "1",
-                 "--out", str(tmp_path / "out"), "-p", str(tmp_path / "my_losses.py")]) == 0
+    assert (
+        main(
+            [
+                "check",
+                str(suite),
+                "--against",
+                "HEAD",
+                "--rounds",
+                "2",
+                "--block-ms",
+                "1",
+                "--processes",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+                "-p",
+                str(tmp_path / "my_losses.py"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     verdicts = pd.read_csv(next((tmp_path / "out" / "tiny").iterdir()) / "speed_gate.csv").set_index("entry")
     assert verdicts.loc["mse", "verdict"] == "ok"
@@ -307,18 +371,52 @@ def test_the_example_plugin_installs_with_pip_and_runs(kind, tmp_path):
     tests pass, its suite runs."""
     example, name, source, suite, entries = EXAMPLES[kind]
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(example)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(example),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(target)])}
-    bench = lambda *args: subprocess.run([sys.executable, "-m", "bench", *args], env=env, cwd=tmp_path,  # noqa: E731
-                                         capture_output=True, text=True)
+    bench = lambda *args: subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        env=env,
+        cwd=tmp_path,  # noqa: E731
+        capture_output=True,
+        text=True,
+    )
     listing = bench("list")
     assert name in listing.stdout and source in listing.stdout
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
-                           env=env, cwd=tmp_path, capture_output=True, text=True)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    done = bench("run", str(example / suite), "--steps", "3", "--seed", "0", "--no-timing", "--no-progress",
-                 "--out", str(tmp_path / "out"))
+    done = bench(
+        "run",
+        str(example / suite),
+        "--steps",
+        "3",
+        "--seed",
+        "0",
+        "--no-timing",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert done.returncode == 0, done.stderr
     (folder,) = (tmp_path / "out" / Path(suite).stem).iterdir()
     quality = pd.read_csv(folder / "quality.csv")

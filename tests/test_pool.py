@@ -22,8 +22,7 @@ TIMES = {"train_seconds", "seconds"}  # wall-clock columns: the only ones allowe
 
 
 def run_folder(out: Path, *options: str) -> Path:
-    assert main(["run", str(SMOKE), "--out", str(out), "--no-progress", "--no-timing", "--seeds", "2",
-                 *options]) == 0
+    assert main(["run", str(SMOKE), "--out", str(out), "--no-progress", "--no-timing", "--seeds", "2", *options]) == 0
     (folder,) = (out / "smoke").iterdir()
     return folder
 
@@ -42,15 +41,18 @@ def test_packed_trainings_give_the_tables_of_one_by_one(tmp_path):
     assert "2 trainings at once, 1 thread(s) each" in (packed / "report.html").read_text()
     assert "trainings at once" not in (alone / "report.html").read_text()
     for table in ("quality", "history", "per_image", "summary"):
-        pd.testing.assert_frame_equal(without_times(pd.read_csv(packed / f"{table}.csv")),
-                                      without_times(pd.read_csv(alone / f"{table}.csv")), check_exact=True)
+        pd.testing.assert_frame_equal(
+            without_times(pd.read_csv(packed / f"{table}.csv")),
+            without_times(pd.read_csv(alone / f"{table}.csv")),
+            check_exact=True,
+        )
     pictures = sorted(path.name for path in (alone / "reconstructions").iterdir())
     assert pictures and pictures == sorted(path.name for path in (packed / "reconstructions").iterdir())
     for name in pictures:
         assert (packed / "reconstructions" / name).read_bytes() == (alone / "reconstructions" / name).read_bytes()
 
 
-CRASHING_PLUGIN = '''
+CRASHING_PLUGIN = """
 import multiprocessing
 import os
 import signal
@@ -65,18 +67,34 @@ def _make(context):
             os.kill(os.getpid(), signal.SIGKILL)
         return (reconstruction - target).pow(2).mean()
     return loss
-'''
+"""
 
 
 def test_a_worker_that_dies_fails_only_its_training(tmp_path):
     plugin = tmp_path / "dies.py"
     plugin.write_text(CRASHING_PLUGIN)
     suite = tmp_path / "suite.toml"
-    suite.write_text(SMOKE.read_text().replace('[[entry]]\nname = "bce"\nloss = "bce"',
-                                               '[[entry]]\nname = "dies"\nloss = "dies"'))
+    suite.write_text(
+        SMOKE.read_text().replace('[[entry]]\nname = "bce"\nloss = "bce"', '[[entry]]\nname = "dies"\nloss = "dies"')
+    )
     out = tmp_path / "results"
-    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--concurrent", "2",
-                 "-p", str(plugin)]) == 1
+    assert (
+        main(
+            [
+                "run",
+                str(suite),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-timing",
+                "--concurrent",
+                "2",
+                "-p",
+                str(plugin),
+            ]
+        )
+        == 1
+    )
     (folder,) = (out / "smoke").iterdir()
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
     assert quality.loc["dies", "status"] == "failed"

@@ -145,10 +145,16 @@ def test_a_run_warns_once_per_unavailable_network(hub_dir, tmp_path, recwarn, ca
     from bench.cli import main
 
     suite = tmp_path / "s.toml"
-    suite.write_text(tiny_suite([{"name": "p", "loss": "perceptual", "net": "vgg16", "layers": ["relu1_2"]}], name="w",
-                                data={"scale": None, "images": 3, "eval_crops": 2},
-                                train={"steps": 1, "batch_size": None, "log_every": None, "eval_every": None},
-                                timing={"warmup": None}, metrics={"lpips_weights": "random"}))
+    suite.write_text(
+        tiny_suite(
+            [{"name": "p", "loss": "perceptual", "net": "vgg16", "layers": ["relu1_2"]}],
+            name="w",
+            data={"scale": None, "images": 3, "eval_crops": 2},
+            train={"steps": 1, "batch_size": None, "log_every": None, "eval_every": None},
+            timing={"warmup": None},
+            metrics={"lpips_weights": "random"},
+        )
+    )
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     messages = [str(w.message) for w in recwarn if "ImageNet weights for vgg16 are unavailable" in str(w.message)]
     assert len(messages) == 1, messages

@@ -9,15 +9,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp_path, tiny_suite):
     suite = tmp_path / "tiny_log.toml"
-    suite.write_text(tiny_suite(name="tiny_log", seeds=None, data={"eval_crops": 2},
-                                train={"steps": 20, "log_every": 5, "eval_every": 0}, timing=None))
+    suite.write_text(
+        tiny_suite(
+            name="tiny_log",
+            seeds=None,
+            data={"eval_crops": 2},
+            train={"steps": 20, "log_every": 5, "eval_every": 0},
+            timing=None,
+        )
+    )
     log = tmp_path / "run.log"
     with log.open("wb") as file:  # stdout and stderr both a file, as `python -m bench run ... > run.log 2>&1`
-        done = subprocess.run([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"),
-                               "--no-timing"], stdout=file, stderr=subprocess.STDOUT, cwd=REPO,
-                              env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-timing"],
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            timeout=600,
+        )
     text = log.read_bytes().decode()
     assert done.returncode == 0, text
     assert "\r" not in text

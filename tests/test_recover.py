@@ -68,7 +68,7 @@ def test_a_loss_that_ignores_its_input_is_reported_as_failing(recovery):
     np.testing.assert_allclose(ignores["psnr_final"], ignores["psnr_start"], atol=1e-4)  # it never moved
     page = result.page.read_text()
     section = re.search(r'<section id="entry-1">(.*?)</section>', page, re.S).group(1)
-    assert "ignores at 32\u00d732 px" in section and section.count("badge dnl\">failed") == 3
+    assert "ignores at 32\u00d732 px" in section and section.count('badge dnl">failed') == 3
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert page.count("data:image/png;base64,") == 6  # one strip per start of each loss
 
@@ -88,8 +88,9 @@ def test_the_run_report_links_each_loss_to_its_recovery(recovery, tmp_path):
 
 def test_the_blurred_and_jpeg_starts_match_scipy_and_a_pil_jpeg_file(tmp_path):
     image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    expected = np.stack([ndimage.gaussian_filter(channel, 2.0, mode="mirror", truncate=3.0)
-                         for channel in image[0].numpy()])
+    expected = np.stack(
+        [ndimage.gaussian_filter(channel, 2.0, mode="mirror", truncate=3.0) for channel in image[0].numpy()]
+    )
     np.testing.assert_allclose(blurred(image, 2.0)[0].numpy(), expected, atol=1e-5)
     pixels = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     Image.fromarray(pixels).save(tmp_path / "start.jpg", quality=10)

@@ -25,12 +25,14 @@ loss = "mse"
 def _raises(message: str):
     def factory(kind: str):
         raise ImportError(message)
+
     return factory
 
 
 def _fails_when_run(kind: str):
     def loss(x, y):
         raise RuntimeError("no kernel image is available for execution on the device")
+
     return loss
 
 
@@ -41,8 +43,11 @@ def test_fused_cuda_ssim_kernels_are_registered_for_ssim():
 
 def test_cuda_only_references_are_not_built_on_a_cpu(monkeypatch):
     # "os" stands in for an installed package; the factory would fail the test if it were called.
-    monkeypatch.setitem(references.REFERENCES, "mse", [("os", "fussim", _raises("built on a CPU")),
-                                                       ("os", "works", lambda kind: F.mse_loss)])
+    monkeypatch.setitem(
+        references.REFERENCES,
+        "mse",
+        [("os", "fussim", _raises("built on a CPU")), ("os", "works", lambda kind: F.mse_loss)],
+    )
     lines = []
     found = references.installed_references("mse", torch.device("cpu"), log=lines.append)
     assert [label for label, _ in found] == ["works"]
@@ -50,11 +55,15 @@ def test_cuda_only_references_are_not_built_on_a_cpu(monkeypatch):
 
 
 def test_a_reference_that_fails_to_load_or_run_is_left_out(monkeypatch, tmp_path):
-    monkeypatch.setitem(references.REFERENCES, "mse", [
-        ("os", "breaks-at-import", _raises("undefined symbol: _ZN3c10")),
-        ("os", "breaks-at-run", _fails_when_run),
-        ("os", "works", lambda kind: F.mse_loss),
-    ])
+    monkeypatch.setitem(
+        references.REFERENCES,
+        "mse",
+        [
+            ("os", "breaks-at-import", _raises("undefined symbol: _ZN3c10")),
+            ("os", "breaks-at-run", _fails_when_run),
+            ("os", "works", lambda kind: F.mse_loss),
+        ],
+    )
     (tmp_path / "refs.toml").write_text(SUITE)
     lines = []
     table = references.time_references(load_suite(tmp_path / "refs.toml"), torch.device("cpu"), log=lines.append)

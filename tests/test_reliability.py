@@ -24,6 +24,7 @@ from bench.config.suite import load_suite
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = {"train_seconds", "seconds"}  # wall-clock columns: the only ones allowed to differ between runs
 
+
 @pytest.fixture(scope="session")
 def rel_suite(tiny_suite):
     """``rel_suite(steps, *entries, seeds=(0, 1), **train) -> str``: the tiny suite as these tests run it (two seeds,
@@ -32,9 +33,15 @@ def rel_suite(tiny_suite):
 
     def text(steps: int, *entries: str, seeds=(0, 1), **train) -> str:
         tables = [{"name": name, "loss": loss} for name, loss in (entry.split(":") for entry in entries)]
-        return tiny_suite(tables, name="rel", seeds=list(seeds),
-                          data={"scale": None, "images": 6, "eval_images": 2, "eval_crops": None}, model={"width": 32},
-                          train={"steps": steps, "lr": 1e-3, "log_every": 5, "eval_every": 10, **train}, timing=None)
+        return tiny_suite(
+            tables,
+            name="rel",
+            seeds=list(seeds),
+            data={"scale": None, "images": 6, "eval_images": 2, "eval_crops": None},
+            model={"width": 32},
+            train={"steps": steps, "lr": 1e-3, "log_every": 5, "eval_every": 10, **train},
+            timing=None,
+        )
 
     return text
 
@@ -74,7 +81,9 @@ class _NaNGradient(torch.nn.Module):
 
     def forward(self, reconstruction, target):
         assert torch.isfinite(reconstruction).all(), "input has NaN"
-        return torch.sqrt((reconstruction - reconstruction.detach()).abs().sum()) + (reconstruction - target).abs().mean()
+        return (
+            torch.sqrt((reconstruction - reconstruction.detach()).abs().sum()) + (reconstruction - target).abs().mean()
+        )
 
 
 def test_a_nan_gradient_behind_a_finite_loss_fails_its_entry_as_diverged(tmp_path, rel_suite):
@@ -144,8 +153,9 @@ def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tm
     assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
 
-    process = subprocess.Popen([*base, "--out", str(tmp_path / "cut")], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*base, "--out", str(tmp_path / "cut")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     observed, deadline = 0, time.time() + 120
     try:
         while time.time() < deadline and process.poll() is None:
@@ -163,7 +173,9 @@ def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tm
     (cut,) = (tmp_path / "cut" / "rel").iterdir()
     before = pd.read_csv(cut / "quality.csv")
     finished = before[before["kind"] == "trained"]
-    assert 2 <= observed and 1 <= len(finished) < 6, "the run finished (or never wrote) before it could be killed part-way"
+    assert 2 <= observed and 1 <= len(finished) < 6, (
+        "the run finished (or never wrote) before it could be killed part-way"
+    )
 
     resumed = subprocess.run([*base, "--resume", str(cut)], cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -182,7 +194,12 @@ def test_resume_refuses_a_changed_suite(tmp_path, capsys, rel_suite):
     suite.write_text(rel_suite(2, "mse:mse"))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--seed", "0"]) == 0
     (folder,) = (tmp_path / "rel").iterdir()
-    assert main(["run", str(suite), "--resume", str(folder), "--steps", "3", "--no-progress", "--no-timing", "--seed", "0"]) == 2
+    assert (
+        main(
+            ["run", str(suite), "--resume", str(folder), "--steps", "3", "--no-progress", "--no-timing", "--seed", "0"]
+        )
+        == 2
+    )
     assert "--force" in capsys.readouterr().err
 
 
@@ -193,7 +210,9 @@ def test_a_forced_resume_of_a_changed_suite_keeps_only_what_it_still_plans(tmp_p
     (folder,) = (tmp_path / "rel").iterdir()
     suite.write_text(rel_suite(2, "mse:mse", "huber:huber"))  # l1 renamed to huber
     assert main(["run", str(suite), "--resume", str(folder), "--force", "--no-progress", "--seed", "0"]) == 0
-    trained = lambda table: set(pd.read_csv(folder / f"{table}.csv")["entry"]) - {"baseline-mean-colour", "baseline-bicubic"}
+    trained = lambda table: (
+        set(pd.read_csv(folder / f"{table}.csv")["entry"]) - {"baseline-mean-colour", "baseline-bicubic"}
+    )
     assert trained("quality") == trained("summary") == {"mse", "huber"}
     assert set(pd.read_csv(folder / "speed.csv")["entry"]) == {"mse", "huber", "__model__"}
     assert json.loads((folder / "environment.json").read_text())["resumes"][-1]["kept"] == ["mse seed 0"]
@@ -204,9 +223,14 @@ def test_sigint_prints_how_to_resume(tmp_path, rel_suite):
     suite.write_text(rel_suite(100_000, "mse:mse", "l1:l1"))  # minutes: SIGINT lands mid-run
     # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and an
     # ignored signal stays ignored in the child, where Python then never raises KeyboardInterrupt.
-    process = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path), "--no-progress",
-                                "--no-timing"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300  # generous: on a 2-core machine under load, importing torch alone took a minute
     while time.time() < deadline and not list(tmp_path.glob("rel/*/environment.json")):
         time.sleep(0.1)
@@ -217,7 +241,10 @@ def test_sigint_prints_how_to_resume(tmp_path, rel_suite):
     assert "Traceback" not in err
     (folder,) = (tmp_path / "rel").iterdir()
     # the command as it was run, overrides included (a resume must plan the same run), resuming that folder
-    assert f"resume with: python -m bench run {suite} --out {tmp_path} --no-progress --no-timing --resume {folder}\n" in err
+    assert (
+        f"resume with: python -m bench run {suite} --out {tmp_path} --no-progress --no-timing --resume {folder}\n"
+        in err
+    )
 
 
 def test_unwritable_output_folder_is_input_error(tmp_path, capsys, rel_suite):
@@ -236,13 +263,41 @@ def test_unwritable_output_folder_is_input_error(tmp_path, capsys, rel_suite):
 
 # --- property-based: garbled suites never raise anything but BenchInputError --------------------------------
 
-KEYS = ["name", "seeds", "task", "device", "data", "train", "timing", "model", "metrics", "entry", "profile",
-        "resolution", "steps", "loss", "terms", "weight", "lr", "source", "path", "images", "eval_images"]
-scalars = st.one_of(st.integers(-3, 600), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-                    st.booleans(), st.sampled_from(["mse", "ssim", "folder", "bundled", "cpu", "cuda", "autoencode"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
-                      max_leaves=12)
+KEYS = [
+    "name",
+    "seeds",
+    "task",
+    "device",
+    "data",
+    "train",
+    "timing",
+    "model",
+    "metrics",
+    "entry",
+    "profile",
+    "resolution",
+    "steps",
+    "loss",
+    "terms",
+    "weight",
+    "lr",
+    "source",
+    "path",
+    "images",
+    "eval_images",
+]
+scalars = st.one_of(
+    st.integers(-3, 600),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.booleans(),
+    st.sampled_from(["mse", "ssim", "folder", "bundled", "cpu", "cuda", "autoencode"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -267,8 +322,9 @@ def test_garbled_toml_text_is_valid_or_exit_2(tmp_path, text):
         assert str(path) in str(error)
 
 
-def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys,
-                                                                                rel_suite):
+def test_disk_full_during_a_write_is_one_clear_error_and_leaves_no_partial_file(
+    tmp_path, monkeypatch, capsys, rel_suite
+):
     import errno
 
     import bench.results
@@ -301,8 +357,9 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path, rel_suite):
     (full,) = (tmp_path / "full" / "rel").iterdir()
     assert not list(full.glob("checkpoints/*.pt"))  # removed once the entry finished
 
-    process = subprocess.Popen([*base, "--out", str(tmp_path / "cut")], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*base, "--out", str(tmp_path / "cut")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     try:
         while time.time() < deadline and process.poll() is None:
@@ -314,8 +371,9 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path, rel_suite):
         process.wait()
     (cut,) = (tmp_path / "cut" / "rel").iterdir()
     checkpoint_file = cut / "checkpoints" / "mse__seed0.pt"
-    assert checkpoint_file.is_file() and not (cut / "quality.csv").exists(), \
+    assert checkpoint_file.is_file() and not (cut / "quality.csv").exists(), (
         "the entry finished before it could be killed mid-way"
+    )
     checkpoint = torch.load(checkpoint_file, weights_only=True)
     assert 0 < checkpoint["step"] < 400
 
@@ -343,14 +401,21 @@ def test_a_checkpoint_restores_the_weight_average_and_a_loss_that_learns(tmp_pat
     from bench.losses import LossContext, WeightedSum, build_loss
     from bench.models import ModelContext, build_model
 
-    text = ('[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n[train]\nsteps = 12\nbatch_size = 2\n'
-            'log_every = 2\neval_every = 0\nema = 0.9\ncheckpoint_every = 4\n'
-            '[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n')
+    text = (
+        "[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n[train]\nsteps = 12\nbatch_size = 2\n"
+        "log_every = 2\neval_every = 0\nema = 0.9\ncheckpoint_every = 4\n"
+        '[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n'
+    )
     (spec,) = make_plan(parse_suite(tomllib.loads(text), path=tmp_path / "s.toml"), "none")
     generator = torch.Generator().manual_seed(0)
-    images = ImageSet(train=tuple(torch.rand(3, 24, 24, generator=generator) for _ in range(2)),
-                      eval=torch.rand(1, 3, 16, 16, generator=generator), train_names=("a", "b"),
-                      eval_names=("c@0,0",), eval_photos=("c",), images_sha256="")
+    images = ImageSet(
+        train=tuple(torch.rand(3, 24, 24, generator=generator) for _ in range(2)),
+        eval=torch.rand(1, 3, 16, 16, generator=generator),
+        train_names=("a", "b"),
+        eval_names=("c@0,0",),
+        eval_photos=("c",),
+        images_sha256="",
+    )
     loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
     model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)
     cpu = torch.device("cpu")
@@ -378,6 +443,7 @@ def test_a_checkpoint_restores_the_weight_average_and_a_loss_that_learns(tmp_pat
 
 
 # --- any exception from a loss or its factory fails only its entry; Ctrl-C and SystemExit stop the run ------
+
 
 class _Raises(torch.nn.Module):
     def __init__(self, error: BaseException):
@@ -411,11 +477,13 @@ def _ensure_raising_losses() -> None:
 
 def test_any_exception_from_a_loss_or_its_factory_fails_only_that_entry(tmp_path, capsys, rel_suite):
     _ensure_raising_losses()
-    failing = {"value": ("test_value_error", "ValueError: bad value in user code"),
-               "type": ("test_type_error", "TypeError: bad type in user code"),
-               "index": ("test_index_error", "IndexError: index out of range in user code"),
-               "assert": ("test_assertion", "AssertionError: user assertion"),
-               "factory/broken": ("test_broken_factory", "KeyError: \"a key the user's factory forgot\"")}
+    failing = {
+        "value": ("test_value_error", "ValueError: bad value in user code"),
+        "type": ("test_type_error", "TypeError: bad type in user code"),
+        "index": ("test_index_error", "IndexError: index out of range in user code"),
+        "assert": ("test_assertion", "AssertionError: user assertion"),
+        "factory/broken": ("test_broken_factory", 'KeyError: "a key the user\'s factory forgot"'),
+    }
     suite = tmp_path / "s.toml"
     suite.write_text(rel_suite(2, "mse:mse", *(f"{n}:{loss}" for n, (loss, _) in failing.items()), "l1:l1", seeds=[0]))
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 1
@@ -452,7 +520,9 @@ def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, cod
     try:
         # One process: packed, a loss's own KeyboardInterrupt would end only its worker (a real Ctrl-C reaches
         # the driver, which ends the workers); a run that packs measures each loss's step before training.
-        returned = main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--concurrent", "1"])
+        returned = main(
+            ["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing", "--concurrent", "1"]
+        )
     except SystemExit as exit:
         returned = exit.code
     assert returned == code
@@ -464,9 +534,11 @@ def test_ctrl_c_and_system_exit_in_a_loss_still_stop_the_run(tmp_path, loss, cod
 
 # --- a full disk or a read-only folder mid-run: the tables written before stay whole, the run resumes --------
 
+
 @pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
-def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp_path, monkeypatch, capsys, code,
-                                                                             rel_suite):
+def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(
+    tmp_path, monkeypatch, capsys, code, rel_suite
+):
     import errno
 
     import bench.train.jobs
@@ -502,7 +574,9 @@ def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(tmp
         pd.read_csv(csv)  # whole
 
     trained, real_train = [], bench.train.jobs.train
-    monkeypatch.setattr(bench.train.jobs, "train", lambda spec, *a, **k: (trained.append(spec.entry.name), real_train(spec, *a, **k))[1])
+    monkeypatch.setattr(
+        bench.train.jobs, "train", lambda spec, *a, **k: (trained.append(spec.entry.name), real_train(spec, *a, **k))[1]
+    )
     assert main([*run, "--resume", str(cut)]) == 0
     assert trained == ["bce"]
     for name in ("quality", "history", "per_image", "summary"):

@@ -126,8 +126,14 @@ def test_compare_flags_only_changes_beyond_the_seed_spread(smoke_run, tmp_path):
     frame = compare_runs(run_a, run_b).set_index("entry")
     assert list(frame.index) == [*ENTRIES, "baseline-mean-colour", "baseline-bicubic"]  # baselines last, untimed
     assert frame.loc["l1", "psnr_diff"] == pytest.approx(1.0)
-    assert frame["psnr_changed"].to_dict() == {"mse": False, "l1": True, "bce": False, "mix": False,
-                                               "baseline-mean-colour": False, "baseline-bicubic": False}
+    assert frame["psnr_changed"].to_dict() == {
+        "mse": False,
+        "l1": True,
+        "bce": False,
+        "mix": False,
+        "baseline-mean-colour": False,
+        "baseline-bicubic": False,
+    }
     trained = frame.loc[list(ENTRIES)]
     assert not frame["ssim_changed"].any() and (trained["speed_ratio"] == 1).all() and not frame["speed_changed"].any()
     text = format_comparison(frame.reset_index())

@@ -40,13 +40,24 @@ def pil_jpeg(image: torch.Tensor, quality: int, folder: Path) -> np.ndarray:
 
 
 def spec(task: str, entry: str, **data) -> RunSpec:
-    return RunSpec(Entry(entry, (Term(entry, 1.0, {}, entry),)), 0, task, DataConfig(**data),
-                   ModelConfig(DEFAULT_MODELS[task], ()), TrainConfig(), "none")
+    return RunSpec(
+        Entry(entry, (Term(entry, 1.0, {}, entry),)),
+        0,
+        task,
+        DataConfig(**data),
+        ModelConfig(DEFAULT_MODELS[task], ()),
+        TrainConfig(),
+        "none",
+    )
 
 
 def test_blur_and_jpeg_match_scipy_and_a_pil_jpeg_file(tmp_path):
-    expected = np.stack([[ndimage.gaussian_filter(channel, 1.5, mode="mirror", truncate=3.0) for channel in image]
-                         for image in IMAGES.numpy()])
+    expected = np.stack(
+        [
+            [ndimage.gaussian_filter(channel, 1.5, mode="mirror", truncate=3.0) for channel in image]
+            for image in IMAGES.numpy()
+        ]
+    )
     np.testing.assert_allclose(degrade("deblur", IMAGES, DataConfig(blur_sigma=1.5), 0).numpy(), expected, atol=1e-5)
     jpeg = degrade("jpeg", IMAGES, DataConfig(jpeg_quality=20), 0)
     for ours, image in zip(jpeg, IMAGES):
@@ -65,13 +76,13 @@ def test_super_resolution_inputs_are_a_bicubic_shrink_and_the_baseline_enlarges_
     assert (view - torch_bicubic).abs().mean() < 0.01 < (view - IMAGES).abs().mean()
 
 
-def test_the_upsampler_turns_the_small_input_into_the_target_size_and_a_same_size_net_is_refused(tmp_path,
-                                                                                                 small_suite):
+def test_the_upsampler_turns_the_small_input_into_the_target_size_and_a_same_size_net_is_refused(tmp_path, small_suite):
     model = build_model("upsampler", {}, ModelContext(24, 3, "super_resolution", scale_factor=4), seed=0)
     small = degrade("super_resolution", IMAGES, DataConfig(scale_factor=4), 0)
     assert isinstance(model, Upsampler) and model(small).shape == IMAGES.shape
-    (tmp_path / "sr.toml").write_text(small_suite(name="jpeg_task", task="super_resolution", data={"scale_factor": 4},
-                                                  model={"name": "denoiser"}))
+    (tmp_path / "sr.toml").write_text(
+        small_suite(name="jpeg_task", task="super_resolution", data={"scale_factor": 4}, model={"name": "denoiser"})
+    )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(["run", str(tmp_path / "sr.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 2
     assert "model 'denoiser'" in err.getvalue()
@@ -99,12 +110,13 @@ def test_bad_degradation_settings_are_one_clear_error(tmp_path):
 def test_a_jpeg_run_scores_the_jpeg_input_as_its_trivial_baseline(tmp_path, small_suite):
     (tmp_path / "jpeg.toml").write_text(small_suite(**JPEG))
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["run", str(tmp_path / "jpeg.toml"), "--out", str(tmp_path), "--no-progress",
-                     "--no-timing"]) == 0
+        assert main(["run", str(tmp_path / "jpeg.toml"), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 0
     (folder,) = (tmp_path / "jpeg_task").iterdir()
     quality = pd.read_csv(folder / "quality.csv").set_index("entry")
     assert list(quality.index) == ["mse", "baseline-jpeg-input", "baseline-mean-colour"]
     crops = load_images(load_suite(tmp_path / "jpeg.toml").data).eval
-    psnr = [10 * np.log10(1 / np.mean((pil_jpeg(crop, 15, tmp_path) - crop.permute(1, 2, 0).numpy()) ** 2))
-            for crop in crops]
+    psnr = [
+        10 * np.log10(1 / np.mean((pil_jpeg(crop, 15, tmp_path) - crop.permute(1, 2, 0).numpy()) ** 2))
+        for crop in crops
+    ]
     assert quality.loc["baseline-jpeg-input", "psnr"] == pytest.approx(np.mean(psnr), abs=1e-3)

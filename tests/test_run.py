@@ -84,7 +84,9 @@ def test_entries_share_initial_weights_and_batches(tmp_path):
     suite = SMOKE.read_text().replace('name = "l1"\nloss = "l1"', 'name = "mse_again"\nloss = "mse"')
     path = tmp_path / "twins.toml"
     path.write_text(suite)
-    assert main(["run", str(path), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse,mse_again"]) == 0
+    assert (
+        main(["run", str(path), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse,mse_again"]) == 0
+    )
     (folder,) = (tmp_path / "smoke").iterdir()
     history = pd.read_csv(folder / "history.csv").set_index(["entry", "step"])
     assert history.loc["mse"]["loss"].tolist() == history.loc["mse_again"]["loss"].tolist()
@@ -97,13 +99,33 @@ def test_same_seed_on_cpu_gives_bit_identical_tables(smoke_run, tmp_path):
     (again,) = (tmp_path / "smoke").iterdir()
     wall_clock = ["train_seconds", "seconds"]
     for table in ("quality", "history"):
-        a, b = (pd.read_csv(folder / f"{table}.csv").drop(columns=wall_clock, errors="ignore") for folder in (smoke_run, again))
+        a, b = (
+            pd.read_csv(folder / f"{table}.csv").drop(columns=wall_clock, errors="ignore")
+            for folder in (smoke_run, again)
+        )
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 def test_seeds_change_initial_weights_and_batches(tmp_path):
-    assert main(["run", str(SMOKE), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse",
-                 "--seeds", "2", "--steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(SMOKE),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--no-timing",
+                "--only",
+                "mse",
+                "--seeds",
+                "2",
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     (folder,) = (tmp_path / "smoke").iterdir()
     history = pd.read_csv(folder / "history.csv")
     first_loss = history[history["step"] == 1].set_index("seed")["loss"]
@@ -133,8 +155,25 @@ def test_every_entry_of_a_seed_trains_on_the_same_crops(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench.train.jobs, "train", train)
     monkeypatch.setattr(bench.train.loop, "make_batch", make_batch)
-    assert main(["run", str(SMOKE), "--out", str(tmp_path), "--no-progress", "--no-timing", "--only", "mse,l1",
-                 "--seeds", "2", "--steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(SMOKE),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--no-timing",
+                "--only",
+                "mse,l1",
+                "--seeds",
+                "2",
+                "--steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert set(batches) == {("mse", 0), ("l1", 0), ("mse", 1), ("l1", 1)}
     for seed in (0, 1):
         assert len(batches[("mse", seed)]) == 3
@@ -162,7 +201,9 @@ def test_baselines_are_scored_in_every_table(smoke_run):
     assert len(per_image[per_image["entry"] == "baseline-bicubic"]) == len(crops)
     assert set(per_image["entry"]) == set(quality.index)
     summary = pd.read_csv(smoke_run / "summary.csv").set_index("entry")
-    assert summary.loc["baseline-bicubic", "kind"] == "baseline" and pd.isna(summary.loc["baseline-bicubic", "rank_psnr"])
+    assert summary.loc["baseline-bicubic", "kind"] == "baseline" and pd.isna(
+        summary.loc["baseline-bicubic", "rank_psnr"]
+    )
     assert (smoke_run / "reconstructions" / "baseline-bicubic__seed0.png").is_file()
 
 
@@ -189,8 +230,12 @@ def test_bench_run_makes_openmp_threads_sleep_before_torch_loads(smoke_run):
 
 
 # The tiny suite trained at 32 px for 2 steps and timed at 64 px, where MS-SSIM's levels="auto" differ.
-TINY = dict(data={"resolution": 32, "eval_crops": 2}, train={"steps": 2, "log_every": None, "eval_every": None},
-            timing={"resolution": 64, "warmup": None}, metrics={"lpips_weights": "random"})
+TINY = dict(
+    data={"resolution": 32, "eval_crops": 2},
+    train={"steps": 2, "log_every": None, "eval_every": None},
+    timing={"resolution": 64, "warmup": None},
+    metrics={"lpips_weights": "random"},
+)
 
 
 def test_the_report_says_where_a_loss_was_timed_with_other_settings_than_it_trained_with(tmp_path, tiny_suite):
@@ -229,11 +274,13 @@ def test_one_off_loss_set_up_is_billed_to_no_entry(tmp_path, tiny_suite):
 
     if "test_first_call_set_up" not in loss_names():
         register_loss("test_first_call_set_up", "test only: 1.5 s of set-up on the first call in a process")(
-            lambda context: _SetUpOnFirstCall())
+            lambda context: _SetUpOnFirstCall()
+        )
     _SetUpOnFirstCall.set_up = False
     suite = tmp_path / "s.toml"
-    suite.write_text(tiny_suite([{"name": name, "loss": "test_first_call_set_up"} for name in ("first", "second")],
-                                **TINY))
+    suite.write_text(
+        tiny_suite([{"name": name, "loss": "test_first_call_set_up"} for name in ("first", "second")], **TINY)
+    )
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress", "--no-timing"]) == 0
     (folder,) = (tmp_path / "out" / "tiny").iterdir()
     seconds = pd.read_csv(folder / "quality.csv").set_index("entry")["train_seconds"]

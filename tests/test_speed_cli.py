@@ -56,7 +56,9 @@ def test_speed_writes_table_with_every_phase_and_its_repeats(gate, capsys):
 def test_the_run_folder_records_the_command_as_typed(gate):
     suite, baseline, root = gate
     command = json.loads((baseline / "environment.json").read_text())["command"]
-    assert command == f"python -m bench speed {suite} --device cpu --out {root} --save-baseline {root / 'baseline.json'}"
+    assert (
+        command == f"python -m bench speed {suite} --device cpu --out {root} --save-baseline {root / 'baseline.json'}"
+    )
 
 
 def test_a_table_checked_against_itself_passes(gate):
@@ -72,8 +74,10 @@ def test_doubled_work_fails_the_check_and_names_the_loss(gate, capsys):
     slow = suite.parent / "slow.toml"
     four = ", ".join(['{ loss = "ssim", weight = 0.25, win_size = 7 }'] * 4)
     slow.write_text(SUITE.replace('name = "ssim"\nloss = "ssim"\nwin_size = 7', f'name = "ssim"\nterms = [{four}]'))
-    assert main(["speed", str(slow), "--device", "cpu", "--out", str(root), "--only", "ssim",
-                 "--check", str(baseline)]) == 1
+    assert (
+        main(["speed", str(slow), "--device", "cpu", "--out", str(root), "--only", "ssim", "--check", str(baseline)])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "SLOWER" in out and "FAILED: ssim slower" in out
     assert main(["check", str(latest(root)), "--baseline", str(baseline)]) == 1
@@ -87,10 +91,28 @@ def test_missing_baseline_is_input_error(gate, capsys):
 
 def test_training_step_is_timed_per_variant(tmp_path):
     suite = tmp_path / "step.toml"
-    suite.write_text(SUITE + "[data]\nresolution = 16\nimages = 4\neval_images = 1\n[model]\nlatent_dim = 64\nwidth = 32\n"
-                             "[train]\nbatch_size = 2\n")
-    assert main(["speed", str(suite), "--device", "cpu", "--out", str(tmp_path), "--only", "mse", "--train-step",
-                 "--variants", "fp32,channels_last"]) == 0
+    suite.write_text(
+        SUITE + "[data]\nresolution = 16\nimages = 4\neval_images = 1\n[model]\nlatent_dim = 64\nwidth = 32\n"
+        "[train]\nbatch_size = 2\n"
+    )
+    assert (
+        main(
+            [
+                "speed",
+                str(suite),
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path),
+                "--only",
+                "mse",
+                "--train-step",
+                "--variants",
+                "fp32,channels_last",
+            ]
+        )
+        == 0
+    )
     speed = pd.read_csv(latest(tmp_path) / "speed.csv")
     steps = speed[speed["phase"] == "train_step"]
     assert list(steps["entry"]) == ["__model__"] * 2 and list(steps["variant"]) == ["fp32", "channels_last"]
@@ -99,9 +121,11 @@ def test_training_step_is_timed_per_variant(tmp_path):
 
 def test_fast_training_path_options_train_and_are_recorded(tmp_path):
     suite = tmp_path / "fast.toml"
-    suite.write_text("[data]\nresolution = 32\nimages = 5\neval_images = 1\n[model]\nlatent_dim = 64\nwidth = 32\n"
-                     "[train]\nsteps = 3\nbatch_size = 2\nbf16 = true\nchannels_last = true\n"
-                     "[[entry]]\nname = 'mse'\nloss = 'mse'\n[[entry]]\nname = 'ssim'\nloss = 'ssim'\nwin_size = 7\n")
+    suite.write_text(
+        "[data]\nresolution = 32\nimages = 5\neval_images = 1\n[model]\nlatent_dim = 64\nwidth = 32\n"
+        "[train]\nsteps = 3\nbatch_size = 2\nbf16 = true\nchannels_last = true\n"
+        "[[entry]]\nname = 'mse'\nloss = 'mse'\n[[entry]]\nname = 'ssim'\nloss = 'ssim'\nwin_size = 7\n"
+    )
     assert main(["run", str(suite), "--out", str(tmp_path), "--no-progress", "--no-timing"]) == 0
     quality = pd.read_csv(next((tmp_path / "fast").iterdir()) / "quality.csv")
     assert (quality["status"] == "ok").all() and quality["bf16"].all() and quality["channels_last"].all()

@@ -20,6 +20,7 @@ from bench.config.suite import load_suite
 
 # --- statistics -------------------------------------------------------------------------------------------
 
+
 def test_mann_whitney_p_value_matches_the_exact_hand_count():
     # Candidate all above baseline, 3 + 3 samples: U = 9, the most extreme of C(6, 3) = 20 equally likely
     # rank splits, so the exact one-sided p is 1/20. One sample swapped (U = 8): 2/20.
@@ -81,8 +82,12 @@ SSIM_TWICE = "    return PixelLoss(lambda x, y, **p: (ssim_loss(x, y, **p) + ssi
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +102,10 @@ def revisions(tmp_path_factory):
     git(repo, "init", "-q")
     commits = []
     for pixel_text, structural_text, message in (
-            (pixel_source.replace('@register_loss("l1",', '@register_loss("l1_renamed",'), structural_source, "no l1"),
-            (pixel_source, structural_source, "as it is"),
-            (pixel_source, structural_source.replace(SSIM_AS_IS, SSIM_TWICE), "ssim twice")):
+        (pixel_source.replace('@register_loss("l1",', '@register_loss("l1_renamed",'), structural_source, "no l1"),
+        (pixel_source, structural_source, "as it is"),
+        (pixel_source, structural_source.replace(SSIM_AS_IS, SSIM_TWICE), "ssim twice"),
+    ):
         pixel.write_text(pixel_text)
         structural.write_text(structural_text)
         git(repo, "add", "bench")
@@ -112,8 +118,15 @@ def gate(repo, baseline, candidate, tmp_path, **settings):
     suite_file = tmp_path / "gate.toml"
     suite_file.write_text(GATE_SUITE)
     settings = GateSettings(**{"rounds": 30, "target_ms": 40, "processes": 2, **settings})
-    return run_gate(load_suite(suite_file), baseline, candidate_ref=candidate, settings=settings, repo=repo,
-                    log_dir=tmp_path, log=lambda line: None)
+    return run_gate(
+        load_suite(suite_file),
+        baseline,
+        candidate_ref=candidate,
+        settings=settings,
+        repo=repo,
+        log_dir=tmp_path,
+        log=lambda line: None,
+    )
 
 
 def test_gate_flags_a_doubled_loss_and_names_it(revisions, tmp_path):
@@ -150,15 +163,32 @@ def test_unknown_revision_is_an_input_error(revisions, tmp_path):
 
 # --- two speed tables -------------------------------------------------------------------------------------
 
+
 def table(times: dict, *, resolution=64, device="cpu"):
     """A hand-made speed table: each entry's repeats are ``times[entry]`` x (1.00, 1.01, ..., 1.19)."""
     repeats = np.linspace(1.0, 1.19, 20)
-    return pd.DataFrame([
-        dict(entry=entry, variant="fp32", phase=phase, min_ms=ms, calibration_min_ms=10.0, median_ms=1.1 * ms,
-             calibration_ms=11.0, batch_size=2, resolution=resolution, device=device, device_name="test cpu",
-             threads=1, torch_version="x", samples_ms=" ".join(f"{ms * r:.6g}" for r in repeats))
-        for entry, ms in times.items() for phase in ("forward", "backward", "total")
-    ])
+    return pd.DataFrame(
+        [
+            dict(
+                entry=entry,
+                variant="fp32",
+                phase=phase,
+                min_ms=ms,
+                calibration_min_ms=10.0,
+                median_ms=1.1 * ms,
+                calibration_ms=11.0,
+                batch_size=2,
+                resolution=resolution,
+                device=device,
+                device_name="test cpu",
+                threads=1,
+                torch_version="x",
+                samples_ms=" ".join(f"{ms * r:.6g}" for r in repeats),
+            )
+            for entry, ms in times.items()
+            for phase in ("forward", "backward", "total")
+        ]
+    )
 
 
 def test_two_tables_pass_when_equal_and_fail_on_the_slower_entry():
@@ -205,8 +235,9 @@ def test_baseline_record_holds_the_commit_and_the_times(tmp_path):
     saved = json.loads(path.read_text())
     assert [(e["entry"], e["ratio"]) for e in saved["entries"]] == [("mse", 0.5), ("ssim", 2.0)]
     assert (saved["device"], saved["threads"], saved["batch_size"], saved["resolution"]) == ("cpu", 1, 2, 64)
-    head = subprocess.run(["git", "-C", str(Path(bench.__file__).parent), "rev-parse", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(Path(bench.__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert saved["commit"] == head and baseline_commit(path) == head
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # the temp file was renamed, not left
     path.write_text(json.dumps({**saved, "commit": None}))

@@ -37,10 +37,15 @@ def test_confidence_table_leaves_out_failed_runs():
 def test_time_to_quality_finds_the_first_evaluation_reaching_each_target():
     from bench.evaluate.stats import time_to_quality
 
-    history = pd.DataFrame({
-        "entry": ["a"] * 4, "seed": [0] * 4, "step": [10, 20, 30, 40], "seconds": [1.0, 2.0, 3.0, 4.0],
-        "eval_psnr": [15.0, float("nan"), 21.0, 25.0],
-    })
+    history = pd.DataFrame(
+        {
+            "entry": ["a"] * 4,
+            "seed": [0] * 4,
+            "step": [10, 20, 30, 40],
+            "seconds": [1.0, 2.0, 3.0, 4.0],
+            "eval_psnr": [15.0, float("nan"), 21.0, 25.0],
+        }
+    )
     table = time_to_quality(history, [20.0, 30.0]).set_index("psnr_target")
     assert table.loc[20.0, "step"] == 30 and table.loc[20.0, "seconds"] == 3.0
     assert math.isnan(table.loc[30.0, "step"])

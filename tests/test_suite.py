@@ -85,32 +85,76 @@ def test_shipped_suites_are_valid():
 
 BAD_SUITES = {
     "unknown top-level key": ("name = 't'\nstepz = 3\n[[entry]]\nname='a'\nloss='mse'\n", "stepz", "unknown key"),
-    "unknown section key": ("[train]\nstepz = 3\n[[entry]]\nname='a'\nloss='mse'\n", "train.stepz", "did you mean 'steps'"),
+    "unknown section key": (
+        "[train]\nstepz = 3\n[[entry]]\nname='a'\nloss='mse'\n",
+        "train.stepz",
+        "did you mean 'steps'",
+    ),
     "unknown loss": ("[[entry]]\nname='a'\nloss='mse2'\n", "entry[0] (a)", "did you mean 'mse'"),
     "unknown loss parameter": ("[[entry]]\nname='a'\nloss='huber'\ndelt=1.0\n", "delt", "did you mean 'delta'"),
     "negative weight": ("[[entry]]\nname='a'\nterms=[{loss='mse', weight=-1}]\n", "terms[0].weight", "positive"),
-    "non-numeric weight": ("[[entry]]\nname='a'\nterms=[{loss='mse', weight='heavy'}]\n", "terms[0].weight", "positive"),
-    "duplicate entry": ("[[entry]]\nname='a'\nloss='mse'\n[[entry]]\nname='a'\nloss='l1'\n", "entry[1] (a).name", "duplicate"),
-    "unreachable resolution": ("[data]\nresolution = 500\n[[entry]]\nname='a'\nloss='mse'\n", "data.resolution", "nearest: 512"),
-    "unreachable timing resolution": ("[timing]\nresolution = 100\n[[entry]]\nname='a'\nloss='mse'\n", "timing.resolution", "128"),
-    "missing image folder": ("[data]\nsource='folder'\npath='nope/'\n[[entry]]\nname='a'\nloss='mse'\n", "data.path", "does not exist"),
+    "non-numeric weight": (
+        "[[entry]]\nname='a'\nterms=[{loss='mse', weight='heavy'}]\n",
+        "terms[0].weight",
+        "positive",
+    ),
+    "duplicate entry": (
+        "[[entry]]\nname='a'\nloss='mse'\n[[entry]]\nname='a'\nloss='l1'\n",
+        "entry[1] (a).name",
+        "duplicate",
+    ),
+    "unreachable resolution": (
+        "[data]\nresolution = 500\n[[entry]]\nname='a'\nloss='mse'\n",
+        "data.resolution",
+        "nearest: 512",
+    ),
+    "unreachable timing resolution": (
+        "[timing]\nresolution = 100\n[[entry]]\nname='a'\nloss='mse'\n",
+        "timing.resolution",
+        "128",
+    ),
+    "missing image folder": (
+        "[data]\nsource='folder'\npath='nope/'\n[[entry]]\nname='a'\nloss='mse'\n",
+        "data.path",
+        "does not exist",
+    ),
     "malformed toml": ("[data\nresolution = 64\n", "suite.toml", "not valid TOML"),
-    "wrong value type": ("[train]\nsteps = 'many'\n[[entry]]\nname='a'\nloss='mse'\n", "train.steps", "expected a value like 300"),
+    "wrong value type": (
+        "[train]\nsteps = 'many'\n[[entry]]\nname='a'\nloss='mse'\n",
+        "train.steps",
+        "expected a value like 300",
+    ),
     "no entries": ("name = 't'\n", "entry", "at least one"),
     "loss and terms": ("[[entry]]\nname='a'\nloss='mse'\nterms=[{loss='l1'}]\n", "terms", "either loss or terms"),
     "bad profile": ("[profile.tpu]\ntrain.steps=1\n[[entry]]\nname='a'\nloss='mse'\n", "profile.tpu", "profile.cpu"),
-    "profile makes it invalid": ("[profile.cpu]\ndata.resolution=48\n[[entry]]\nname='a'\nloss='mse'\n", "profile.cpu", "cannot be reached"),
+    "profile makes it invalid": (
+        "[profile.cpu]\ndata.resolution=48\n[[entry]]\nname='a'\nloss='mse'\n",
+        "profile.cpu",
+        "cannot be reached",
+    ),
     "bad loss parameter type": ("[[entry]]\nname='a'\nloss='huber'\ndelta='big'\n", "delta", "must be float"),
     "bad seeds": ("seeds = [0, -1]\n[[entry]]\nname='a'\nloss='mse'\n", "seeds", "non-negative"),
     "entry name read as NaN": ("[[entry]]\nname='NaN'\nloss='mse'\n", "entry[0] (NaN).name", "missing value"),
     "bad timing variant": ("[timing]\nvariants=['fp64']\n[[entry]]\nname='a'\nloss='mse'\n", "timing.variants", "bf16"),
-    "unknown bottleneck": ("[model]\nbottleneck='mlp'\n[[entry]]\nname='a'\nloss='mse'\n", "model.bottleneck", "conv, linear"),
-    "conv latent not a map": ("[model]\nlatent_dim=100\n[[entry]]\nname='a'\nloss='mse'\n", "model.latent_dim", "multiple of 64"),
+    "unknown bottleneck": (
+        "[model]\nbottleneck='mlp'\n[[entry]]\nname='a'\nloss='mse'\n",
+        "model.bottleneck",
+        "conv, linear",
+    ),
+    "conv latent not a map": (
+        "[model]\nlatent_dim=100\n[[entry]]\nname='a'\nloss='mse'\n",
+        "model.latent_dim",
+        "multiple of 64",
+    ),
     "zero scale": ("[data]\nscale=0\n[[entry]]\nname='a'\nloss='mse'\n", "data.scale", "positive"),
     "ema of one": ("[train]\nema=1.0\n[[entry]]\nname='a'\nloss='mse'\n", "train.ema", "[0, 1)"),
     "no eval crops": ("[data]\neval_crops=0\n[[entry]]\nname='a'\nloss='mse'\n", "data.eval_crops", "at least 1"),
     "baseline name": ("[[entry]]\nname='baseline-mine'\nloss='mse'\n", "entry[0] (baseline-mine).name", "reserved"),
-    "bad profile seeds": ("[profile.cpu]\nseeds=[1, 1]\n[[entry]]\nname='a'\nloss='mse'\n", "profile.cpu.seeds", "repeat"),
+    "bad profile seeds": (
+        "[profile.cpu]\nseeds=[1, 1]\n[[entry]]\nname='a'\nloss='mse'\n",
+        "profile.cpu.seeds",
+        "repeat",
+    ),
 }
 
 
@@ -149,20 +193,27 @@ def test_missing_suite_file_exits_2(tmp_path, capsys):
 
 def test_bad_input_through_python_m_has_no_traceback(tmp_path):
     path = write(tmp_path, "[[entry]]\nname='a'\nloss='perceptuall'\n")
-    done = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(path), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert done.returncode == 2
     assert "did you mean 'perceptual'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r").exists()  # nothing is created for a suite that cannot run
 
 
-@pytest.mark.parametrize("flags, key", [
-    (["--only", "nope"], "unknown entries"),
-    (["--steps", "0"], "--steps"),
-    (["--seed", "1", "--seeds", "2"], "not both"),
-    (["--device", "cuda:0"], "no CUDA GPU"),
-    (["--device", "tpu"], "device"),
-])
+@pytest.mark.parametrize(
+    "flags, key",
+    [
+        (["--only", "nope"], "unknown entries"),
+        (["--steps", "0"], "--steps"),
+        (["--seed", "1", "--seeds", "2"], "not both"),
+        (["--device", "cuda:0"], "no CUDA GPU"),
+        (["--device", "tpu"], "device"),
+    ],
+)
 def test_bad_command_line_overrides_exit_2(tmp_path, capsys, flags, key):
     path = write(tmp_path, "[[entry]]\nname='a'\nloss='mse'\n")
     if "--device" in flags:

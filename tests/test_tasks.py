@@ -22,8 +22,9 @@ TASKS = ["denoise", "jpeg"]
 
 def suite(small_suite, tasks=TASKS, **changes) -> str:
     """The small suite under the tasks ``tasks``, with entries mse and l1, for 10 steps, and ``changes``."""
-    return small_suite(["mse", "l1"], name="two_tasks", task=tasks, data={"jpeg_quality": 15}, train={"steps": 10},
-                       **changes)
+    return small_suite(
+        ["mse", "l1"], name="two_tasks", task=tasks, data={"jpeg_quality": 15}, train={"steps": 10}, **changes
+    )
 
 
 def run(*args: str) -> str:
@@ -48,7 +49,8 @@ def test_each_task_is_a_whole_run_and_the_parent_holds_a_table_and_a_verdict_per
     for table in (quality, summary):
         assert table.groupby("task")["entry"].apply(set).to_dict() == {
             "denoise": {"mse", "l1", "baseline-noisy-input", "baseline-mean-colour"},
-            "jpeg": {"mse", "l1", "baseline-jpeg-input", "baseline-mean-colour"}}
+            "jpeg": {"mse", "l1", "baseline-jpeg-input", "baseline-mean-colour"},
+        }
     page = (parent / "report.html").read_text()
     sections = re.findall(r'<section id="task-(\w+)">(.*?)</section>', page, flags=re.S)
     assert [task for task, _ in sections] == ["denoise", "jpeg"]
@@ -75,9 +77,14 @@ def test_resume_keeps_the_finished_tasks_and_runs_the_others(tmp_path, small_sui
 def test_each_task_gets_its_own_default_model_and_a_bad_task_list_is_one_clear_error(tmp_path, small_suite):
     (tmp_path / "suite.toml").write_text(suite(small_suite, ["autoencode", "jpeg"]))
     assert [(s.task, s.model.name) for s in task_suites(load_suite(tmp_path / "suite.toml"))] == [
-        ("autoencode", "autoencoder"), ("jpeg", "denoiser")]
-    for tasks, message in ((["denoise", "denoise"], "tasks repeat"), (["denoise", "deblurr"], "unknown task"),
-                           ([], "task must be")):
+        ("autoencode", "autoencoder"),
+        ("jpeg", "denoiser"),
+    ]
+    for tasks, message in (
+        (["denoise", "denoise"], "tasks repeat"),
+        (["denoise", "deblurr"], "unknown task"),
+        ([], "task must be"),
+    ):
         (tmp_path / "bad.toml").write_text(suite(small_suite, tasks))
         with pytest.raises(BenchInputError, match=f"bad.toml: task.*{message}|{message}"):
             load_suite(tmp_path / "bad.toml")

@@ -10,8 +10,16 @@ from torch import nn
 from torch.utils.benchmark import Measurement, Timer
 
 from bench.losses import LossContext, WeightedSum, build_loss
-from bench.speed.timing import (CALIBRATION_ENTRY, COLUMNS, PHASES, VARIANTS, CalibrationLoss, time_calibration, time_entries,
-                          time_loss)
+from bench.speed.timing import (
+    CALIBRATION_ENTRY,
+    COLUMNS,
+    PHASES,
+    VARIANTS,
+    CalibrationLoss,
+    time_calibration,
+    time_entries,
+    time_loss,
+)
 
 FAST = dict(warmup=1, min_repeats=5, min_time_s=0.05)
 
@@ -48,9 +56,11 @@ def test_median_agrees_with_torch_utils_benchmark_timer():
         return (reconstruction.reshape(-1, 256) @ weight).mean()
 
     reconstruction = torch.rand(2, 3, 256, 256, requires_grad=True)
-    timer = Timer("reconstruction.grad = None; loss(reconstruction, target).backward()",
-                  globals=dict(reconstruction=reconstruction, target=torch.rand(2, 3, 256, 256), loss=matmul_loss),
-                  num_threads=torch.get_num_threads())
+    timer = Timer(
+        "reconstruction.grad = None; loss(reconstruction, target).backward()",
+        globals=dict(reconstruction=reconstruction, target=torch.rand(2, 3, 256, 256), loss=matmul_loss),
+        num_threads=torch.get_num_threads(),
+    )
     ratios = []
     for _ in range(3):  # a bias in the engine fails every attempt; a burst of machine load rarely spoils three
         ours, theirs = [], []
@@ -124,8 +134,9 @@ def test_bad_repeat_settings_are_rejected():
         time_loss(F.mse_loss, batch_size=1, resolution=16, min_repeats=1)
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                    reason="torch.compile on CPU needs a C++ compiler (g++ or $CXX)")
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on CPU needs a C++ compiler (g++ or $CXX)"
+)
 def test_compile_reports_compile_time_apart_from_step_time():
     records = time_loss(build_loss("mse", {}, LossContext(64)), batch_size=2, resolution=64, variant="compile", **FAST)
     phases = by_phase(records)

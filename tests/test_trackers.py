@@ -19,6 +19,8 @@ pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="session")
 def write_suite(tiny_suite):
     """``write_suite(folder, head="") -> Path``: folder/tiny.toml, the tiny suite with two seeds, 6 steps evaluated
@@ -27,8 +29,9 @@ def write_suite(tiny_suite):
     def write(folder: Path, head: str = "") -> Path:
         path = folder / "tiny.toml"
         mix = {"name": "mix", "terms": [{"loss": "l1", "weight": 0.5}, {"loss": "mse", "weight": 0.5}]}
-        path.write_text(tiny_suite(["mse", mix], head=head, seeds=[0, 1], train={"steps": 6, "eval_every": 3},
-                                   timing=None))
+        path.write_text(
+            tiny_suite(["mse", mix], head=head, seeds=[0, 1], train={"steps": 6, "eval_every": 3}, timing=None)
+        )
         return path
 
     return write
@@ -42,8 +45,21 @@ def run_folder(out: Path) -> Path:
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory, write_suite) -> Path:
     root = tmp_path_factory.mktemp("logged")
-    assert main(["run", str(write_suite(root)), "--out", str(root / "out"), "--no-timing", "--no-progress",
-                 "--log-to", "tensorboard,mlflow"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(write_suite(root)),
+                "--out",
+                str(root / "out"),
+                "--no-timing",
+                "--no-progress",
+                "--log-to",
+                "tensorboard,mlflow",
+            ]
+        )
+        == 0
+    )
     return run_folder(root / "out")
 
 
@@ -53,12 +69,20 @@ def expected_scalars(folder: Path) -> dict[str, dict[str, list[tuple[int, float]
     expected = {}
     for _, row in quality[quality["kind"] == "trained"].iterrows():
         rows = history[(history["entry"] == row["entry"]) & (history["seed"] == row["seed"])]
-        scalars = {f"history/{column}": [(int(step), float(value)) for step, value in zip(rows["step"], rows[column])
-                                         if pd.notna(value)]
-                   for column in ("loss", "term_mse", "term_l1", "eval_psnr")
-                   if column in rows and rows[column].notna().any()}
-        scalars.update({f"heldout/{metric}": [(int(row["steps"]), float(row[metric]))]
-                        for metric in METRICS if metric in row and pd.notna(row[metric])})
+        scalars = {
+            f"history/{column}": [
+                (int(step), float(value)) for step, value in zip(rows["step"], rows[column]) if pd.notna(value)
+            ]
+            for column in ("loss", "term_mse", "term_l1", "eval_psnr")
+            if column in rows and rows[column].notna().any()
+        }
+        scalars.update(
+            {
+                f"heldout/{metric}": [(int(row["steps"]), float(row[metric]))]
+                for metric in METRICS
+                if metric in row and pd.notna(row[metric])
+            }
+        )
         expected[f"{row['entry']}__seed{row['seed']}"] = scalars
     return expected
 
@@ -70,8 +94,9 @@ def tensorboard_scalars(folder: Path) -> dict[str, dict[str, list[tuple[int, flo
     for run in sorted((folder / "tensorboard").iterdir()):
         events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
         events.Reload()
-        found[run.name] = {tag: [(event.step, event.value) for event in events.Scalars(tag)]
-                           for tag in events.Tags()["scalars"]}
+        found[run.name] = {
+            tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+        }
         assert events.Tags()["images"] == ["reconstructions"]
     return found
 
@@ -86,9 +111,10 @@ def mlflow_scalars(folder: Path, uri: str) -> dict[str, dict[str, list[tuple[int
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["lossbench.run_dir"] == str(folder.resolve())
         assert run.data.params["formula"] in ("1*mse", "0.5*l1 + 0.5*mse")
-        found[run.info.run_name] = {key: sorted((metric.step, metric.value)
-                                                for metric in client.get_metric_history(run.info.run_id, key))
-                                    for key in run.data.metrics}
+        found[run.info.run_name] = {
+            key: sorted((metric.step, metric.value) for metric in client.get_metric_history(run.info.run_id, key))
+            for key in run.data.metrics
+        }
     assert len(runs) == len(found)  # one run per entry and seed, none twice
     return found
 
@@ -120,8 +146,9 @@ def test_bench_export_reproduces_what_log_to_wrote(logged_run):
     assert (tensorboard_scalars(logged_run), mlflow_scalars(logged_run, default_uri(logged_run))) == logged
 
 
-def test_an_unreachable_tracking_uri_is_reported_once_and_the_run_stays_complete(tmp_path, monkeypatch, capsys,
-                                                                                write_suite):
+def test_an_unreachable_tracking_uri_is_reported_once_and_the_run_stays_complete(
+    tmp_path, monkeypatch, capsys, write_suite
+):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     suite = write_suite(tmp_path, 'log_to = ["tensorboard", "mlflow"]\ntracking_uri = "http://127.0.0.1:9"')
@@ -136,17 +163,25 @@ def test_an_unreachable_tracking_uri_is_reported_once_and_the_run_stays_complete
     assert_same(tensorboard_scalars(folder), expected_scalars(folder), rel=1e-6)  # the other tracker still wrote
 
 
-@pytest.mark.parametrize("suite_line, message", [
-    ('log_to = ["wandb"]', "unknown tracker 'wandb'"),
-    ('log_to = ["mlflow"]', 'needs the mlflow package, which is not installed\n  fix: pip install -e ".[trackers]"'),
-])
-def test_a_tracker_that_is_unknown_or_not_installed_is_an_input_error(suite_line, message, tmp_path, monkeypatch,
-                                                                      capsys, write_suite):
+@pytest.mark.parametrize(
+    "suite_line, message",
+    [
+        ('log_to = ["wandb"]', "unknown tracker 'wandb'"),
+        (
+            'log_to = ["mlflow"]',
+            'needs the mlflow package, which is not installed\n  fix: pip install -e ".[trackers]"',
+        ),
+    ],
+)
+def test_a_tracker_that_is_unknown_or_not_installed_is_an_input_error(
+    suite_line, message, tmp_path, monkeypatch, capsys, write_suite
+):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "mlflow" else
-                        find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "mlflow" else find_spec(name, *args)
+    )
     suite = write_suite(tmp_path, suite_line)
     assert main(["validate", str(suite)]) == 2
     err = capsys.readouterr().err
@@ -155,12 +190,20 @@ def test_a_tracker_that_is_unknown_or_not_installed_is_an_input_error(suite_line
 
 def test_without_the_option_no_tracker_is_imported_or_written(tmp_path, write_suite):
     suite, out = write_suite(tmp_path), tmp_path / "out"
-    script = ("import sys\nfrom bench.cli import main\n"
-              f"assert main(['run', {str(suite)!r}, '--out', {str(out)!r}, '--no-timing', '--no-progress']) == 0\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'tensorboard') "
-              "or m == 'torch.utils.tensorboard'))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=600)
+    script = (
+        "import sys\nfrom bench.cli import main\n"
+        f"assert main(['run', {str(suite)!r}, '--out', {str(out)!r}, '--no-timing', '--no-progress']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'tensorboard') "
+        "or m == 'torch.utils.tensorboard'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
     assert not (run_folder(out) / "tensorboard").exists() and not (out / "mlflow.db").exists()

@@ -27,9 +27,14 @@ CROPS = 16
 
 def per_image(values: dict[str, np.ndarray], metric: str = "psnr") -> pd.DataFrame:
     """per_image.csv rows from entry -> (seeds x crops) values."""
-    return pd.DataFrame([{"entry": entry, "seed": seed, "crop": crop, metric: float(array[seed, crop])}
-                         for entry, array in values.items() for seed in range(array.shape[0])
-                         for crop in range(array.shape[1])])
+    return pd.DataFrame(
+        [
+            {"entry": entry, "seed": seed, "crop": crop, metric: float(array[seed, crop])}
+            for entry, array in values.items()
+            for seed in range(array.shape[0])
+            for crop in range(array.shape[1])
+        ]
+    )
 
 
 def test_holm_matches_hand_computation():
@@ -76,15 +81,23 @@ def test_holm_correction_turns_a_marginal_difference_into_a_tie():
 
 
 def test_rank_intervals_count_significant_wins_and_losses():
-    pairs = pd.DataFrame([{"a": "x", "b": "y", "verdict": "x better"}, {"a": "x", "b": "z", "verdict": "x better"},
-                          {"a": "y", "b": "z", "verdict": "tie (within noise)"}])
+    pairs = pd.DataFrame(
+        [
+            {"a": "x", "b": "y", "verdict": "x better"},
+            {"a": "x", "b": "z", "verdict": "x better"},
+            {"a": "y", "b": "z", "verdict": "tie (within noise)"},
+        ]
+    )
     ranks = rank_intervals(pairs, ["x", "y", "z"]).set_index("entry")
     assert ranks.loc["x"].tolist() == [1, 1] and ranks.loc["y"].tolist() == [2, 3] and ranks.loc["z"].tolist() == [2, 3]
 
 
 def test_psnr_gain_is_over_the_last_fifth_of_the_steps():
-    rows = [{"entry": "e", "seed": seed, "step": step, "eval_psnr": 10 + step / 10 + seed}
-            for seed in (0, 1) for step in range(20, 101, 20)]
+    rows = [
+        {"entry": "e", "seed": seed, "step": step, "eval_psnr": 10 + step / 10 + seed}
+        for seed in (0, 1)
+        for step in range(20, 101, 20)
+    ]
     rows += [{"entry": "e", "seed": 0, "step": 90, "eval_psnr": np.nan}]  # a logging row without evaluation
     assert psnr_gain(pd.DataFrame(rows))["e"] == pytest.approx(2.0)  # step 100 vs step 80, both seeds
 
@@ -99,8 +112,10 @@ def test_trained_on_names_the_metrics_a_loss_or_its_terms_optimise():
 
 # --- the summary and the report, from crafted tables ---------------------------------------------------------
 
-def crafted_run(tmp_path: Path, psnr: dict[str, np.ndarray], trained: dict[str, str],
-                ssim: dict[str, np.ndarray] | None = None) -> Run:
+
+def crafted_run(
+    tmp_path: Path, psnr: dict[str, np.ndarray], trained: dict[str, str], ssim: dict[str, np.ndarray] | None = None
+) -> Run:
     """A run folder's tables for entries with the given per-crop PSNR (seeds x crops) and a mean-colour baseline;
     SSIM is 0.5 everywhere but where ``ssim`` gives an entry's per-crop values."""
     values = {**psnr, "baseline-mean-colour": np.full_like(next(iter(psnr.values())), 12.0)}
@@ -157,8 +172,12 @@ def test_cells_of_the_metric_an_entry_was_trained_on_are_marked(tmp_path):
     base = rng.normal(20, 2, (2, CROPS))
     run = crafted_run(tmp_path, {"mse": base + 2, "l1": base}, {"mse": "mse psnr", "l1": "l1"})
     page = render(run)
-    marked = {(entry, column) for entry in ("mse", "l1") for column in ("PSNR", "SSIM", "L1", "MSE")
-              if "own" in cells(page, entry)[column_index(page, column)][0]}
+    marked = {
+        (entry, column)
+        for entry in ("mse", "l1")
+        for column in ("PSNR", "SSIM", "L1", "MSE")
+        if "own" in cells(page, entry)[column_index(page, column)][0]
+    }
     assert marked == {("mse", "PSNR"), ("mse", "MSE"), ("l1", "L1")}
     assert "\u25c6" in cells(page, "mse")[column_index(page, "PSNR")][1]
 
@@ -173,28 +192,36 @@ def test_an_entry_that_did_not_learn_is_marked_and_never_ranked(tmp_path):
     assert summary.loc["flat", "best_ssim"] == ""  # not even on a metric it ties on
     page = render(run)
     assert "did not learn" in cells(page, "flat")[0][1] and "did not learn" not in cells(page, "good")[0][1]
-    assert ("did not learn (held-out PSNR not 1 dB above mean-colour, 12.00 dB, nor significantly better than it "
-            "on its own measure): flat") in page
+    assert (
+        "did not learn (held-out PSNR not 1 dB above mean-colour, 12.00 dB, nor significantly better than it "
+        "on its own measure): flat"
+    ) in page
 
 
 def test_an_entry_that_learned_its_own_measure_but_not_psnr_learned_and_is_ranked(tmp_path):
     rng = np.random.default_rng(6)
     base = rng.normal(20, 2, (2, CROPS))
     flat = np.full_like(base, 12.5)  # PSNR within the 1 dB margin of the 12 dB baseline
-    run = crafted_run(tmp_path, {"good": base, "structural": flat, "idle": flat.copy(), "pixel": flat.copy()},
-                      {"structural": "ssim", "idle": "ssim", "pixel": "mse psnr"},
-                      ssim={"structural": rng.normal(0.8, 0.02, base.shape), "idle": np.full_like(base, 0.5)})
+    run = crafted_run(
+        tmp_path,
+        {"good": base, "structural": flat, "idle": flat.copy(), "pixel": flat.copy()},
+        {"structural": "ssim", "idle": "ssim", "pixel": "mse psnr"},
+        ssim={"structural": rng.normal(0.8, 0.02, base.shape), "idle": np.full_like(base, 0.5)},
+    )
     summary = run.summary.set_index("entry")
     assert bool(summary.loc["structural", "learned"]) and summary.loc["structural", "learned_on_own_measure"] == "ssim"
     assert not bool(summary.loc["idle", "learned"])  # as good as the baseline on its own measure: not learned
     assert bool(summary.loc["pixel", "learned"])  # 0.5 dB better on every crop: MSE, its own measure, is better
     assert summary.loc["structural", "best_ssim"] == "best" and summary.loc["idle", "best_ssim"] == ""
     page = render(run)
-    assert ("learned its own measure but not PSNR (held-out PSNR not 1 dB above mean-colour; ranked): structural on "
-            "SSIM, pixel on MSE, PSNR") in page
+    assert (
+        "learned its own measure but not PSNR (held-out PSNR not 1 dB above mean-colour; ranked): structural on "
+        "SSIM, pixel on MSE, PSNR"
+    ) in page
 
 
 # --- a real run: an entry that learns, and a broken one that cannot ------------------------------------------
+
 
 class _IgnoresTarget(torch.nn.Module):
     """A loss with a bug: it never looks at the target, only pulls every pixel to mid-grey."""
@@ -208,10 +235,16 @@ def learn_run(tmp_path_factory, small_suite):
     if "test_ignores_target" not in loss_names():
         register_loss("test_ignores_target", "test only: ignores the target")(lambda context: _IgnoresTarget())
     root = tmp_path_factory.mktemp("learn")
-    (root / "learn.toml").write_text(small_suite(
-        ["mse", {"name": "broken", "loss": "test_ignores_target"}], name="learn", data={"eval_crops": 16},
-        model={"latent_dim": 192, "width": 64},
-        train={"steps": 200, "batch_size": 8, "lr": 2e-3, "log_every": 20, "eval_every": 20}, metrics=None))
+    (root / "learn.toml").write_text(
+        small_suite(
+            ["mse", {"name": "broken", "loss": "test_ignores_target"}],
+            name="learn",
+            data={"eval_crops": 16},
+            model={"latent_dim": 192, "width": 64},
+            train={"steps": 200, "batch_size": 8, "lr": 2e-3, "log_every": 20, "eval_every": 20},
+            metrics=None,
+        )
+    )
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         assert main(["run", str(root / "learn.toml"), "--out", str(root), "--no-progress", "--no-timing"]) == 0
@@ -234,8 +267,11 @@ def test_a_loss_that_ignores_the_target_is_marked_did_not_learn_everywhere(learn
     assert pd.isna(summary.loc["broken", "rank_psnr"]) and summary.loc["mse", "rank_psnr"] == 1
     assert re.search(r"broken seed 0: PSNR .* DID NOT LEARN", console)
     assert not re.search(r"mse seed 0: PSNR .* DID NOT LEARN", console)
-    assert re.search(r"did not learn \(held-out PSNR not 1 dB above mean-colour, [\d.]+ dB, nor significantly better "
-                     r"than it on its own measure\): broken", console)
+    assert re.search(
+        r"did not learn \(held-out PSNR not 1 dB above mean-colour, [\d.]+ dB, nor significantly better "
+        r"than it on its own measure\): broken",
+        console,
+    )
     page = (folder / "report.html").read_text()
     assert "did not learn" in cells(page, "broken")[0][1] and "did not learn" not in cells(page, "mse")[0][1]
     grid = re.search(r'<section id="reconstructions">(.*?)</section>', page, re.S).group(1)

@@ -27,8 +27,9 @@ def check_suite_name(name: str, *, where: str) -> str:
     not only dots (``..`` would put the run beside ``--out``), at most MAX_NAME characters."""
     fix = 'it becomes a folder under --out; use e.g. name = "my-suite"'
     if not name or UNSAFE.search(name):
-        raise BenchInputError(f"suite name {name!r} must be non-empty letters, digits, '-', '_' or '.'",
-                              where=where, fix=fix)
+        raise BenchInputError(
+            f"suite name {name!r} must be non-empty letters, digits, '-', '_' or '.'", where=where, fix=fix
+        )
     if set(name) == {"."}:
         raise BenchInputError(f"suite name {name!r} is a folder reference, not a name", where=where, fix=fix)
     if len(name) > MAX_NAME or name.split(".")[0].upper() in WINDOWS_DEVICES:
@@ -41,8 +42,11 @@ def check_entry_name(name: str, *, where: str) -> str:
     characters (a newline would split a console line, a right-to-left mark would reorder it)."""
     hidden = [character for character in name if unicodedata.category(character).startswith("C")]
     if hidden:
-        raise BenchInputError(f"entry name {name!r} contains control or invisible characters {hidden!r}",
-                              where=where, fix="use printable characters only")
+        raise BenchInputError(
+            f"entry name {name!r} contains control or invisible characters {hidden!r}",
+            where=where,
+            fix="use printable characters only",
+        )
     return name
 
 
@@ -62,9 +66,12 @@ def check_distinct_stems(names: list[str], *, where: str) -> None:
     for name in names:
         key = file_stem(name).casefold()
         if key in seen:
-            raise BenchInputError(f"entry names {seen[key]!r} and {name!r} would share the file name "
-                                  f"{file_stem(name)!r} (letter case does not count on macOS and Windows)",
-                                  where=where, fix="rename one of them")
+            raise BenchInputError(
+                f"entry names {seen[key]!r} and {name!r} would share the file name "
+                f"{file_stem(name)!r} (letter case does not count on macOS and Windows)",
+                where=where,
+                fix="rename one of them",
+            )
         seen[key] = name
 
 

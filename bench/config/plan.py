@@ -25,7 +25,15 @@ def make_plan(suite: Suite, profile: str) -> list[RunSpec]:
     for seed in suite.seeds:
         for entry in suite.entries:
             configured = apply_overrides(suite, entry.overrides, where=f"{suite.path}: entry {entry.name}")
-            plan.append(RunSpec(entry=entry, seed=seed, task=suite.task, data=configured.data,
-                                model=configured.model, train=configured.train, profile=profile))
+            plan.append(
+                RunSpec(
+                    entry=entry,
+                    seed=seed,
+                    task=suite.task,
+                    data=configured.data,
+                    model=configured.model,
+                    train=configured.train,
+                    profile=profile,
+                )
+            )
     return plan
-

@@ -76,7 +76,8 @@ def check_required(names: Sequence[str], *, where: str) -> None:
                 f"this suite requires the plugin {name!r}, which is not loaded (loaded plugins: {loaded})",
                 where=where,
                 fix=f"install it (e.g. pip install {name}; installed plugins load by their entry point in "
-                    f"{' or '.join(ENTRY_POINT_GROUPS)}), or pass it: -p MODULE or --plugin path/to/{name}.py")
+                f"{' or '.join(ENTRY_POINT_GROUPS)}), or pass it: -p MODULE or --plugin path/to/{name}.py",
+            )
 
 
 def _load_entry_point(entry_point: EntryPoint) -> None:
@@ -85,8 +86,12 @@ def _load_entry_point(entry_point: EntryPoint) -> None:
         return
     dist = getattr(entry_point, "dist", None)
     origin = f"{dist.name} {dist.version}" if dist is not None else entry_point.value
-    plugin = Plugin(name=entry_point.name, source=f"plugin {entry_point.name} ({origin})", spec="",
-                    aliases=frozenset({entry_point.name, entry_point.module, *([dist.name] if dist else [])}))
+    plugin = Plugin(
+        name=entry_point.name,
+        source=f"plugin {entry_point.name} ({origin})",
+        spec="",
+        aliases=frozenset({entry_point.name, entry_point.module, *([dist.name] if dist else [])}),
+    )
     _register(plugin, key, entry_point.load)
 
 
@@ -94,13 +99,14 @@ def _load_spec(spec: str) -> None:
     if spec.endswith(".py") or os.sep in spec or (os.altsep and os.altsep in spec):
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
-            raise BenchInputError(f"plugin file {spec!r} not found", where="--plugin",
-                                  fix="give the path of a .py file that registers losses or models, or -p MODULE "
-                                      "for a module")
+            raise BenchInputError(
+                f"plugin file {spec!r} not found",
+                where="--plugin",
+                fix="give the path of a .py file that registers losses or models, or -p MODULE for a module",
+            )
         key = str(path)
         module_name = f"lossbench_plugin_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{zlib.crc32(key.encode()):08x}"
-        plugin = Plugin(name=path.stem, source=f"plugin {path.stem} ({path})", spec=key,
-                        aliases=frozenset({path.stem}))
+        plugin = Plugin(name=path.stem, source=f"plugin {path.stem} ({path})", spec=key, aliases=frozenset({path.stem}))
         load = lambda: _import_file(module_name, path)  # noqa: E731
     else:
         key = spec
@@ -121,14 +127,19 @@ def _register(plugin: Plugin, key: str, load: Callable[[], object]) -> None:
     except BenchInputError:
         raise
     except DuplicateNameError as error:
-        raise BenchInputError(f"registers the {error.kind} {error.name!r}, which {error.existing_source} already "
-                              "registers", where=where,
-                              fix=f"rename the {error.kind} in the plugin ({error.kind} names are global), or leave "
-                                  "out one of the two plugins") from None
+        raise BenchInputError(
+            f"registers the {error.kind} {error.name!r}, which {error.existing_source} already registers",
+            where=where,
+            fix=f"rename the {error.kind} in the plugin ({error.kind} names are global), or leave "
+            "out one of the two plugins",
+        ) from None
     except Exception as error:  # noqa: BLE001 - any failure of foreign code is reported as that plugin's
-        raise BenchInputError(f"failed to load: {type(error).__name__}: {error}{_origin(error)}", where=where,
-                              fix="fix the plugin (or uninstall it, or set LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to "
-                                  "skip installed plugins)") from None
+        raise BenchInputError(
+            f"failed to load: {type(error).__name__}: {error}{_origin(error)}",
+            where=where,
+            fix="fix the plugin (or uninstall it, or set LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to "
+            "skip installed plugins)",
+        ) from None
     _LOADED[key] = plugin
 
 
@@ -138,8 +149,11 @@ def _import_module(name: str) -> object:
     except ModuleNotFoundError as error:
         if error.name != name:
             raise
-        raise BenchInputError(f"no module named {name!r}", where=f"-p {name}",
-                              fix="install the package that holds it, or pass the file: --plugin path/to/file.py") from None
+        raise BenchInputError(
+            f"no module named {name!r}",
+            where=f"-p {name}",
+            fix="install the package that holds it, or pass the file: --plugin path/to/file.py",
+        ) from None
 
 
 def _import_file(module_name: str, path: Path) -> object:

@@ -74,12 +74,13 @@ def unknown_name(kind: str, name: str, known: list[str], *, where: str) -> Bench
         f"unknown {kind} {name!r}",
         where=where,
         fix=f"{hint}Known {kind} names: {', '.join(sorted(known))} (see `python -m bench list`). A {kind} from a "
-            "plugin needs the plugin installed, or passed with -p MODULE / --plugin FILE.py.",
+        "plugin needs the plugin installed, or passed with -p MODULE / --plugin FILE.py.",
     )
 
 
-def resolve_parameters(kind: str, name: str, defaults: Mapping[str, Any], params: Mapping[str, Any], *,
-                       where: str = "") -> dict[str, Any]:
+def resolve_parameters(
+    kind: str, name: str, defaults: Mapping[str, Any], params: Mapping[str, Any], *, where: str = ""
+) -> dict[str, Any]:
     """``defaults`` updated by ``params``; unknown or mistyped parameters are input errors."""
     resolved = dict(defaults)
     for key, value in params.items():
@@ -102,9 +103,8 @@ def _check_type(kind: str, name: str, key: str, default: Any, value: Any, where:
     if value == "auto" and isinstance(default, int) and not isinstance(default, bool):
         return  # an integer chosen by the factory itself (e.g. MS-SSIM levels); factories without a rule refuse it
     numeric = (int, float)
-    ok = (
-        isinstance(value, bool) == isinstance(default, bool)
-        and (isinstance(value, numeric) if isinstance(default, numeric) else isinstance(value, type(default)))
+    ok = isinstance(value, bool) == isinstance(default, bool) and (
+        isinstance(value, numeric) if isinstance(default, numeric) else isinstance(value, type(default))
     )
     if not ok:
         raise BenchInputError(

@@ -35,8 +35,13 @@ BOTTLENECKS = ("conv", "linear")
 # Every task but autoencode is a restoration task: its input is degraded (bench.data.degrade).
 TASKS = ("autoencode", "denoise", "deblur", "jpeg", "super_resolution")
 # The model of a [model] table without a name: the restoration nets start from the degraded input.
-DEFAULT_MODELS = {"autoencode": "autoencoder", "denoise": "denoiser", "deblur": "denoiser", "jpeg": "denoiser",
-                  "super_resolution": "upsampler"}
+DEFAULT_MODELS = {
+    "autoencode": "autoencoder",
+    "denoise": "denoiser",
+    "deblur": "denoiser",
+    "jpeg": "denoiser",
+    "super_resolution": "upsampler",
+}
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
@@ -184,35 +189,58 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     where = str(path)
     if not path.is_file():
-        raise BenchInputError("suite file not found", where=where, fix="pass the path of a .toml suite, e.g. suites/smoke.toml")
+        raise BenchInputError(
+            "suite file not found", where=where, fix="pass the path of a .toml suite, e.g. suites/smoke.toml"
+        )
     raw_bytes = path.read_bytes()
     try:
         raw = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise BenchInputError(f"not valid TOML: {error}", where=where, fix="correct the syntax at the line shown") from None
+        raise BenchInputError(
+            f"not valid TOML: {error}", where=where, fix="correct the syntax at the line shown"
+        ) from None
     return parse_suite(raw, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=raw_bytes.decode("utf-8"))
 
 
 def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: str = "") -> Suite:
     where = str(path)
-    allowed = {"name", "description", "task", "device", "seeds", "requires", "profile", "entry", "model", "log_to",
-               "tracking_uri", *SECTIONS}
+    allowed = {
+        "name",
+        "description",
+        "task",
+        "device",
+        "seeds",
+        "requires",
+        "profile",
+        "entry",
+        "model",
+        "log_to",
+        "tracking_uri",
+        *SECTIONS,
+    }
     _reject_unknown(raw, allowed, where)
     name = check_suite_name(_typed(raw, "name", str, where, default=path.stem), where=f"{where}: name")
     tasks = _parse_tasks(raw.get("task", "autoencode"), f"{where}: task")
     task_models = {}
     if len(tasks) > 1:  # each task's own suite must be valid (its default model, a scale factor, ...)
-        task_models = {task: parse_suite({**raw, "task": task}, path=path, sha256=sha256, text=text).model
-                       for task in tasks}
+        task_models = {
+            task: parse_suite({**raw, "task": task}, path=path, sha256=sha256, text=text).model for task in tasks
+        }
         raw = {**raw, "task": tasks[0]}
     task = tasks[0]
     seeds = _parse_seeds(raw.get("seeds", [0]), f"{where}: seeds")
     sections = {key: _parse_section(key, raw.get(key, {}), where) for key in SECTIONS}
-    sections["model"] = model_config(_table(raw.get("model", {}), "model", f"{where}: model"),
-                                     ModelConfig(DEFAULT_MODELS[task], ()), where=f"{where}: model")
+    sections["model"] = model_config(
+        _table(raw.get("model", {}), "model", f"{where}: model"),
+        ModelConfig(DEFAULT_MODELS[task], ()),
+        where=f"{where}: model",
+    )
     metrics = sections["metrics"]
-    sections["metrics"] = dataclasses.replace(metrics, lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent),
-                                              dists_weights=resolve_weights_path(metrics.dists_weights, path.parent))
+    sections["metrics"] = dataclasses.replace(
+        metrics,
+        lpips_weights=resolve_weights_path(metrics.lpips_weights, path.parent),
+        dists_weights=resolve_weights_path(metrics.dists_weights, path.parent),
+    )
     profiles = _parse_profiles(raw.get("profile", {}), where)
     requires = _parse_requires(raw.get("requires", []), f"{where}: requires")  # before entries name their losses
     entries = _parse_entries(raw.get("entry"), path)
@@ -238,8 +266,10 @@ def parse_suite(raw: Mapping[str, Any], *, path: Path, sha256: str = "", text: s
         validate_settings(suite_for_device(suite, profile), where=f"{where}: profile.{profile}")
     validate_settings(suite, where=where)
     for entry in entries:  # so must an entry's own settings
-        validate_settings(apply_overrides(suite, entry.overrides, where=f"{where}: entry {entry.name}"),
-                          where=f"{where}: entry {entry.name}")
+        validate_settings(
+            apply_overrides(suite, entry.overrides, where=f"{where}: entry {entry.name}"),
+            where=f"{where}: entry {entry.name}",
+        )
     return suite
 
 
@@ -248,8 +278,10 @@ def task_suites(suite: Suite) -> list[Suite]:
     name gives each task its own default model); every other setting, command-line overrides too, is kept."""
     if len(suite.tasks) < 2:
         return [suite]
-    return [dataclasses.replace(suite, task=task, tasks=(task,), task_models={}, model=suite.task_models[task])
-            for task in suite.tasks]
+    return [
+        dataclasses.replace(suite, task=task, tasks=(task,), task_models={}, model=suite.task_models[task])
+        for task in suite.tasks
+    ]
 
 
 def model_config(values: Mapping[str, Any], base: ModelConfig, *, where: str) -> ModelConfig:
@@ -258,8 +290,11 @@ def model_config(values: Mapping[str, Any], base: ModelConfig, *, where: str) ->
     values = dict(values)
     name = values.pop("name", base.name)
     if not isinstance(name, str):
-        raise BenchInputError(f"name must be a model name, got {name!r}", where=f"{where}.name",
-                              fix='e.g. name = "autoencoder" (see `python -m bench list` for the models)')
+        raise BenchInputError(
+            f"name must be a model name, got {name!r}",
+            where=f"{where}.name",
+            fix='e.g. name = "autoencoder" (see `python -m bench list` for the models)',
+        )
     params = {**(base.settings if name == base.name else {}), **values}
     return ModelConfig(name, tuple(resolve_model_params(name, params, where=where).items()))
 
@@ -272,7 +307,9 @@ def apply_overrides(suite: Suite, overrides: Mapping[str, Mapping[str, Any]], *,
         if section == "model":
             changed[section] = model_config(values, current, where=f"{where}.model")
             continue
-        checked = {key: _check_field(type(current), key, value, f"{where}.{section}.{key}") for key, value in values.items()}
+        checked = {
+            key: _check_field(type(current), key, value, f"{where}.{section}.{key}") for key, value in values.items()
+        }
         changed[section] = dataclasses.replace(current, **checked)
     return dataclasses.replace(suite, **changed)
 
@@ -289,112 +326,186 @@ def validate_settings(suite: Suite, *, where: str) -> None:
         if suite.model.name == "autoencoder":  # the other models are fully convolutional
             check_resolution(resolution, where=f"{where}: {section_name}.resolution")
         elif resolution < 8:
-            raise BenchInputError(f"{section_name}.resolution must be at least 8, got {resolution}",
-                                  where=f"{where}: {section_name}.resolution", fix="use e.g. 64")
+            raise BenchInputError(
+                f"{section_name}.resolution must be at least 8, got {resolution}",
+                where=f"{where}: {section_name}.resolution",
+                fix="use e.g. 64",
+            )
     data = suite.data
     for key, source in (("data.source", data.source), ("data.eval_source", data.eval_source)):
         if source is not None and source not in SOURCES:
             hint = did_you_mean(source, SOURCES)
-            raise BenchInputError(f"unknown data source {source!r}", where=f"{where}: {key}",
-                                  fix=f'{hint}use "bundled" (offline sample images), "folder" with a path, or a named '
-                                      f"dataset: {', '.join(DATASETS)}")
+            raise BenchInputError(
+                f"unknown data source {source!r}",
+                where=f"{where}: {key}",
+                fix=f'{hint}use "bundled" (offline sample images), "folder" with a path, or a named '
+                f"dataset: {', '.join(DATASETS)}",
+            )
     folders = {"path": resolve_suite_path(suite, data.path), "eval_path": resolve_suite_path(suite, data.eval_path)}
     if folders["eval_path"] is not None and data.eval_source != "folder":
-        raise BenchInputError('data.eval_path is only read with eval_source = "folder"', where=f"{where}: data.eval_path",
-                              fix='add eval_source = "folder", or drop eval_path')
+        raise BenchInputError(
+            'data.eval_path is only read with eval_source = "folder"',
+            where=f"{where}: data.eval_path",
+            fix='add eval_source = "folder", or drop eval_path',
+        )
     for source, path_key in ((data.source, "path"), (data.eval_source, "eval_path")):
         if source != "folder":
             continue
         if folders[path_key] is None:
-            raise BenchInputError("a folder source needs a path", where=f"{where}: data.{path_key}",
-                                  fix=f'add {path_key} = "my_images/"')
+            raise BenchInputError(
+                "a folder source needs a path", where=f"{where}: data.{path_key}", fix=f'add {path_key} = "my_images/"'
+            )
         if not folders[path_key].is_dir():
-            raise BenchInputError(f"image folder {str(folders[path_key])!r} does not exist",
-                                  where=f"{where}: data.{path_key}",
-                                  fix=f"point data.{path_key} at a folder of .png/.jpg images (relative to the suite file)")
+            raise BenchInputError(
+                f"image folder {str(folders[path_key])!r} does not exist",
+                where=f"{where}: data.{path_key}",
+                fix=f"point data.{path_key} at a folder of .png/.jpg images (relative to the suite file)",
+            )
     if data.eval_source == data.source and (data.source != "folder" or _overlap(folders["path"], folders["eval_path"])):
-        overlap = " and eval_path is, holds or lies inside path (subfolders are read)" if data.source == "folder" else ""
-        raise BenchInputError(f"eval_source is the training source {data.source!r}{overlap}: the model would be "
-                              "evaluated on photographs it trained on", where=f"{where}: data.eval_source",
-                              fix="drop eval_source (then data.eval_images photographs are held out of the source) "
-                                  "or name another source")
-    positive = [("data.images", data.images), ("data.eval_images", data.eval_images), ("data.eval_crops", data.eval_crops),
-                ("train.steps", suite.train.steps), ("train.batch_size", suite.train.batch_size),
-                ("train.log_every", suite.train.log_every), ("timing.batch_size", suite.timing.batch_size),
-                ("timing.min_repeats", suite.timing.min_repeats)]
+        overlap = (
+            " and eval_path is, holds or lies inside path (subfolders are read)" if data.source == "folder" else ""
+        )
+        raise BenchInputError(
+            f"eval_source is the training source {data.source!r}{overlap}: the model would be "
+            "evaluated on photographs it trained on",
+            where=f"{where}: data.eval_source",
+            fix="drop eval_source (then data.eval_images photographs are held out of the source) "
+            "or name another source",
+        )
+    positive = [
+        ("data.images", data.images),
+        ("data.eval_images", data.eval_images),
+        ("data.eval_crops", data.eval_crops),
+        ("train.steps", suite.train.steps),
+        ("train.batch_size", suite.train.batch_size),
+        ("train.log_every", suite.train.log_every),
+        ("timing.batch_size", suite.timing.batch_size),
+        ("timing.min_repeats", suite.timing.min_repeats),
+    ]
     for key, value in positive:
         if value < 1:
-            raise BenchInputError(f"{key} must be at least 1, got {value}", where=f"{where}: {key}", fix="use a positive integer")
+            raise BenchInputError(
+                f"{key} must be at least 1, got {value}", where=f"{where}: {key}", fix="use a positive integer"
+            )
     if data.source == "bundled" and data.eval_source is None and data.eval_images >= data.images:
-        raise BenchInputError(f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
-                              where=f"{where}: data.eval_images", fix="hold out fewer images or use more")
+        raise BenchInputError(
+            f"eval_images ({data.eval_images}) must be fewer than images ({data.images})",
+            where=f"{where}: data.eval_images",
+            fix="hold out fewer images or use more",
+        )
     if not (data.scale > 0 and math.isfinite(data.scale)):
-        raise BenchInputError(f"data.scale must be a positive number, got {data.scale}", where=f"{where}: data.scale",
-                              fix="use e.g. 1.0 (native size) or 0.5 (half size)")
+        raise BenchInputError(
+            f"data.scale must be a positive number, got {data.scale}",
+            where=f"{where}: data.scale",
+            fix="use e.g. 1.0 (native size) or 0.5 (half size)",
+        )
     if suite.model.name == "autoencoder":
         _validate_autoencoder(suite.model.settings, where)
     if suite.train.on_nan not in ("stop", "skip"):
-        raise BenchInputError(f"unknown on_nan policy {suite.train.on_nan!r}", where=f"{where}: train.on_nan",
-                              fix='use "stop" (fail the entry) or "skip" (drop the step and count it)')
+        raise BenchInputError(
+            f"unknown on_nan policy {suite.train.on_nan!r}",
+            where=f"{where}: train.on_nan",
+            fix='use "stop" (fail the entry) or "skip" (drop the step and count it)',
+        )
     if suite.timing.min_repeats < 2:
-        raise BenchInputError(f"timing.min_repeats must be at least 2, got {suite.timing.min_repeats}",
-                              where=f"{where}: timing.min_repeats", fix="an IQR needs two samples; use e.g. 5")
+        raise BenchInputError(
+            f"timing.min_repeats must be at least 2, got {suite.timing.min_repeats}",
+            where=f"{where}: timing.min_repeats",
+            fix="an IQR needs two samples; use e.g. 5",
+        )
     rates = suite.train.lr if isinstance(suite.train.lr, tuple) else (suite.train.lr,)
     if not rates or not all(rate > 0 and math.isfinite(rate) for rate in rates) or len(set(rates)) != len(rates):
-        raise BenchInputError(f"train.lr must be a positive number or a list of distinct ones, got "
-                              f"{list(rates) if isinstance(suite.train.lr, tuple) else suite.train.lr}",
-                              where=f"{where}: train.lr", fix="use e.g. 2e-4, or [1e-3, 3e-4, 3e-3] (the first is common)")
+        raise BenchInputError(
+            f"train.lr must be a positive number or a list of distinct ones, got "
+            f"{list(rates) if isinstance(suite.train.lr, tuple) else suite.train.lr}",
+            where=f"{where}: train.lr",
+            fix="use e.g. 2e-4, or [1e-3, 3e-4, 3e-3] (the first is common)",
+        )
     if data.split not in ("test", "validation"):
-        raise BenchInputError(f"unknown data.split {data.split!r}", where=f"{where}: data.split",
-                              fix='use "test" (the evaluation crops) or "validation" (crops of held-out training photographs)')
+        raise BenchInputError(
+            f"unknown data.split {data.split!r}",
+            where=f"{where}: data.split",
+            fix='use "test" (the evaluation crops) or "validation" (crops of held-out training photographs)',
+        )
     if data.validation_images < 1:
-        raise BenchInputError(f"data.validation_images must be at least 1, got {data.validation_images}",
-                              where=f"{where}: data.validation_images", fix="use e.g. 1")
+        raise BenchInputError(
+            f"data.validation_images must be at least 1, got {data.validation_images}",
+            where=f"{where}: data.validation_images",
+            fix="use e.g. 1",
+        )
     if not 0 <= suite.train.ema < 1:
-        raise BenchInputError(f"train.ema must be in [0, 1), got {suite.train.ema}", where=f"{where}: train.ema",
-                              fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights")
+        raise BenchInputError(
+            f"train.ema must be in [0, 1), got {suite.train.ema}",
+            where=f"{where}: train.ema",
+            fix="use e.g. 0.99 (an average over about 100 steps), or 0 for the last weights",
+        )
     if data.noise_std < 0:
         raise BenchInputError("data.noise_std must be >= 0", where=f"{where}: data.noise_std", fix="use e.g. 0.1")
     if not (data.blur_sigma > 0 and math.isfinite(data.blur_sigma)):
-        raise BenchInputError(f"data.blur_sigma must be a positive number, got {data.blur_sigma}",
-                              where=f"{where}: data.blur_sigma", fix="use e.g. 2.0 (pixels)")
+        raise BenchInputError(
+            f"data.blur_sigma must be a positive number, got {data.blur_sigma}",
+            where=f"{where}: data.blur_sigma",
+            fix="use e.g. 2.0 (pixels)",
+        )
     if not 1 <= data.jpeg_quality <= 95:
-        raise BenchInputError(f"data.jpeg_quality must be from 1 to 95, got {data.jpeg_quality}",
-                              where=f"{where}: data.jpeg_quality", fix="use e.g. 10 (PIL's quality scale)")
+        raise BenchInputError(
+            f"data.jpeg_quality must be from 1 to 95, got {data.jpeg_quality}",
+            where=f"{where}: data.jpeg_quality",
+            fix="use e.g. 10 (PIL's quality scale)",
+        )
     if data.scale_factor < 2 or data.resolution % data.scale_factor:
-        raise BenchInputError(f"data.scale_factor must be at least 2 and divide data.resolution "
-                              f"({data.resolution}), got {data.scale_factor}", where=f"{where}: data.scale_factor",
-                              fix="use e.g. 2 or 4")
+        raise BenchInputError(
+            f"data.scale_factor must be at least 2 and divide data.resolution "
+            f"({data.resolution}), got {data.scale_factor}",
+            where=f"{where}: data.scale_factor",
+            fix="use e.g. 2 or 4",
+        )
     for name in suite.metrics.compute:
         if name not in METRICS:
             hint = did_you_mean(name, list(METRICS))
-            raise BenchInputError(f"unknown metric {name!r}", where=f"{where}: metrics.compute",
-                                  fix=f"{hint}known metrics: {', '.join(METRICS)}")
+            raise BenchInputError(
+                f"unknown metric {name!r}",
+                where=f"{where}: metrics.compute",
+                fix=f"{hint}known metrics: {', '.join(METRICS)}",
+            )
     names = [entry.name for entry in suite.entries]
     if suite.verdict.reference and suite.verdict.reference not in names:
-        raise BenchInputError(f"the reference {suite.verdict.reference!r} is not an entry of this suite",
-                              where=f"{where}: verdict.reference",
-                              fix=f"name one of its entries ({', '.join(names)}), or drop it to compare with mse")
+        raise BenchInputError(
+            f"the reference {suite.verdict.reference!r} is not an entry of this suite",
+            where=f"{where}: verdict.reference",
+            fix=f"name one of its entries ({', '.join(names)}), or drop it to compare with mse",
+        )
     for variant in suite.timing.variants:
         if variant not in TIMING_VARIANTS:
-            raise BenchInputError(f"unknown timing variant {variant!r}", where=f"{where}: timing.variants",
-                                  fix=f"use any of {', '.join(TIMING_VARIANTS)}")
+            raise BenchInputError(
+                f"unknown timing variant {variant!r}",
+                where=f"{where}: timing.variants",
+                fix=f"use any of {', '.join(TIMING_VARIANTS)}",
+            )
 
 
 def _validate_autoencoder(model: Mapping[str, Any], where: str) -> None:
     """The built-in autoencoder's constraints, checked with the suite rather than when the model is first built."""
     for key in ("latent_dim", "width"):
         if model[key] < 1:
-            raise BenchInputError(f"model.{key} must be at least 1, got {model[key]}", where=f"{where}: model.{key}",
-                                  fix="use a positive integer")
+            raise BenchInputError(
+                f"model.{key} must be at least 1, got {model[key]}",
+                where=f"{where}: model.{key}",
+                fix="use a positive integer",
+            )
     if model["bottleneck"] not in BOTTLENECKS:
-        raise BenchInputError(f"unknown bottleneck {model['bottleneck']!r}", where=f"{where}: model.bottleneck",
-                              fix=f"use one of {', '.join(BOTTLENECKS)}")
+        raise BenchInputError(
+            f"unknown bottleneck {model['bottleneck']!r}",
+            where=f"{where}: model.bottleneck",
+            fix=f"use one of {', '.join(BOTTLENECKS)}",
+        )
     if model["bottleneck"] == "conv" and model["latent_dim"] % LATENT_SIDE**2:
-        raise BenchInputError(f"a conv bottleneck is an {LATENT_SIDE}x{LATENT_SIDE} map, so latent_dim must be a "
-                              f"multiple of {LATENT_SIDE**2}, got {model['latent_dim']}",
-                              where=f"{where}: model.latent_dim",
-                              fix=f"use e.g. 256 ({LATENT_SIDE}x{LATENT_SIDE}x4), or bottleneck = \"linear\"")
+        raise BenchInputError(
+            f"a conv bottleneck is an {LATENT_SIDE}x{LATENT_SIDE} map, so latent_dim must be a "
+            f"multiple of {LATENT_SIDE**2}, got {model['latent_dim']}",
+            where=f"{where}: model.latent_dim",
+            fix=f'use e.g. 256 ({LATENT_SIDE}x{LATENT_SIDE}x4), or bottleneck = "linear"',
+        )
 
 
 def check_resolution(resolution: int, *, where: str) -> None:
@@ -405,7 +516,8 @@ def check_resolution(resolution: int, *, where: str) -> None:
         nearest = min(reachable, key=lambda r: abs(r - resolution))
         raise BenchInputError(
             f"resolution {resolution} cannot be reached by the decoder (8x8 doubled per stage)",
-            where=where, fix=f"use one of {', '.join(map(str, reachable))}; nearest: {nearest}",
+            where=where,
+            fix=f"use one of {', '.join(map(str, reachable))}; nearest: {nearest}",
         )
 
 
@@ -440,38 +552,46 @@ def suite_for_device(suite: Suite, device_type: str) -> Suite:
 
 def without_profile_seeds(suite: Suite) -> Suite:
     """``suite`` with the seeds of its profiles dropped, so that seeds given on the command line hold everywhere."""
-    profiles = {name: {key: value for key, value in table.items() if key != "seeds"}
-                for name, table in suite.profiles.items()}
+    profiles = {
+        name: {key: value for key, value in table.items() if key != "seeds"} for name, table in suite.profiles.items()
+    }
     return dataclasses.replace(suite, profiles=profiles)
 
 
 # --- parsing helpers -------------------------------------------------------------------------------------
 
+
 def _reject_unknown(table: Mapping[str, Any], allowed, where: str) -> None:
     for key in table:
         if key not in allowed:
             hint = did_you_mean(key, list(allowed))
-            raise BenchInputError(f"unknown key {key!r}", where=f"{where}: {key}",
-                                  fix=f"{hint}allowed here: {', '.join(sorted(allowed))}")
+            raise BenchInputError(
+                f"unknown key {key!r}", where=f"{where}: {key}", fix=f"{hint}allowed here: {', '.join(sorted(allowed))}"
+            )
 
 
 def _typed(table: Mapping[str, Any], key: str, kind: type, where: str, *, default: Any) -> Any:
     value = table.get(key, default)
     if not isinstance(value, kind):
-        raise BenchInputError(f"{key} must be a {kind.__name__}, got {value!r}", where=f"{where}: {key}",
-                              fix=f"e.g. {key} = {default!r}")
+        raise BenchInputError(
+            f"{key} must be a {kind.__name__}, got {value!r}", where=f"{where}: {key}", fix=f"e.g. {key} = {default!r}"
+        )
     return value
 
 
 def _parse_tasks(value: Any, where: str) -> tuple[str, ...]:
     tasks = [value] if isinstance(value, str) else value
     if not isinstance(tasks, list) or not tasks or not all(isinstance(task, str) for task in tasks):
-        raise BenchInputError(f"task must be a task name or a list of them, got {value!r}", where=where,
-                              fix=f'e.g. task = "denoise" or task = ["denoise", "deblur"]; tasks: {", ".join(TASKS)}')
+        raise BenchInputError(
+            f"task must be a task name or a list of them, got {value!r}",
+            where=where,
+            fix=f'e.g. task = "denoise" or task = ["denoise", "deblur"]; tasks: {", ".join(TASKS)}',
+        )
     for task in tasks:
         if task not in TASKS:
-            raise BenchInputError(f"unknown task {task!r}", where=where,
-                                  fix=f"{did_you_mean(task, TASKS)}use one of {', '.join(TASKS)}")
+            raise BenchInputError(
+                f"unknown task {task!r}", where=where, fix=f"{did_you_mean(task, TASKS)}use one of {', '.join(TASKS)}"
+            )
     if len(set(tasks)) != len(tasks):
         raise BenchInputError(f"tasks repeat: {tasks}", where=where, fix="list each task once")
     return tuple(tasks)
@@ -480,10 +600,16 @@ def _parse_tasks(value: Any, where: str) -> tuple[str, ...]:
 def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
-        raise BenchInputError(f"seeds must be a non-empty list of non-negative integers, got {value!r}",
-                              where=where, fix="e.g. seeds = [0, 1, 2]")
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
+        raise BenchInputError(
+            f"seeds must be a non-empty list of non-negative integers, got {value!r}",
+            where=where,
+            fix="e.g. seeds = [0, 1, 2]",
+        )
     if len(set(value)) != len(value):
         raise BenchInputError(f"seeds repeat: {value}", where=where, fix="list each seed once")
     return tuple(value)
@@ -493,16 +619,22 @@ def _parse_requires(value: Any, where: str) -> tuple[str, ...]:
     from bench.config.plugins import check_required
 
     if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
-        raise BenchInputError(f"requires must be a list of plugin names, got {value!r}", where=where,
-                              fix='e.g. requires = ["lossbench-wavelet"]')
+        raise BenchInputError(
+            f"requires must be a list of plugin names, got {value!r}",
+            where=where,
+            fix='e.g. requires = ["lossbench-wavelet"]',
+        )
     check_required(value, where=where)
     return tuple(value)
 
 
 def _parse_log_to(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise BenchInputError(f"log_to must be a list of trackers, got {value!r}", where=where,
-                              fix='e.g. log_to = ["tensorboard", "mlflow"]')
+        raise BenchInputError(
+            f"log_to must be a list of trackers, got {value!r}",
+            where=where,
+            fix='e.g. log_to = ["tensorboard", "mlflow"]',
+        )
     return check_trackers(value, where=where)
 
 
@@ -523,15 +655,22 @@ def _check_field(config_type: type, key: str, value: Any, where: str) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, tuple):
         numbers = "float" in str(fields[key].type)
-        item_ok = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) if numbers else (lambda v: isinstance(v, str))
+        item_ok = (
+            (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+            if numbers
+            else (lambda v: isinstance(v, str))
+        )
         ok = isinstance(value, list) and all(map(item_ok, value))
         value = tuple(float(v) for v in value) if ok and numbers else tuple(value) if ok else value
     else:  # str, or str | None
         ok = isinstance(value, str)
     if not ok:
         example = list(default) if isinstance(default, tuple) else default
-        raise BenchInputError(f"expected a value like {example!r}, got {value!r}", where=where,
-                              fix=f"give {key} a {type(default).__name__ if default is not None else 'str'} value")
+        raise BenchInputError(
+            f"expected a value like {example!r}, got {value!r}",
+            where=where,
+            fix=f"give {key} a {type(default).__name__ if default is not None else 'str'} value",
+        )
     return value
 
 
@@ -550,22 +689,31 @@ def _parse_section(name: str, table: Any, where: str) -> Any:
 
 def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
     if not isinstance(table, dict):
-        raise BenchInputError("profile must be a table of device types", where=f"{where}: profile", fix="use [profile.cpu]")
+        raise BenchInputError(
+            "profile must be a table of device types", where=f"{where}: profile", fix="use [profile.cpu]"
+        )
     profiles = {}
     for device_type, overrides in table.items():
         key = f"{where}: profile.{device_type}"
         if device_type not in ("cpu", "cuda"):
-            raise BenchInputError(f"unknown profile {device_type!r}", where=key, fix="profiles are [profile.cpu] and [profile.cuda]")
+            raise BenchInputError(
+                f"unknown profile {device_type!r}", where=key, fix="profiles are [profile.cpu] and [profile.cuda]"
+            )
         if not isinstance(overrides, dict):
-            raise BenchInputError("a profile must be a table", where=key, fix="e.g. [profile.cpu] with data.resolution = 128")
+            raise BenchInputError(
+                "a profile must be a table", where=key, fix="e.g. [profile.cpu] with data.resolution = 128"
+            )
         _reject_unknown(overrides, {*SECTIONS, "model", "seeds"}, key)
         for section, values in overrides.items():
             if section == "seeds":  # a profile may run another number of seeds, e.g. fewer on a CPU
                 _parse_seeds(values, f"{key}.seeds")
                 continue
             if not isinstance(values, dict):
-                raise BenchInputError(f"{section} must be a table of settings", where=f"{key}.{section}",
-                                      fix=f"e.g. {section}.some_key = value")
+                raise BenchInputError(
+                    f"{section} must be a table of settings",
+                    where=f"{key}.{section}",
+                    fix=f"e.g. {section}.some_key = value",
+                )
             if section == "model":
                 continue  # the model's parameters are checked when the profile is applied (parse_suite)
             for field_name, value in values.items():
@@ -577,10 +725,15 @@ def _parse_profiles(table: Any, where: str) -> dict[str, dict[str, dict[str, Any
 def _parse_entries(raw_entries: Any, path: Path) -> tuple[Entry, ...]:
     where = str(path)
     if not raw_entries:
-        raise BenchInputError("a suite needs at least one [[entry]]", where=f"{where}: entry",
-                              fix='add [[entry]] with name = "mse" and loss = "mse"')
+        raise BenchInputError(
+            "a suite needs at least one [[entry]]",
+            where=f"{where}: entry",
+            fix='add [[entry]] with name = "mse" and loss = "mse"',
+        )
     if not isinstance(raw_entries, list):
-        raise BenchInputError("entries must be an array of tables", where=f"{where}: entry", fix="write each as [[entry]]")
+        raise BenchInputError(
+            "entries must be an array of tables", where=f"{where}: entry", fix="write each as [[entry]]"
+        )
     entries, seen = [], set()
     for index, raw in enumerate(raw_entries):
         key = f"{where}: entry[{index}]"
@@ -592,13 +745,21 @@ def _parse_entries(raw_entries: Any, path: Path) -> tuple[Entry, ...]:
         check_entry_name(name, where=f"{key}.name")
         key = f"{where}: entry[{index}] ({name})"
         if name.strip().lower() in NA_LIKE_NAMES:
-            raise BenchInputError(f"entry name {name!r} would read back from CSV as a missing value",
-                                  where=f"{key}.name", fix="choose another name, e.g. 'nan-loss'")
+            raise BenchInputError(
+                f"entry name {name!r} would read back from CSV as a missing value",
+                where=f"{key}.name",
+                fix="choose another name, e.g. 'nan-loss'",
+            )
         if name in seen:
-            raise BenchInputError(f"duplicate entry name {name!r}", where=f"{key}.name", fix="give each entry a unique name")
+            raise BenchInputError(
+                f"duplicate entry name {name!r}", where=f"{key}.name", fix="give each entry a unique name"
+            )
         if name.startswith(BASELINE_PREFIX):
-            raise BenchInputError(f"entry names starting with {BASELINE_PREFIX!r} are reserved for the baselines",
-                                  where=f"{key}.name", fix=f"rename it, e.g. {name[len(BASELINE_PREFIX):] or 'mine'!r}")
+            raise BenchInputError(
+                f"entry names starting with {BASELINE_PREFIX!r} are reserved for the baselines",
+                where=f"{key}.name",
+                fix=f"rename it, e.g. {name[len(BASELINE_PREFIX) :] or 'mine'!r}",
+            )
         seen.add(name)
         entries.append(_parse_entry(name, raw, key, path.parent))
     check_distinct_stems([entry.name for entry in entries], where=f"{where}: entry")
@@ -610,21 +771,33 @@ def _parse_entry(name: str, raw: Mapping[str, Any], key: str, suite_dir: Path) -
     for section in ENTRY_OVERRIDABLE:
         if section in raw:
             table = _table(raw[section], section, f"{key}.{section}")
-            overrides[section] = table if section == "model" else {  # a model's parameters: see parse_suite
-                k: _check_field(SECTIONS[section], k, v, f"{key}.{section}.{k}") for k, v in table.items()}
+            overrides[section] = (
+                table
+                if section == "model"
+                else {  # a model's parameters: see parse_suite
+                    k: _check_field(SECTIONS[section], k, v, f"{key}.{section}.{k}") for k, v in table.items()
+                }
+            )
     rest = {k: v for k, v in raw.items() if k not in ("name", *ENTRY_OVERRIDABLE)}
     if "terms" in rest:
         if "loss" in rest:
-            raise BenchInputError("an entry has either loss or terms, not both", where=f"{key}.terms",
-                                  fix="put the single loss into terms, or drop terms")
+            raise BenchInputError(
+                "an entry has either loss or terms, not both",
+                where=f"{key}.terms",
+                fix="put the single loss into terms, or drop terms",
+            )
         if set(rest) != {"terms"}:
             extra = sorted(set(rest) - {"terms"})
-            raise BenchInputError(f"unexpected keys {extra} beside terms", where=key,
-                                  fix="loss parameters go inside each term's table")
+            raise BenchInputError(
+                f"unexpected keys {extra} beside terms", where=key, fix="loss parameters go inside each term's table"
+            )
         raw_terms = rest["terms"]
         if not isinstance(raw_terms, list) or not raw_terms or not all(isinstance(t, dict) for t in raw_terms):
-            raise BenchInputError("terms must be a non-empty array of tables", where=f"{key}.terms",
-                                  fix='e.g. terms = [{ loss = "mse", weight = 0.2 }]')
+            raise BenchInputError(
+                "terms must be a non-empty array of tables",
+                where=f"{key}.terms",
+                fix='e.g. terms = [{ loss = "mse", weight = 0.2 }]',
+            )
         terms = [_parse_term(term, f"{key}.terms[{i}]", suite_dir) for i, term in enumerate(raw_terms)]
     elif "loss" in rest:
         terms = [_parse_term({"weight": 1.0, **rest}, key, suite_dir)]
@@ -639,8 +812,11 @@ def _parse_term(raw: Mapping[str, Any], key: str, suite_dir: Path) -> Term:
         raise BenchInputError(f"loss must be a loss name, got {loss!r}", where=f"{key}.loss", fix='e.g. loss = "mse"')
     weight = raw.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-        raise BenchInputError(f"weight must be a positive number, got {weight!r}", where=f"{key}.weight",
-                              fix="e.g. weight = 0.8 (drop a term rather than weighting it 0)")
+        raise BenchInputError(
+            f"weight must be a positive number, got {weight!r}",
+            where=f"{key}.weight",
+            fix="e.g. weight = 0.8 (drop a term rather than weighting it 0)",
+        )
     params = {k: v for k, v in raw.items() if k not in ("loss", "weight")}
     params = resolve_params(loss, params, where=f"{key}")
     if "weights" in params:

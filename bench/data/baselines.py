@@ -49,10 +49,12 @@ def bicubic(images: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-DEGRADED_INPUTS = {"denoise": ("noisy-input", "the noisy input itself (noise std {noise_std:g})"),
-                   "deblur": ("blurred-input", "the blurred input itself (sigma {blur_sigma:g} px)"),
-                   "jpeg": ("jpeg-input", "the JPEG input itself (quality {jpeg_quality})"),
-                   "super_resolution": ("upscaled-input", "the bicubic-enlarged input itself (x{scale_factor})")}
+DEGRADED_INPUTS = {
+    "denoise": ("noisy-input", "the noisy input itself (noise std {noise_std:g})"),
+    "deblur": ("blurred-input", "the blurred input itself (sigma {blur_sigma:g} px)"),
+    "jpeg": ("jpeg-input", "the JPEG input itself (quality {jpeg_quality})"),
+    "super_resolution": ("upscaled-input", "the bicubic-enlarged input itself (x{scale_factor})"),
+}
 
 
 def baselines_for(task: str, latent_dim: int | None, data) -> tuple[Baseline, ...]:
@@ -61,12 +63,18 @@ def baselines_for(task: str, latent_dim: int | None, data) -> tuple[Baseline, ..
     mean = Baseline(f"{PREFIX}mean-colour", "each crop's mean colour", mean_colour)
     if task in DEGRADED_INPUTS:
         name, formula = DEGRADED_INPUTS[task]
-        degraded = Baseline(f"{PREFIX}{name}", formula.format(**dataclasses.asdict(data)),
-                            lambda images: degraded_view(task, images, data, EVAL_NOISE_SEED))
+        degraded = Baseline(
+            f"{PREFIX}{name}",
+            formula.format(**dataclasses.asdict(data)),
+            lambda images: degraded_view(task, images, data, EVAL_NOISE_SEED),
+        )
         return degraded, mean
     if latent_dim is None:
         return (mean,)
     side = bicubic_side(latent_dim)
-    shrink = Baseline(f"{PREFIX}bicubic", f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, "
-                                          f"latent {latent_dim})", lambda images: bicubic(images, side))
+    shrink = Baseline(
+        f"{PREFIX}bicubic",
+        f"bicubic down to {side}x{side} and back ({3 * side * side} numbers, latent {latent_dim})",
+        lambda images: bicubic(images, side),
+    )
     return mean, shrink

@@ -72,12 +72,14 @@ KODAK = Dataset(
     },
     download="15 MB",
     licence="released by the Eastman Kodak Company for unrestricted usage, as stated by the distributor "
-            "(r0k.us); no licence text from Kodak itself is known",
+    "(r0k.us); no licence text from Kodak itself is known",
     citation="Rich Franzen, Kodak Lossless True Color Image Suite, http://r0k.us/graphics/kodak/",
 )
 
-DIV2K_CITATION = ("Eirikur Agustsson and Radu Timofte, NTIRE 2017 Challenge on Single Image Super-Resolution: "
-                  "Dataset and Study, CVPR Workshops 2017")
+DIV2K_CITATION = (
+    "Eirikur Agustsson and Radu Timofte, NTIRE 2017 Challenge on Single Image Super-Resolution: "
+    "Dataset and Study, CVPR Workshops 2017"
+)
 DIV2K_LICENCE = "for academic research only (DIV2K website, https://data.vision.ee.ethz.ch/cvl/DIV2K/)"
 # SHA-256 of both archives as pinned by TensorFlow Datasets (tensorflow/datasets,
 # tensorflow_datasets/url_checksums/div2k.txt, commit 1054f22d), which verifies every download against them.
@@ -126,8 +128,11 @@ def fetch(name: str, configured: Path | None = None, progress: bool = False) -> 
     dataset = DATASETS[name]
     folder = dataset_folder(name, configured)
     created = next((path for path in reversed([folder, *folder.parents]) if not path.exists()), None)
-    store = pooch.create(path=folder, base_url=dataset.base_url,
-                         registry={file: f"sha256:{digest}" for file, digest in dataset.files.items()})
+    store = pooch.create(
+        path=folder,
+        base_url=dataset.base_url,
+        registry={file: f"sha256:{digest}" for file, digest in dataset.files.items()},
+    )
     downloader = pooch.HTTPDownloader(progressbar=progress, timeout=FETCH_TIMEOUT_S)
     for file in dataset.files:
         try:
@@ -157,8 +162,10 @@ def cached_files(name: str, configured: Path | None = None) -> tuple[int, int]:
 
     dataset = DATASETS[name]
     folder = dataset_folder(name, configured)
-    good = sum((folder / file).is_file() and pooch.file_hash(str(folder / file)) == digest
-               for file, digest in dataset.files.items())
+    good = sum(
+        (folder / file).is_file() and pooch.file_hash(str(folder / file)) == digest
+        for file, digest in dataset.files.items()
+    )
     return good, len(dataset.files)
 
 
@@ -171,8 +178,8 @@ def unavailable(dataset: Dataset, folder: Path, file: str, error: Exception) -> 
         f"could not fetch {dataset.url(file)} into the cache folder {folder} ({reason})",
         where=f"dataset {dataset.name!r}, {dataset.title}",
         fix=f"run `python -m bench fetch {dataset.name}` where the internet is reachable (e.g. a login node) with "
-            f"the same cache folder, or download {listing} from {dataset.base_url} by hand and place "
-            f"{'it' if len(files) == 1 else 'them'} in "
-            f"{folder}/ (each is checked against its SHA-256 in bench/data/datasets.py); ${ENV_CACHE} or data.cache "
-            f"choose another cache folder",
+        f"the same cache folder, or download {listing} from {dataset.base_url} by hand and place "
+        f"{'it' if len(files) == 1 else 'them'} in "
+        f"{folder}/ (each is checked against its SHA-256 in bench/data/datasets.py); ${ENV_CACHE} or data.cache "
+        f"choose another cache folder",
     )

@@ -46,8 +46,10 @@ def jpeg_compressed(images: torch.Tensor, quality: int) -> torch.Tensor:
 def _each_channel(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Each channel resized to ``size`` (height, width) by PIL's bicubic filter on float32 pixels, unclamped."""
     height, width = images.shape[-2:]
-    channels = [np.asarray(Image.fromarray(channel, mode="F").resize(size[::-1], Image.BICUBIC))
-                for channel in images.detach().float().cpu().reshape(-1, height, width).numpy()]
+    channels = [
+        np.asarray(Image.fromarray(channel, mode="F").resize(size[::-1], Image.BICUBIC))
+        for channel in images.detach().float().cpu().reshape(-1, height, width).numpy()
+    ]
     return torch.from_numpy(np.stack(channels)).reshape(*images.shape[:-2], *size).to(images)
 
 

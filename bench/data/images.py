@@ -30,8 +30,23 @@ from bench.config.suite import DataConfig
 
 # Photographs that ship inside scikit-image's wheel (no download); grayscale ones are expanded to RGB.
 BUNDLED_PHOTOS = (
-    "astronaut", "coffee", "chelsea", "camera", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-    "moon", "brick", "grass", "gravel", "coins", "cell", "clock", "text", "page",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "camera",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "cell",
+    "clock",
+    "text",
+    "page",
 )
 # Two more colour photographs from installed packages: matplotlib's sample data and scikit-image's stereo pair
 # (its left view only: the right view is nearly the same picture).
@@ -41,9 +56,25 @@ OTHER_PHOTOS = ("grace_hopper", "motorcycle")
 # photographs only: with the nine grayscale ones as well, most training crops were gray and L1-type losses
 # sat for hundreds of steps, some seeds for the whole CPU run, on gray reconstructions of colour crops.
 PHOTO_ORDER = (
-    "astronaut", "coffee", "chelsea", "camera",
-    "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "grace_hopper", "motorcycle",
-    "moon", "brick", "grass", "gravel", "coins", "cell", "clock", "text", "page",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "camera",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "grace_hopper",
+    "motorcycle",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "cell",
+    "clock",
+    "text",
+    "page",
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 EVAL_CROP_SEED = 20_240_601  # the held-out crops' positions: fixed, whatever the run seed
@@ -152,14 +183,18 @@ def _zip_photo(archive: Path, member: str) -> np.ndarray:
         return _photo(file)
 
 
-def photo_sources(source: str, images: int, folder: Path | None, cache: Path | None,
-                  progress: bool) -> list[tuple[str, Callable[[], np.ndarray]]]:
+def photo_sources(
+    source: str, images: int, folder: Path | None, cache: Path | None, progress: bool
+) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """(name, loader) of every photograph a source offers: the first ``images`` bundled ones, a folder's image
     files, or a named dataset's photographs."""
     if source == "bundled":
         if images > len(PHOTO_ORDER):
-            raise BenchInputError(f"there are {len(PHOTO_ORDER)} bundled photographs, {images} were asked for",
-                                  where="data.images", fix=f"use at most {len(PHOTO_ORDER)}, or a folder source")
+            raise BenchInputError(
+                f"there are {len(PHOTO_ORDER)} bundled photographs, {images} were asked for",
+                where="data.images",
+                fix=f"use at most {len(PHOTO_ORDER)}, or a folder source",
+            )
         return [(name, lambda name=name: bundled_photo(name)) for name in bundled_names(images)]
     if source == "folder":
         return folder_photos(folder)
@@ -183,7 +218,9 @@ def eval_crop_positions(sizes: list[tuple[int, int]], resolution: int, count: in
     for index in range(count):
         photo = index % len(sizes)
         height, width = sizes[photo]
-        top, left = (int(torch.randint(0, side - resolution + 1, (1,), generator=generator)) for side in (height, width))
+        top, left = (
+            int(torch.randint(0, side - resolution + 1, (1,), generator=generator)) for side in (height, width)
+        )
         positions.append((photo, top, left))
     return positions
 
@@ -197,21 +234,33 @@ def pixels_sha256(array: np.ndarray) -> str:
 
 def image_list_sha256(train: list[tuple[str, str]], held_out: list[tuple[str, str]]) -> str:
     """One hash of the exact photographs used, as (name, pixels_sha256) pairs, each with its role."""
-    lines = [f"train\t{name}\t{digest}" for name, digest in train] + [f"eval\t{name}\t{digest}" for name, digest in held_out]
+    lines = [f"train\t{name}\t{digest}" for name, digest in train] + [
+        f"eval\t{name}\t{digest}" for name, digest in held_out
+    ]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def load_images(config: DataConfig, folder: Path | None = None, *, eval_folder: Path | None = None,
-                cache: Path | None = None, progress: bool = False) -> ImageSet:
+def load_images(
+    config: DataConfig,
+    folder: Path | None = None,
+    *,
+    eval_folder: Path | None = None,
+    cache: Path | None = None,
+    progress: bool = False,
+) -> ImageSet:
     """``folder`` / ``eval_folder``: data.path / data.eval_path resolved; ``cache``: data.cache resolved."""
     sources = photo_sources(config.source, config.images, folder, cache, progress)
     if config.eval_source is None:
         if len(sources) <= config.eval_images:
-            where, fix = {"bundled": ("data.images", "use more photographs or lower data.eval_images"),
-                          "folder": (f"data.path ({folder})", "add images to the folder or lower data.eval_images")
-                          }.get(config.source, (f"data.source ({config.source})", "lower data.eval_images"))
-            raise BenchInputError(f"found {len(sources)} usable images, need more than eval_images = "
-                                  f"{config.eval_images}", where=where, fix=fix)
+            where, fix = {
+                "bundled": ("data.images", "use more photographs or lower data.eval_images"),
+                "folder": (f"data.path ({folder})", "add images to the folder or lower data.eval_images"),
+            }.get(config.source, (f"data.source ({config.source})", "lower data.eval_images"))
+            raise BenchInputError(
+                f"found {len(sources)} usable images, need more than eval_images = {config.eval_images}",
+                where=where,
+                fix=fix,
+            )
         train_index, eval_index = split_photos([name for name, _ in sources], config.eval_images, config.source)
         train_sources, eval_sources = [sources[i] for i in train_index], [sources[i] for i in eval_index]
     else:
@@ -219,22 +268,33 @@ def load_images(config: DataConfig, folder: Path | None = None, *, eval_folder: 
         eval_sources = photo_sources(config.eval_source, config.images, eval_folder, cache, progress)
     if config.split == "validation":  # the held-out photographs stay unseen: score on some training ones instead
         if len(train_sources) <= config.validation_images:
-            raise BenchInputError(f"{len(train_sources)} training photographs cannot spare data.validation_images = "
-                                  f"{config.validation_images} to choose learning rates on",
-                                  where="data.validation_images", fix="use fewer, or more training photographs")
-        train_index, validation_index = split_photos([name for name, _ in train_sources], config.validation_images,
-                                                     config.source)
-        train_sources, eval_sources = [train_sources[i] for i in train_index], [train_sources[i] for i in validation_index]
+            raise BenchInputError(
+                f"{len(train_sources)} training photographs cannot spare data.validation_images = "
+                f"{config.validation_images} to choose learning rates on",
+                where="data.validation_images",
+                fix="use fewer, or more training photographs",
+            )
+        train_index, validation_index = split_photos(
+            [name for name, _ in train_sources], config.validation_images, config.source
+        )
+        train_sources, eval_sources = (
+            [train_sources[i] for i in train_index],
+            [train_sources[i] for i in validation_index],
+        )
     for role, found in (("data.source", train_sources), ("data.eval_source", eval_sources)):
         if not found:
-            raise BenchInputError("found no usable images", where=f"{role} ({getattr(config, role[5:])})",
-                                  fix="add images to the folder, or choose another source")
+            raise BenchInputError(
+                "found no usable images",
+                where=f"{role} ({getattr(config, role[5:])})",
+                fix="add images to the folder, or choose another source",
+            )
     train, train_digests = _prepare(train_sources, config)
     held_out, eval_digests = _prepare(eval_sources, config)
-    positions = eval_crop_positions([tuple(photo.shape[-2:]) for photo in held_out], config.resolution,
-                                    config.eval_crops)
+    positions = eval_crop_positions(
+        [tuple(photo.shape[-2:]) for photo in held_out], config.resolution, config.eval_crops
+    )
     side = config.resolution
-    crops = [held_out[p][:, top:top + side, left:left + side] for p, top, left in positions]
+    crops = [held_out[p][:, top : top + side, left : left + side] for p, top, left in positions]
     eval_names = [name for name, _ in eval_sources]
     return ImageSet(
         train=tuple(train),
@@ -246,8 +306,9 @@ def load_images(config: DataConfig, folder: Path | None = None, *, eval_folder: 
     )
 
 
-def _prepare(sources: list[tuple[str, Callable[[], np.ndarray]]],
-             config: DataConfig) -> tuple[list[torch.Tensor], list[tuple[str, str]]]:
+def _prepare(
+    sources: list[tuple[str, Callable[[], np.ndarray]]], config: DataConfig
+) -> tuple[list[torch.Tensor], list[tuple[str, str]]]:
     """Each photograph loaded, hashed and resized by data.scale (enlarged, with a warning, if too small)."""
     photos, digests = [], []
     for name, load in sources:
@@ -260,8 +321,9 @@ def _prepare(sources: list[tuple[str, Callable[[], np.ndarray]]],
     return photos, digests
 
 
-def crop_schedule(sizes: list[tuple[int, int]], resolution: int, batch_size: int, steps: int, seed: int,
-                  flip: bool, rotate: bool) -> Iterator[torch.Tensor]:
+def crop_schedule(
+    sizes: list[tuple[int, int]], resolution: int, batch_size: int, steps: int, seed: int, flip: bool, rotate: bool
+) -> Iterator[torch.Tensor]:
     """Per step, a batch_size x 5 integer tensor (photo, top, left, flip, quarter turns), from the seed alone:
     every entry of a seed trains on the same crops in the same order. Photographs are drawn uniformly."""
     generator = torch.Generator().manual_seed(seed)
@@ -295,12 +357,19 @@ class PhotoPixels:
         grid = torch.stack(torch.meshgrid(line, line, indexing="ij"))  # each pixel's own (row, column)
         # Flipping and turning the grid of coordinates as make_batch's crops are flipped and turned says, for each
         # output pixel, which pixel of the crop it shows.
-        sources = torch.stack([torch.rot90(grid.flip(-1) if flip else grid, turns, dims=(-2, -1))
-                               for flip in (0, 1) for turns in range(4)])
-        return cls(pixels=torch.cat([photo.reshape(photo.shape[0], -1) for photo in photos], dim=1).to(device),
-                   offsets=(sizes.cumsum(0) - sizes).to(device),
-                   widths=torch.tensor([photo.shape[-1] for photo in photos], device=device),
-                   sources=sources.to(device))
+        sources = torch.stack(
+            [
+                torch.rot90(grid.flip(-1) if flip else grid, turns, dims=(-2, -1))
+                for flip in (0, 1)
+                for turns in range(4)
+            ]
+        )
+        return cls(
+            pixels=torch.cat([photo.reshape(photo.shape[0], -1) for photo in photos], dim=1).to(device),
+            offsets=(sizes.cumsum(0) - sizes).to(device),
+            widths=torch.tensor([photo.shape[-1] for photo in photos], device=device),
+            sources=sources.to(device),
+        )
 
 
 def make_batch(photos: PhotoPixels, crops: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,23 @@ WINDOW = 11
 # The one metric that is no loss; every other metric's record is its loss's (bench.losses.measures).
 PSNR = Measure("PSNR", True, ("psnr",), PER_PIXEL, "10 log10(1 / MSE), per image", unit="dB")
 # The metrics QualityMetrics computes, in the order of the tables' columns.
-METRIC_NAMES = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse", "fsim", "gmsd", "ms_gmsd", "haarpsi", "mdsi", "vif",
-                "vsi", "dists", "nlpd")
+METRIC_NAMES = (
+    "psnr",
+    "ssim",
+    "ms_ssim",
+    "lpips",
+    "l1",
+    "mse",
+    "fsim",
+    "gmsd",
+    "ms_gmsd",
+    "haarpsi",
+    "mdsi",
+    "vif",
+    "vsi",
+    "dists",
+    "nlpd",
+)
 METRICS: dict[str, Measure] = {name: PSNR if name == "psnr" else measure_of(name) for name in METRIC_NAMES}
 # Today's metrics plus weight-free ones no loss of the default suite trains on, and DISTS where its weights load.
 DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse", "fsim", "gmsd", "haarpsi", "dists")
@@ -30,8 +45,10 @@ DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "l1", "mse", "fsim", "gms
 
 def _prepare(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if reconstruction.shape != target.shape or reconstruction.ndim != 4:
-        raise ValueError(f"expected two N x C x H x W tensors of one shape, got {tuple(reconstruction.shape)} "
-                         f"and {tuple(target.shape)}")
+        raise ValueError(
+            f"expected two N x C x H x W tensors of one shape, got {tuple(reconstruction.shape)} "
+            f"and {tuple(target.shape)}"
+        )
     return reconstruction.detach().float().clamp(0, 1), target.detach().float().clamp(0, 1)
 
 
@@ -59,8 +76,16 @@ class QualityMetrics:
     compute it under the weights policy of ``bench.losses.dists``, as LPIPS does.
     """
 
-    def __init__(self, lpips_net: str, lpips_weights: str, device: torch.device, seed: int = 0,
-                 compute: tuple[str, ...] = DEFAULT_METRICS, dists_weights: str = "auto", log=print) -> None:
+    def __init__(
+        self,
+        lpips_net: str,
+        lpips_weights: str,
+        device: torch.device,
+        seed: int = 0,
+        compute: tuple[str, ...] = DEFAULT_METRICS,
+        dists_weights: str = "auto",
+        log=print,
+    ) -> None:
         self.compute = ("psnr",) + tuple(name for name in compute if name != "psnr")
         self.lpips_net = lpips_net
         self.provenance: dict[str, object] = {}
@@ -77,8 +102,10 @@ class QualityMetrics:
             missing = missing_files() if dists_weights == "auto" else []
             if missing:  # the default metric set never downloads DISTS's 528 MB
                 self.compute = tuple(name for name in self.compute if name != "dists")
-                log(f"DISTS metric left out: {' and '.join(str(path) for path in missing)} not in the torch hub cache; "
-                    'put them there, or set [metrics] dists_weights = "imagenet" (downloads) or "random"')
+                log(
+                    f"DISTS metric left out: {' and '.join(str(path) for path in missing)} not in the torch hub cache; "
+                    'put them there, or set [metrics] dists_weights = "imagenet" (downloads) or "random"'
+                )
             else:
                 self.dists, self.dists_weights_used = build_dists(dists_weights, seed)
                 self.dists = self.dists.to(device)

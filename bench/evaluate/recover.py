@@ -47,17 +47,20 @@ class RecoverySettings:
 
     def validate(self) -> None:
         """Raises BenchInputError naming the first setting out of range (as its command-line option)."""
-        problems = [("--steps", self.steps >= 1, "use at least 1, e.g. 2000"),
-                    ("--images", self.images >= 1, "use at least 1"),
-                    ("--lr", self.lr > 0 and math.isfinite(self.lr), "use a positive number, e.g. 0.01"),
-                    ("--jpeg-quality", 1 <= self.jpeg_quality <= 95, "use 1 to 95, e.g. 10"),
-                    ("--blur-sigma", self.blur_sigma > 0 and math.isfinite(self.blur_sigma), "use e.g. 2.0"),
-                    ("--side", self.side >= 0, "use 0 for each loss's design size, or a side in pixels")]
+        problems = [
+            ("--steps", self.steps >= 1, "use at least 1, e.g. 2000"),
+            ("--images", self.images >= 1, "use at least 1"),
+            ("--lr", self.lr > 0 and math.isfinite(self.lr), "use a positive number, e.g. 0.01"),
+            ("--jpeg-quality", 1 <= self.jpeg_quality <= 95, "use 1 to 95, e.g. 10"),
+            ("--blur-sigma", self.blur_sigma > 0 and math.isfinite(self.blur_sigma), "use e.g. 2.0"),
+            ("--side", self.side >= 0, "use 0 for each loss's design size, or a side in pixels"),
+        ]
         for option, ok, fix in problems:
             if not ok:
                 name = option[2:].replace("-", "_")
-                raise BenchInputError(f"recovery setting {name} is out of range: {getattr(self, name)!r}",
-                                      where=option, fix=fix)
+                raise BenchInputError(
+                    f"recovery setting {name} is out of range: {getattr(self, name)!r}", where=option, fix=fix
+                )
 
 
 def recovery_side(entry, default_side: int, settings: RecoverySettings) -> int:
@@ -72,18 +75,26 @@ def recovery_side(entry, default_side: int, settings: RecoverySettings) -> int:
 def starting_points(references: torch.Tensor, settings: RecoverySettings) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(settings.seed)
     noise = torch.rand(references.shape, generator=generator).to(references)
-    return {"noise": noise, "blur": blurred(references, settings.blur_sigma),
-            "jpeg": jpeg_compressed(references, settings.jpeg_quality)}
+    return {
+        "noise": noise,
+        "blur": blurred(references, settings.blur_sigma),
+        "jpeg": jpeg_compressed(references, settings.jpeg_quality),
+    }
 
 
-def optimise_pixels(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], reference: torch.Tensor,
-                    start: torch.Tensor, settings: RecoverySettings) -> torch.Tensor:
+def optimise_pixels(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    reference: torch.Tensor,
+    start: torch.Tensor,
+    settings: RecoverySettings,
+) -> torch.Tensor:
     """``start``'s pixels moved to minimise ``loss(pixels, reference)``; raises FloatingPointError at a
     non-finite loss or gradient (the step is named)."""
     pixels = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([pixels], lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.steps,
-                                                          eta_min=settings.lr * settings.final_lr_fraction)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimiser, settings.steps, eta_min=settings.lr * settings.final_lr_fraction
+    )
     for step in range(settings.steps):
         optimiser.zero_grad(set_to_none=True)
         value = loss(pixels, reference)
@@ -124,8 +135,9 @@ def recover_entry(entry, images: ImageSet, side: int, settings: RecoverySettings
             rows.append({**row, "recovered": False, "error": f"{type(error).__name__}: {error}"})
             continue
         row.update(_scores(loss, result, references, "final"))
-        row["recovered"] = bool(row["psnr_final"] >= settings.recovered_db
-                                and row["psnr_final"] >= row["psnr_start"] + RISE_DB)
+        row["recovered"] = bool(
+            row["psnr_final"] >= settings.recovered_db and row["psnr_final"] >= row["psnr_start"] + RISE_DB
+        )
         rows.append({**row, "error": ""})
         pictures[start_name] = (start.cpu(), result.cpu())
     return Recovery(rows, pictures, references.cpu())
@@ -134,9 +146,11 @@ def recover_entry(entry, images: ImageSet, side: int, settings: RecoverySettings
 def _scores(loss, images: torch.Tensor, references: torch.Tensor, when: str) -> dict[str, float]:
     """Mean PSNR, SSIM and the loss's own value of ``images`` against ``references``."""
     with torch.no_grad():
-        return {f"psnr_{when}": psnr(images, references).mean().item(),
-                f"ssim_{when}": ssim(images.float(), references.float(), data_range=1.0).item(),
-                f"loss_{when}": float(loss(images, references))}
+        return {
+            f"psnr_{when}": psnr(images, references).mean().item(),
+            f"ssim_{when}": ssim(images.float(), references.float(), data_range=1.0).item(),
+            f"loss_{when}": float(loss(images, references)),
+        }
 
 
 def held_out_crops(suite, side: int, settings: RecoverySettings) -> ImageSet:
@@ -147,8 +161,9 @@ def held_out_crops(suite, side: int, settings: RecoverySettings) -> ImageSet:
     return load_images(data, path(data.path), eval_folder=path(data.eval_path), cache=path(data.cache))
 
 
-def recover_suite(suite, settings: RecoverySettings, device: torch.device,
-                  log: Callable[[str], None]) -> tuple[pd.DataFrame, list[Recovery]]:
+def recover_suite(
+    suite, settings: RecoverySettings, device: torch.device, log: Callable[[str], None]
+) -> tuple[pd.DataFrame, list[Recovery]]:
     """Every entry of ``suite`` recovered from every start: recovery.csv's rows, and each entry's pictures."""
     crops: dict[int, ImageSet] = {}  # by side: entries of one design size share their references
     recoveries = []
@@ -156,10 +171,24 @@ def recover_suite(suite, settings: RecoverySettings, device: torch.device,
         side = recovery_side(entry, suite.data.resolution, settings)
         if side not in crops:
             crops[side] = held_out_crops(suite, side, settings)
-        log(f"  {entry.name}: recovering {settings.images} held-out crop(s) of {side} px, {settings.steps} steps "
-            "per start")
+        log(
+            f"  {entry.name}: recovering {settings.images} held-out crop(s) of {side} px, {settings.steps} steps "
+            "per start"
+        )
         recoveries.append(recover_entry(entry, crops[side], side, settings, device))
-    columns = ["entry", "start", "side", "steps", "psnr_start", "psnr_final", "ssim_start", "ssim_final",
-               "loss_start", "loss_final", "recovered", "error"]
+    columns = [
+        "entry",
+        "start",
+        "side",
+        "steps",
+        "psnr_start",
+        "psnr_final",
+        "ssim_start",
+        "ssim_final",
+        "loss_start",
+        "loss_final",
+        "recovered",
+        "error",
+    ]
     table = pd.DataFrame([row for recovery in recoveries for row in recovery.rows]).reindex(columns=columns)
     return table, recoveries

@@ -32,10 +32,12 @@ def confidence_table(quality: pd.DataFrame, metrics) -> pd.DataFrame:
     """One row per entry x metric: seeds, mean, ci_low, ci_high (failed runs left out)."""
     ok = quality[quality["status"] == "ok"]
     rows = []
-    for (entry, metric) in itertools.product(ok["entry"].unique(), metrics):
+    for entry, metric in itertools.product(ok["entry"].unique(), metrics):
         values = ok.loc[ok["entry"] == entry, metric].dropna()
         mean, low, high = t_interval(values)
-        rows.append({"entry": entry, "metric": metric, "seeds": len(values), "mean": mean, "ci_low": low, "ci_high": high})
+        rows.append(
+            {"entry": entry, "metric": metric, "seeds": len(values), "mean": mean, "ci_low": low, "ci_high": high}
+        )
     return pd.DataFrame(rows)
 
 
@@ -50,7 +52,13 @@ def time_to_quality(history: pd.DataFrame, targets) -> pd.DataFrame:
         for target in targets:
             reached = runs[runs["eval_psnr"] >= target].sort_values("step")
             first = reached.iloc[0] if len(reached) else None
-            rows.append({"entry": entry, "seed": seed, "psnr_target": target,
-                         "step": first["step"] if first is not None else math.nan,
-                         "seconds": first["seconds"] if first is not None else math.nan})
+            rows.append(
+                {
+                    "entry": entry,
+                    "seed": seed,
+                    "psnr_target": target,
+                    "step": first["step"] if first is not None else math.nan,
+                    "seconds": first["seconds"] if first is not None else math.nan,
+                }
+            )
     return pd.DataFrame(rows)

@@ -86,22 +86,50 @@ def pairwise(per_image: pd.DataFrame, metric: str, higher_is_better: bool, entri
 def _paired(per_image: pd.DataFrame, metric: str, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """The paired differences a - b on ``metric`` of each of ``pairs``, before any verdict."""
     names = {name for pair in pairs for name in pair}
-    values = per_image[per_image["entry"].isin(names)].pivot_table(index=["seed", "crop"], columns="entry",
-                                                                   values=metric)
+    values = per_image[per_image["entry"].isin(names)].pivot_table(
+        index=["seed", "crop"], columns="entry", values=metric
+    )
     rows = []
     for a, b in [(a, b) for a, b in pairs if a in values and b in values]:
         pair = values[[a, b]].dropna()
         difference = (pair[a] - pair[b]).to_numpy()
         mean = float(difference.mean()) if difference.size else math.nan
-        half = (stats.t.ppf(1 - ALPHA / 2, difference.size - 1) * difference.std(ddof=1) / math.sqrt(difference.size)
-                if difference.size >= 2 else math.nan)
+        half = (
+            stats.t.ppf(1 - ALPHA / 2, difference.size - 1) * difference.std(ddof=1) / math.sqrt(difference.size)
+            if difference.size >= 2
+            else math.nan
+        )
         per_seed = (pair[a] - pair[b]).groupby(level="seed").mean()
         agree = bool(difference.size) and bool((np.sign(per_seed) == np.sign(mean)).all()) and mean != 0
-        rows.append({"metric": metric, "a": a, "b": b, "seeds": per_seed.size, "pairs": difference.size,
-                     "mean_difference": mean, "ci_low": mean - half, "ci_high": mean + half,
-                     "p_value": _paired_p(difference), "seeds_agree": agree})
-    return pd.DataFrame(rows, columns=["metric", "a", "b", "seeds", "pairs", "mean_difference", "ci_low", "ci_high",
-                                       "p_value", "seeds_agree"])
+        rows.append(
+            {
+                "metric": metric,
+                "a": a,
+                "b": b,
+                "seeds": per_seed.size,
+                "pairs": difference.size,
+                "mean_difference": mean,
+                "ci_low": mean - half,
+                "ci_high": mean + half,
+                "p_value": _paired_p(difference),
+                "seeds_agree": agree,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "metric",
+            "a",
+            "b",
+            "seeds",
+            "pairs",
+            "mean_difference",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "seeds_agree",
+        ],
+    )
 
 
 def _judged(frame: pd.DataFrame, higher_is_better) -> pd.DataFrame:
@@ -112,8 +140,9 @@ def _judged(frame: pd.DataFrame, higher_is_better) -> pd.DataFrame:
     frame.loc[tested, "p_holm"] = holm(frame.loc[tested, "p_value"])
     significant = (frame["p_holm"] < ALPHA) & frame["seeds_agree"]
     a_ahead = (frame["mean_difference"] > 0) == higher_is_better
-    frame["verdict"] = np.where(~significant, "tie (within noise)",
-                                np.where(a_ahead, frame["a"] + " better", frame["b"] + " better"))
+    frame["verdict"] = np.where(
+        ~significant, "tie (within noise)", np.where(a_ahead, frame["a"] + " better", frame["b"] + " better")
+    )
     return frame
 
 
@@ -127,8 +156,13 @@ def rank_intervals(pairs: pd.DataFrame, entries: list[str]) -> pd.DataFrame:
             loser = row["b"] if winner == row["a"] else row["a"]
             better[loser] += 1
             worse[winner] += 1
-    return pd.DataFrame({"entry": entries, "rank_low": [1 + better[e] for e in entries],
-                         "rank_high": [len(entries) - worse[e] for e in entries]})
+    return pd.DataFrame(
+        {
+            "entry": entries,
+            "rank_low": [1 + better[e] for e in entries],
+            "rank_high": [len(entries) - worse[e] for e in entries],
+        }
+    )
 
 
 def psnr_gain(history: pd.DataFrame) -> pd.Series:
@@ -148,14 +182,26 @@ def psnr_gain(history: pd.DataFrame) -> pd.Series:
 def own_measure_comparisons(summary: pd.DataFrame, per_image: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Each trained entry against ``reference`` on each held-out metric the entry trained on and ``reference``
     did not, paired over (seed, crop), Holm-corrected over all these comparisons (module docstring)."""
-    owns = dict(zip(summary["entry"], summary.get("trained_on", pd.Series("", index=summary.index))
-                    .astype(object).fillna("").astype(str).str.split()))
+    owns = dict(
+        zip(
+            summary["entry"],
+            summary.get("trained_on", pd.Series("", index=summary.index))
+            .astype(object)
+            .fillna("")
+            .astype(str)
+            .str.split(),
+        )
+    )
     trained = summary.loc[summary["kind"] != "baseline", "entry"]
     if per_image.empty or reference not in owns:
         return pd.DataFrame()
-    compared = [_paired(per_image, metric, [(entry, reference)]).assign(higher=METRICS[metric].higher_is_better)
-                for entry in trained if entry != reference
-                for metric in owns[entry] if metric not in owns[reference] and metric in per_image]
+    compared = [
+        _paired(per_image, metric, [(entry, reference)]).assign(higher=METRICS[metric].higher_is_better)
+        for entry in trained
+        if entry != reference
+        for metric in owns[entry]
+        if metric not in owns[reference] and metric in per_image
+    ]
     if not compared:
         return pd.DataFrame()
     frame = pd.concat(compared, ignore_index=True)
@@ -167,13 +213,23 @@ def beat_trivial_on_own_measure(summary: pd.DataFrame, per_image: pd.DataFrame) 
     better than the trivial baseline (paired over (seed, crop), Holm-corrected over these comparisons)."""
     trained = summary[summary["kind"] != "baseline"]
     baseline = summary.loc[summary["kind"] == "baseline", "entry"].iloc[0]
-    short = trained[~trained["psnr"].fillna(-math.inf).ge(summary.loc[summary["entry"] == baseline, "psnr"].iloc[0]
-                                                           + LEARNED_MARGIN_DB)]
-    owns = dict(zip(short["entry"], short.get("trained_on", pd.Series("", index=short.index))
-                    .astype(object).fillna("").astype(str).str.split()))
-    compared = [_paired(per_image, metric, [(entry, baseline)]).assign(higher=METRICS[metric].higher_is_better)
-                for entry, metrics in owns.items() for metric in metrics
-                if not per_image.empty and metric in per_image]
+    short = trained[
+        ~trained["psnr"]
+        .fillna(-math.inf)
+        .ge(summary.loc[summary["entry"] == baseline, "psnr"].iloc[0] + LEARNED_MARGIN_DB)
+    ]
+    owns = dict(
+        zip(
+            short["entry"],
+            short.get("trained_on", pd.Series("", index=short.index)).astype(object).fillna("").astype(str).str.split(),
+        )
+    )
+    compared = [
+        _paired(per_image, metric, [(entry, baseline)]).assign(higher=METRICS[metric].higher_is_better)
+        for entry, metrics in owns.items()
+        for metric in metrics
+        if not per_image.empty and metric in per_image
+    ]
     if not compared:
         return {}
     frame = pd.concat(compared, ignore_index=True)
@@ -193,12 +249,19 @@ def own_measure_marks(summary: pd.DataFrame, per_image: pd.DataFrame, reference:
         compared.add(row["a"])
         if row["verdict"] == f"{reference} better":
             worse.setdefault(row["a"], []).append(row["metric"])
-    return ([" ".join(worse.get(entry, [])) for entry in summary["entry"]],
-            [reference if entry in compared else "" for entry in summary["entry"]])
+    return (
+        [" ".join(worse.get(entry, [])) for entry in summary["entry"]],
+        [reference if entry in compared else "" for entry in summary["entry"]],
+    )
 
 
-def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.DataFrame,
-                 metrics: dict[str, bool], reference: str = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
+def add_verdicts(
+    summary: pd.DataFrame,
+    per_image: pd.DataFrame,
+    history: pd.DataFrame,
+    metrics: dict[str, bool],
+    reference: str = REFERENCE,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``summary`` (one row per entry, with ``kind`` and mean metrics) with verdict columns added, and the
     pairwise comparisons behind them (pairwise.csv)."""
     summary = summary.copy()
@@ -214,9 +277,17 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
     summary["did_not_optimise"], summary["own_measure_reference"] = own_measure_marks(summary, per_image, reference)
     gain = psnr_gain(history)
     summary["psnr_gain_last20"] = summary["entry"].map(gain)
-    summary["still_improving"] = (summary["psnr_gain_last20"] >= IMPROVING_DB).where(summary["psnr_gain_last20"].notna())
-    ranked = list(summary.loc[trained & (summary["learned"].fillna(True).astype(bool)) & summary.get(
-        "psnr", pd.Series(0, index=summary.index)).notna(), "entry"])
+    summary["still_improving"] = (summary["psnr_gain_last20"] >= IMPROVING_DB).where(
+        summary["psnr_gain_last20"].notna()
+    )
+    ranked = list(
+        summary.loc[
+            trained
+            & (summary["learned"].fillna(True).astype(bool))
+            & summary.get("psnr", pd.Series(0, index=summary.index)).notna(),
+            "entry",
+        ]
+    )
     comparisons = []
     for metric, higher in metrics.items():
         summary[f"rank_{metric}_low"] = pd.Series(pd.NA, index=summary.index, dtype="Int64")
@@ -225,8 +296,13 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
         if per_image.empty or metric not in per_image or not ranked:
             continue
         pairs = pairwise(per_image, metric, higher, ranked)
-        own = {entry: metric in str(trained).split() for entry, trained in zip(
-            summary["entry"], summary.get("trained_on", pd.Series("", index=summary.index)).astype(object).fillna(""))}
+        own = {
+            entry: metric in str(trained).split()
+            for entry, trained in zip(
+                summary["entry"],
+                summary.get("trained_on", pd.Series("", index=summary.index)).astype(object).fillna(""),
+            )
+        }
         pairs["a_trained_on_metric"] = pairs["a"].map(own).fillna(False).astype(bool)
         pairs["b_trained_on_metric"] = pairs["b"].map(own).fillna(False).astype(bool)
         comparisons.append(pairs)
@@ -235,7 +311,9 @@ def add_verdicts(summary: pd.DataFrame, per_image: pd.DataFrame, history: pd.Dat
         intervals = intervals.set_index("entry")
         rows = summary["entry"].isin(scored)
         summary.loc[rows, f"rank_{metric}_low"] = summary.loc[rows, "entry"].map(intervals["rank_low"]).astype("Int64")
-        summary.loc[rows, f"rank_{metric}_high"] = summary.loc[rows, "entry"].map(intervals["rank_high"]).astype("Int64")
+        summary.loc[rows, f"rank_{metric}_high"] = (
+            summary.loc[rows, "entry"].map(intervals["rank_high"]).astype("Int64")
+        )
         low, high = summary[f"rank_{metric}_low"], summary[f"rank_{metric}_high"]
         summary.loc[(low == 1) & (high == 1), f"best_{metric}"] = "best"
         summary.loc[(low == 1) & (high > 1), f"best_{metric}"] = "tied"
@@ -250,7 +328,11 @@ def trained_on_by(summary: pd.DataFrame, metric: str) -> list[str]:
     if "trained_on" not in summary:
         return []
     trained = summary[summary["kind"] != "baseline"]
-    return [entry for entry, own in zip(trained["entry"], trained["trained_on"].astype(object).fillna("")) if metric in str(own).split()]
+    return [
+        entry
+        for entry, own in zip(trained["entry"], trained["trained_on"].astype(object).fillna(""))
+        if metric in str(own).split()
+    ]
 
 
 def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -> list[str]:
@@ -266,11 +348,15 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
     if neutral and len(neutral) < len(ranked):
         lines.append("ranked on held-out metrics no entry trained on: " + ", ".join(labels[m] for m in neutral))
     elif ranked and not neutral:
-        lines.append("every metric ranked here is some entry's own loss: add one no entry trains on to "
-                     "[metrics] compute (e.g. fsim, gmsd, haarpsi) for a neutral ranking")
+        lines.append(
+            "every metric ranked here is some entry's own loss: add one no entry trains on to "
+            "[metrics] compute (e.g. fsim, gmsd, haarpsi) for a neutral ranking"
+        )
     for metric in neutral + [m for m in ranked if m not in neutral]:
         owners = trained_on_by(summary, metric)
-        name = labels[metric] + (f" (trained on by {', '.join(owners)}: their wins here are expected)" if owners else "")
+        name = labels[metric] + (
+            f" (trained on by {', '.join(owners)}: their wins here are expected)" if owners else ""
+        )
         best = list(summary.loc[summary[f"best_{metric}"] == "best", "entry"])
         tied = list(summary.loc[summary[f"best_{metric}"] == "tied", "entry"])
         if best:
@@ -281,23 +367,36 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
     not_optimised = not_optimised.astype(str)
     if not_optimised.str.strip().astype(bool).any():
         reference = summary.loc[not_optimised.str.strip().astype(bool), "own_measure_reference"].iloc[0]
-        lines.append(f"did not optimise its own measure (significantly worse on it than {reference}, which did not "
-                     "train on it): " + ", ".join(f"{entry} on {', '.join(labels.get(m, m) for m in own.split())}"
-                                                  for entry, own in zip(summary["entry"], not_optimised) if own))
+        lines.append(
+            f"did not optimise its own measure (significantly worse on it than {reference}, which did not "
+            "train on it): "
+            + ", ".join(
+                f"{entry} on {', '.join(labels.get(m, m) for m in own.split())}"
+                for entry, own in zip(summary["entry"], not_optimised)
+                if own
+            )
+        )
     if "learned" in summary and not baselines.empty:
         missed = list(trained.loc[trained["learned"].eq(False).fillna(False), "entry"])
         trivial = baselines.iloc[0]
         if missed:
-            lines.append(f"did not learn (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
-                         f"{trivial['entry'][len(PREFIX):]}, {trivial['psnr']:.2f} dB, nor significantly better "
-                         f"than it on its own measure): {', '.join(missed)}")
+            lines.append(
+                f"did not learn (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
+                f"{trivial['entry'][len(PREFIX) :]}, {trivial['psnr']:.2f} dB, nor significantly better "
+                f"than it on its own measure): {', '.join(missed)}"
+            )
         own = summary.get("learned_on_own_measure", pd.Series("", index=summary.index)).astype(object).fillna("")
         if own.astype(str).str.strip().astype(bool).any():
-            lines.append(f"learned its own measure but not PSNR (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
-                         f"{trivial['entry'][len(PREFIX):]}; ranked): " + ", ".join(
-                             f"{entry} on {', '.join(_label(m, labels) for m in str(metrics).split())}"
-                             for entry, metrics in zip(summary["entry"], own) if str(metrics).strip()))
-        parts = [f"{row['entry'][len(PREFIX):]} {row['psnr']:.2f} dB" for _, row in baselines.iterrows()]
+            lines.append(
+                f"learned its own measure but not PSNR (held-out PSNR not {LEARNED_MARGIN_DB:g} dB above "
+                f"{trivial['entry'][len(PREFIX) :]}; ranked): "
+                + ", ".join(
+                    f"{entry} on {', '.join(_label(m, labels) for m in str(metrics).split())}"
+                    for entry, metrics in zip(summary["entry"], own)
+                    if str(metrics).strip()
+                )
+            )
+        parts = [f"{row['entry'][len(PREFIX) :]} {row['psnr']:.2f} dB" for _, row in baselines.iterrows()]
         if trained["psnr"].notna().any():
             top = trained.loc[trained["psnr"].idxmax()]
             parts.append(f"best trained entry {top['entry']} {top['psnr']:.2f} dB")
@@ -305,10 +404,15 @@ def headline(summary: pd.DataFrame, labels: dict[str, str] = HEADLINE_METRICS) -
     if "still_improving" in summary and trained["still_improving"].notna().any():
         improving = list(trained.loc[trained["still_improving"].eq(True).fillna(False), "entry"])
         known = int(trained["still_improving"].notna().sum())
-        lines.append(f"still improving at the end (held-out PSNR up >= {IMPROVING_DB:g} dB over the last "
-                     f"{LAST_FRACTION:.0%} of steps): {len(improving)} of {known} entries"
-                     + (f" ({', '.join(improving)}): the ranking is partly one of learning speed" if improving else
-                        ": the ranking is of models that had stopped improving"))
+        lines.append(
+            f"still improving at the end (held-out PSNR up >= {IMPROVING_DB:g} dB over the last "
+            f"{LAST_FRACTION:.0%} of steps): {len(improving)} of {known} entries"
+            + (
+                f" ({', '.join(improving)}): the ranking is partly one of learning speed"
+                if improving
+                else ": the ranking is of models that had stopped improving"
+            )
+        )
     return lines + design_flags(summary)
 
 
@@ -322,8 +426,10 @@ def design_flags(summary: pd.DataFrame) -> list[str]:
     below = summary.get("trained_below_design", pd.Series("", index=summary.index)).astype(object).fillna("")
     trained = {entry: str(losses).split() for entry, losses in zip(summary["entry"], below)}
     if any(trained.values()):
-        lines.append("trained on crops smaller than their loss was designed for: " + "; ".join(
-            f"{entry}: {with_sizes(losses)}" for entry, losses in trained.items() if losses))
+        lines.append(
+            "trained on crops smaller than their loss was designed for: "
+            + "; ".join(f"{entry}: {with_sizes(losses)}" for entry, losses in trained.items() if losses)
+        )
     scored = summary.get("scored_below_design", pd.Series("", index=summary.index)).astype(object).fillna("")
     metrics = list(dict.fromkeys(metric for names in scored for metric in str(names).split()))
     if metrics:

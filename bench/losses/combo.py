@@ -34,23 +34,30 @@ class WeightedSum(nn.Module):
     @property
     def weights_used(self) -> str:
         """Provenance of each pretrained network inside, e.g. ``"perceptual=random"``; ``"none"`` if none."""
-        used = [f"{label}={term.weights_used}" for label, term in zip(self.labels, self.terms)
-                if hasattr(term, "weights_used")]
+        used = [
+            f"{label}={term.weights_used}"
+            for label, term in zip(self.labels, self.terms)
+            if hasattr(term, "weights_used")
+        ]
         return "; ".join(used) or "none"
 
     @property
     def loss_config(self) -> str:
         """What each term chose for the image size it was built for (MS-SSIM's ``levels="auto"``), e.g.
         ``"ms_ssim: levels=3 at 64px"``; "" when no term chose anything."""
-        return "; ".join(f"{label}: {term.notes}" for label, term in zip(self.labels, self.terms)
-                         if getattr(term, "notes", ""))
+        return "; ".join(
+            f"{label}: {term.notes}" for label, term in zip(self.labels, self.terms) if getattr(term, "notes", "")
+        )
 
     @property
     def learned(self) -> str:
         """The values of loss parameters learned with the model, e.g. ``"robust_adaptive: alpha=1.2, scale=0.04"``;
         "" when no term has any."""
-        return "; ".join(f"{label}: {term.extra_repr()}" for label, term in zip(self.labels, self.terms)
-                         if any(parameter.requires_grad for parameter in term.parameters()))
+        return "; ".join(
+            f"{label}: {term.extra_repr()}"
+            for label, term in zip(self.labels, self.terms)
+            if any(parameter.requires_grad for parameter in term.parameters())
+        )
 
 
 LOSS_NETWORK_SEED = 0  # random-fallback loss networks are one fixed instrument for every entry and seed
@@ -72,8 +79,11 @@ def build_suite_losses(suite, image_size: int, device: torch.device) -> dict[str
         try:
             losses[entry.name] = build_entry_loss(entry, context).to(device)
         except ValueError as error:
-            raise BenchInputError(str(error), where=f"{suite.path}: entry {entry.name}",
-                                  fix="change the loss parameters (see `python -m bench list`)") from None
+            raise BenchInputError(
+                str(error),
+                where=f"{suite.path}: entry {entry.name}",
+                fix="change the loss parameters (see `python -m bench list`)",
+            ) from None
         except BenchInputError:
             raise
         except Exception as error:  # user code may raise anything; the entry reports it when it runs

@@ -25,8 +25,14 @@ import torch
 from torch import nn
 
 from bench.losses.checks import as_rgb, check_image_pair
-from bench.losses.pretrained import (MetricLoss, WeightsUnavailableError, hub_file, hub_state_dict,
-                                     imagenet_weights_file, load_backbone)
+from bench.losses.pretrained import (
+    MetricLoss,
+    WeightsUnavailableError,
+    hub_file,
+    hub_state_dict,
+    imagenet_weights_file,
+    load_backbone,
+)
 from bench.losses.measures import DesignSize, Measure
 from bench.losses.registry import LossContext, register_loss
 
@@ -51,13 +57,19 @@ def load_head(weights: str, url: str = HEAD_URL) -> tuple[list[torch.Tensor], bo
         except Exception as error:  # offline, a bad download, a file of another shape: all are "unavailable"
             fix = f"download {url} and put it at {hub_file(url)} (torch.hub.get_dir()/checkpoints)"
             if weights != "auto":
-                raise WeightsUnavailableError(f"could not load DISTS's channel weights: {error}", where="weights",
-                                              fix=fix + ', or use weights "auto" or "random".') from error
-            warnings.warn(f"DISTS's channel weights are unavailable ({error}); using uniform ones. For the "
-                          f"trained ones, {fix}.", stacklevel=3)
+                raise WeightsUnavailableError(
+                    f"could not load DISTS's channel weights: {error}",
+                    where="weights",
+                    fix=fix + ', or use weights "auto" or "random".',
+                ) from error
+            warnings.warn(
+                f"DISTS's channel weights are unavailable ({error}); using uniform ones. For the trained ones, {fix}.",
+                stacklevel=3,
+            )
     uniform = torch.full((1, 2 * sum(CHANNELS), 1, 1), 1 / (2 * sum(CHANNELS)))
     return list(uniform[:, : sum(CHANNELS)].split(CHANNELS, dim=1)) + list(
-        uniform[:, sum(CHANNELS):].split(CHANNELS, dim=1)), False
+        uniform[:, sum(CHANNELS) :].split(CHANNELS, dim=1)
+    ), False
 
 
 def build_dists(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
@@ -72,9 +84,16 @@ def build_dists(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
     class PolicyDISTS(piq.DISTS):
         def __init__(self) -> None:
             # piq.DISTS.__init__ would download both files; its parent takes the network and weights given.
-            ContentLoss.__init__(self, feature_extractor=backbone.features, layers=[VGG16_LAYERS[n] for n in LAYERS],
-                                 weights=head, replace_pooling=True, reduction="none",
-                                 normalize_features=False, allow_layers_weights_mismatch=True)
+            ContentLoss.__init__(
+                self,
+                feature_extractor=backbone.features,
+                layers=[VGG16_LAYERS[n] for n in LAYERS],
+                weights=head,
+                replace_pooling=True,
+                reduction="none",
+                normalize_features=False,
+                allow_layers_weights_mismatch=True,
+            )
 
     metric = PolicyDISTS().eval()
     for parameter in metric.parameters():
@@ -95,12 +114,22 @@ def dists_per_image(metric: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
         return metric(as_rgb(x.to(wide)), as_rgb(y.to(wide)))
 
 
-@register_loss("dists", "DISTS, structure and texture similarity of VGG16 features (Ding et al. 2020), piq",
-               weights="auto",
-               measure=Measure("DISTS", False, ("dists",),
-                               DesignSize(256, "Ding et al. 2020: the authors' code resizes images larger than "
-                                               "256 px to a 256 px shorter side; VGG16 learnt ImageNet at 224 px"),
-                               "piq, [metrics] dists_weights"))
+@register_loss(
+    "dists",
+    "DISTS, structure and texture similarity of VGG16 features (Ding et al. 2020), piq",
+    weights="auto",
+    measure=Measure(
+        "DISTS",
+        False,
+        ("dists",),
+        DesignSize(
+            256,
+            "Ding et al. 2020: the authors' code resizes images larger than "
+            "256 px to a 256 px shorter side; VGG16 learnt ImageNet at 224 px",
+        ),
+        "piq, [metrics] dists_weights",
+    ),
+)
 def _make_dists(context: LossContext, weights) -> nn.Module:
     if context.image_size < MIN_SIDE:
         raise ValueError(f"dists needs images of at least {MIN_SIDE} px, got {context.image_size} px")

@@ -30,8 +30,9 @@ def focal_frequency_loss(
     check_image_pair(reconstruction, target)
     height, width = reconstruction.shape[-2:]
     if height % patch_factor or width % patch_factor:
-        raise ValueError(f"patch_factor must divide the image height and width, got {patch_factor} for "
-                         f"{height} x {width}")
+        raise ValueError(
+            f"patch_factor must divide the image height and width, got {patch_factor} for {height} x {width}"
+        )
     # The FFT has no half-precision kernels on CPU and loses the small high frequencies in them on GPU.
     with torch.autocast(reconstruction.device.type, enabled=False):
         error = reconstruction.to(torch.promote_types(reconstruction.dtype, torch.float32)) - target
@@ -39,7 +40,7 @@ def focal_frequency_loss(
         spectrum = torch.fft.fft2(_patches(error, patch_factor), norm="ortho")  # N x P x C x h x w
         if ave_spectrum:
             spectrum = spectrum.mean(0, keepdim=True)
-        distance = spectrum.real ** 2 + spectrum.imag ** 2
+        distance = spectrum.real**2 + spectrum.imag**2
         with torch.no_grad():
             weight = distance.sqrt() ** alpha
             if log_matrix:
@@ -57,16 +58,32 @@ def _patches(images: torch.Tensor, factor: int) -> torch.Tensor:
     return grid.permute(0, 2, 4, 1, 3, 5).reshape(n, factor * factor, c, h // factor, w // factor)
 
 
-@register_loss("focal_frequency", "focal frequency loss (Jiang et al. 2021): hard frequencies weighted up",
-               alpha=1.0, patch_factor=1, ave_spectrum=False, log_matrix=False, batch_matrix=False,
-               loss_weight=1.0)
-def _make_focal_frequency(context: LossContext, alpha, patch_factor, ave_spectrum, log_matrix, batch_matrix,
-                          loss_weight) -> nn.Module:
+@register_loss(
+    "focal_frequency",
+    "focal frequency loss (Jiang et al. 2021): hard frequencies weighted up",
+    alpha=1.0,
+    patch_factor=1,
+    ave_spectrum=False,
+    log_matrix=False,
+    batch_matrix=False,
+    loss_weight=1.0,
+)
+def _make_focal_frequency(
+    context: LossContext, alpha, patch_factor, ave_spectrum, log_matrix, batch_matrix, loss_weight
+) -> nn.Module:
     if not isinstance(patch_factor, int) or patch_factor < 1 or context.image_size % patch_factor:
-        raise ValueError(f"patch_factor must be a positive integer dividing the image size "
-                         f"{context.image_size}, got {patch_factor!r}")
+        raise ValueError(
+            f"patch_factor must be a positive integer dividing the image size "
+            f"{context.image_size}, got {patch_factor!r}"
+        )
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
-    return PixelLoss(focal_frequency_loss, alpha=float(alpha), patch_factor=patch_factor,
-                     ave_spectrum=bool(ave_spectrum), log_matrix=bool(log_matrix),
-                     batch_matrix=bool(batch_matrix), loss_weight=float(loss_weight))
+    return PixelLoss(
+        focal_frequency_loss,
+        alpha=float(alpha),
+        patch_factor=patch_factor,
+        ave_spectrum=bool(ave_spectrum),
+        log_matrix=bool(log_matrix),
+        batch_matrix=bool(batch_matrix),
+        loss_weight=float(loss_weight),
+    )

@@ -72,33 +72,109 @@ SHRUNK_TO_256 = "reference code (and piq) average-pools images to a shorter side
 HALVED_FROM_512 = "reference code (and piq) halves images; constants fitted on ~512 px LIVE/CSIQ/TID images"
 
 
-def _piq(name: str, function_name: str, label: str, similarity: bool, design: DesignSize, reference: str,
-         summary: str, defaults: dict, min_side: int, **limits) -> tuple[str, PiqMeasure]:
+def _piq(
+    name: str,
+    function_name: str,
+    label: str,
+    similarity: bool,
+    design: DesignSize,
+    reference: str,
+    summary: str,
+    defaults: dict,
+    min_side: int,
+    **limits,
+) -> tuple[str, PiqMeasure]:
     """``name`` and its measure, whose loss optimises the metric of the same name."""
     record = Measure(label, similarity, (name,), design, reference)
     return name, PiqMeasure(function_name, record, summary, defaults, min_side, **limits)
 
 
-PIQ_MEASURES: dict[str, PiqMeasure] = dict([
-    _piq("fsim", "fsim", "FSIM", True, DesignSize(256, f"Zhang et al. 2011: {SHRUNK_TO_256}"),
-         "piq FSIMc (FSIM for grayscale)",
-         "1 - FSIM(c), phase congruency and gradient similarity (Zhang et al. 2011), piq",
-         dict(chromatic=True), 8, chromatic_param="chromatic"),
-    _piq("gmsd", "gmsd", "GMSD", False, DesignSize(256, f"Xue et al. 2014: {HALVED_FROM_512}"), "piq",
-         "gradient magnitude similarity deviation (Xue et al. 2014), piq", dict(t=170 / 255**2), 4),
-    _piq("ms_gmsd", "multi_scale_gmsd", "MS-GMSD", False, DesignSize(0, "not stated (Zhang et al. 2017)"), "piq",
-         "multi-scale GMSD (Zhang et al. 2017), piq", dict(chromatic=False), 17, chromatic_param="chromatic"),
-    _piq("haarpsi", "haarpsi", "HaarPSI", True, DesignSize(256, f"Reisenhofer et al. 2018: {HALVED_FROM_512}"),
-         "piq", "1 - HaarPSI, Haar wavelet perceptual similarity (Reisenhofer et al. 2018), piq",
-         dict(scales=3, subsample=True, c=30.0, alpha=4.2), 16),
-    _piq("mdsi", "mdsi", "MDSI", False, DesignSize(256, f"Nafchi et al. 2016: {SHRUNK_TO_256}"), "piq",
-         "mean deviation similarity index (Nafchi et al. 2016), a distance, piq", dict(combination="sum"), 4,
-         colour_only=True, float64=True),
-    _piq("vif", "vif_p", "VIF", True, DesignSize(0, "not stated (Sheikh & Bovik 2006)"), "piq, pixel domain",
-         "1 - VIF in the pixel domain (Sheikh & Bovik 2006), piq", dict(sigma_n_sq=2.0), 41),
-    _piq("vsi", "vsi", "VSI", True, DesignSize(256, f"Zhang et al. 2014: {SHRUNK_TO_256}; saliency at 256x256"),
-         "piq", "1 - VSI, visual saliency-induced index (Zhang et al. 2014), piq", dict(), 4, colour_only=True),
-])
+PIQ_MEASURES: dict[str, PiqMeasure] = dict(
+    [
+        _piq(
+            "fsim",
+            "fsim",
+            "FSIM",
+            True,
+            DesignSize(256, f"Zhang et al. 2011: {SHRUNK_TO_256}"),
+            "piq FSIMc (FSIM for grayscale)",
+            "1 - FSIM(c), phase congruency and gradient similarity (Zhang et al. 2011), piq",
+            dict(chromatic=True),
+            8,
+            chromatic_param="chromatic",
+        ),
+        _piq(
+            "gmsd",
+            "gmsd",
+            "GMSD",
+            False,
+            DesignSize(256, f"Xue et al. 2014: {HALVED_FROM_512}"),
+            "piq",
+            "gradient magnitude similarity deviation (Xue et al. 2014), piq",
+            dict(t=170 / 255**2),
+            4,
+        ),
+        _piq(
+            "ms_gmsd",
+            "multi_scale_gmsd",
+            "MS-GMSD",
+            False,
+            DesignSize(0, "not stated (Zhang et al. 2017)"),
+            "piq",
+            "multi-scale GMSD (Zhang et al. 2017), piq",
+            dict(chromatic=False),
+            17,
+            chromatic_param="chromatic",
+        ),
+        _piq(
+            "haarpsi",
+            "haarpsi",
+            "HaarPSI",
+            True,
+            DesignSize(256, f"Reisenhofer et al. 2018: {HALVED_FROM_512}"),
+            "piq",
+            "1 - HaarPSI, Haar wavelet perceptual similarity (Reisenhofer et al. 2018), piq",
+            dict(scales=3, subsample=True, c=30.0, alpha=4.2),
+            16,
+        ),
+        _piq(
+            "mdsi",
+            "mdsi",
+            "MDSI",
+            False,
+            DesignSize(256, f"Nafchi et al. 2016: {SHRUNK_TO_256}"),
+            "piq",
+            "mean deviation similarity index (Nafchi et al. 2016), a distance, piq",
+            dict(combination="sum"),
+            4,
+            colour_only=True,
+            float64=True,
+        ),
+        _piq(
+            "vif",
+            "vif_p",
+            "VIF",
+            True,
+            DesignSize(0, "not stated (Sheikh & Bovik 2006)"),
+            "piq, pixel domain",
+            "1 - VIF in the pixel domain (Sheikh & Bovik 2006), piq",
+            dict(sigma_n_sq=2.0),
+            41,
+        ),
+        _piq(
+            "vsi",
+            "vsi",
+            "VSI",
+            True,
+            DesignSize(256, f"Zhang et al. 2014: {SHRUNK_TO_256}; saliency at 256x256"),
+            "piq",
+            "1 - VSI, visual saliency-induced index (Zhang et al. 2014), piq",
+            dict(),
+            4,
+            colour_only=True,
+        ),
+    ]
+)
 MEASURE_NAMES = tuple(PIQ_MEASURES)
 
 

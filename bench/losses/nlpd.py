@@ -78,8 +78,10 @@ def nlpd_loss(reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 
     check_image_pair(reconstruction, target)
     side = min(reconstruction.shape[-2:])
     if side < nlpd_min_side(levels):
-        raise ValueError(f"NLPD with levels={levels} needs images of at least {nlpd_min_side(levels)} px, got {side} "
-                         f"px; use levels <= {most_nlpd_levels(side)}")
+        raise ValueError(
+            f"NLPD with levels={levels} needs images of at least {nlpd_min_side(levels)} px, got {side} "
+            f"px; use levels <= {most_nlpd_levels(side)}"
+        )
     with torch.autocast(reconstruction.device.type, enabled=False):
         wide = torch.promote_types(reconstruction.dtype, torch.float32)
         ours, theirs = normalised_pyramid(reconstruction.to(wide), levels), normalised_pyramid(target.to(wide), levels)
@@ -91,13 +93,24 @@ def most_nlpd_levels(side: int) -> int:
     return max((n for n in range(1, MAX_LEVELS + 1) if side >= nlpd_min_side(n)), default=0)
 
 
-@register_loss("nlpd", "normalised Laplacian pyramid distance (Laparra et al. 2016), per channel", levels=MAX_LEVELS,
-               measure=Measure("NLPD", False, ("nlpd",), DesignSize(0, "not stated (Laparra et al. 2016)"),
-                               "bench.losses.nlpd, as many levels as fit"))
+@register_loss(
+    "nlpd",
+    "normalised Laplacian pyramid distance (Laparra et al. 2016), per channel",
+    levels=MAX_LEVELS,
+    measure=Measure(
+        "NLPD",
+        False,
+        ("nlpd",),
+        DesignSize(0, "not stated (Laparra et al. 2016)"),
+        "bench.losses.nlpd, as many levels as fit",
+    ),
+)
 def _make_nlpd(context: LossContext, levels) -> nn.Module:
     if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"levels must be an integer from 1 to {MAX_LEVELS}, got {levels!r}")
     if context.image_size < nlpd_min_side(levels):
-        raise ValueError(f"NLPD with levels={levels} needs images of at least {nlpd_min_side(levels)} px, got "
-                         f"{context.image_size} px; use levels <= {most_nlpd_levels(context.image_size)}")
+        raise ValueError(
+            f"NLPD with levels={levels} needs images of at least {nlpd_min_side(levels)} px, got "
+            f"{context.image_size} px; use levels <= {most_nlpd_levels(context.image_size)}"
+        )
     return PixelLoss(nlpd_loss, levels=levels)

@@ -24,8 +24,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG_NETS = ("vgg16", "vgg19")
 # layers = [] takes the last ReLU of each of the first four blocks, whichever the net (VGG16's block 3 and 4
 # have three convolutions, VGG19's four): Johnson et al. 2016's style layers on VGG16.
-DEFAULT_LAYERS = {"vgg16": ["relu1_2", "relu2_2", "relu3_3", "relu4_3"],
-                  "vgg19": ["relu1_2", "relu2_2", "relu3_4", "relu4_4"]}
+DEFAULT_LAYERS = {
+    "vgg16": ["relu1_2", "relu2_2", "relu3_3", "relu4_3"],
+    "vgg19": ["relu1_2", "relu2_2", "relu3_4", "relu4_4"],
+}
 
 
 def on_cpu_channels_last(images: torch.Tensor) -> torch.Tensor:
@@ -69,8 +71,10 @@ class VGGFeatures(nn.Module):
         unknown = [layer for layer in layers if layer not in names]
         if unknown:
             relus = ", ".join(name for name in names if name.startswith("relu"))
-            raise ValueError(f"{net} has no layer {', '.join(unknown)}; its relu layers are {relus} "
-                             f"(conv and pool layers are named alike)")
+            raise ValueError(
+                f"{net} has no layer {', '.join(unknown)}; its relu layers are {relus} "
+                f"(conv and pool layers are named alike)"
+            )
         self.layers = list(layers)
         self.indices = [names.index(layer) for layer in layers]
         self.min_side = 2 ** sum(name.startswith("pool") for name in names[: max(self.indices) + 1])
@@ -165,16 +169,19 @@ def lpips_per_image(metric: lpips.LPIPS, reconstruction: torch.Tensor, target: t
     would report distances on a different scale.
     """
     check_image_pair(reconstruction, target)
-    return metric(on_cpu_channels_last(as_rgb(reconstruction)), on_cpu_channels_last(as_rgb(target)),
-                  normalize=True).flatten()
+    return metric(
+        on_cpu_channels_last(as_rgb(reconstruction)), on_cpu_channels_last(as_rgb(target)), normalize=True
+    ).flatten()
 
 
 def _vgg_features(loss: str, context: LossContext, net, layers, weights) -> VGGFeatures:
     layers = layers or DEFAULT_LAYERS.get(net, [])
     features = VGGFeatures(net, layers, weights, context.seed)
     if context.image_size < features.min_side:
-        raise ValueError(f"{loss} with layers {', '.join(layers)} needs images of at least {features.min_side} px "
-                         f"(one halving per pooling), got {context.image_size} px; use shallower layers")
+        raise ValueError(
+            f"{loss} with layers {', '.join(layers)} needs images of at least {features.min_side} px "
+            f"(one halving per pooling), got {context.image_size} px; use shallower layers"
+        )
     return features
 
 
@@ -187,9 +194,16 @@ def _layer_weights(net: str, layers: Sequence[str], layer_weights: Sequence[floa
     return [float(w) for w in layer_weights]
 
 
-@register_loss("perceptual", "distance between VGG features (Johnson et al. 2016); layers = [] takes relu1_2, "
-               "relu2_2 and the last ReLUs of blocks 3 and 4", net="vgg19", layers=[], layer_weights=[],
-               distance="l1", weights="auto")
+@register_loss(
+    "perceptual",
+    "distance between VGG features (Johnson et al. 2016); layers = [] takes relu1_2, "
+    "relu2_2 and the last ReLUs of blocks 3 and 4",
+    net="vgg19",
+    layers=[],
+    layer_weights=[],
+    distance="l1",
+    weights="auto",
+)
 def _make_perceptual(context: LossContext, net, layers, layer_weights, distance, weights) -> nn.Module:
     if distance not in FEATURE_DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(FEATURE_DISTANCES)}, got {distance!r}")
@@ -198,22 +212,38 @@ def _make_perceptual(context: LossContext, net, layers, layer_weights, distance,
     return FeatureLoss(features, layer_weights, FEATURE_DISTANCES[distance])
 
 
-@register_loss("style", "distance between Gram matrices of VGG features (Gatys et al. 2016); layers as "
-               "perceptual's", net="vgg19", layers=[], layer_weights=[], weights="auto")
+@register_loss(
+    "style",
+    "distance between Gram matrices of VGG features (Gatys et al. 2016); layers as perceptual's",
+    net="vgg19",
+    layers=[],
+    layer_weights=[],
+    weights="auto",
+)
 def _make_style(context: LossContext, net, layers, layer_weights, weights) -> nn.Module:
     layer_weights = _layer_weights(net, layers, layer_weights)
     return FeatureLoss(_vgg_features("style", context, net, layers, weights), layer_weights, gram_distance)
 
 
-@register_loss("lpips", "learned perceptual distance (Zhang et al. 2018), [0, 1] inputs", net="alex",
-               weights="auto",
-               measure=Measure("LPIPS", False, ("lpips",),
-                               DesignSize(64, "Zhang et al. 2018: trained and validated on 64x64 patches (BAPPS)"),
-                               "lpips package, [metrics] lpips_net / lpips_weights"))
+@register_loss(
+    "lpips",
+    "learned perceptual distance (Zhang et al. 2018), [0, 1] inputs",
+    net="alex",
+    weights="auto",
+    measure=Measure(
+        "LPIPS",
+        False,
+        ("lpips",),
+        DesignSize(64, "Zhang et al. 2018: trained and validated on 64x64 patches (BAPPS)"),
+        "lpips package, [metrics] lpips_net / lpips_weights",
+    ),
+)
 def _make_lpips(context: LossContext, net, weights) -> nn.Module:
     if context.image_size < LPIPS_MIN_SIDE.get(net, 0):
         fitting = [f"{other!r} ({side} px)" for other, side in LPIPS_MIN_SIDE.items() if side <= context.image_size]
-        raise ValueError(f"lpips with net={net!r} needs images of at least {LPIPS_MIN_SIDE[net]} px, got "
-                         f"{context.image_size} px" + (f"; use net {' or '.join(fitting)}" if fitting else ""))
+        raise ValueError(
+            f"lpips with net={net!r} needs images of at least {LPIPS_MIN_SIDE[net]} px, got "
+            f"{context.image_size} px" + (f"; use net {' or '.join(fitting)}" if fitting else "")
+        )
     metric, provenance = build_lpips(net, weights, context.seed)
     return MetricLoss(metric, lpips_per_image, provenance)

@@ -59,14 +59,18 @@ class PixelLoss(nn.Module):
         return ", ".join([self.function.__name__] + [f"{k}={v}" for k, v in self.params.items()])
 
 
-@register_loss("mse", "mean squared error (l2)",
-               measure=Measure("MSE", False, ("mse", "psnr"), PER_PIXEL, "mean squared error", headline=False))
+@register_loss(
+    "mse",
+    "mean squared error (l2)",
+    measure=Measure("MSE", False, ("mse", "psnr"), PER_PIXEL, "mean squared error", headline=False),
+)
 def _make_mse(context: LossContext) -> nn.Module:
     return PixelLoss(mse)
 
 
-@register_loss("l1", "mean absolute error",
-               measure=Measure("L1", False, ("l1",), PER_PIXEL, "mean absolute error", headline=False))
+@register_loss(
+    "l1", "mean absolute error", measure=Measure("L1", False, ("l1",), PER_PIXEL, "mean absolute error", headline=False)
+)
 def _make_l1(context: LossContext) -> nn.Module:
     return PixelLoss(l1)
 

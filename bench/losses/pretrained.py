@@ -63,8 +63,9 @@ def hub_state_dict(url: str, check_hash: bool) -> dict:
     cached = hub_file(url)
     absent = not cached.is_file()
     with contextlib.redirect_stdout(io.StringIO()):
-        state = torch.hub.load_state_dict_from_url(url, progress=absent, check_hash=check_hash, map_location="cpu",
-                                                   weights_only=True)
+        state = torch.hub.load_state_dict_from_url(
+            url, progress=absent, check_hash=check_hash, map_location="cpu", weights_only=True
+        )
     if absent:
         print(f"downloaded {url} to {cached} (later runs read it from there)", file=sys.stderr)
     return state
@@ -115,8 +116,12 @@ class MetricLoss(nn.Module):
     ``per_image(metric, reconstruction, target)``. The metric stays in eval mode whatever mode the module is
     switched to (LPIPS's heads hold dropout layers), as a measuring instrument should."""
 
-    def __init__(self, metric: nn.Module, per_image: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-                 weights_used: str) -> None:
+    def __init__(
+        self,
+        metric: nn.Module,
+        per_image: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+        weights_used: str,
+    ) -> None:
         super().__init__()
         self.metric = metric
         self.per_image = per_image

@@ -19,8 +19,15 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from bench.config.registry import (BUILTIN, DuplicateNameError, add_registry, check_name, current_source,
-                                   resolve_parameters, unknown_name)
+from bench.config.registry import (
+    BUILTIN,
+    DuplicateNameError,
+    add_registry,
+    check_name,
+    current_source,
+    resolve_parameters,
+    unknown_name,
+)
 from bench.errors import BenchInputError
 from bench.losses.measures import Measure
 
@@ -44,15 +51,24 @@ class LossInfo:
     summary: str
     input_range: tuple[float, float] = IMAGE_RANGE  # images are mapped linearly from [0, 1] to this range
     pretrained: bool = False  # loads pretrained networks: its module must say which weights (``weights_used``)
-    source: str = BUILTIN  # "built-in" or the plugin that registered it, e.g. "plugin wavelet (lossbench-wavelet 0.1.0)"
+    source: str = (
+        BUILTIN  # "built-in" or the plugin that registered it, e.g. "plugin wavelet (lossbench-wavelet 0.1.0)"
+    )
     measure: Measure | None = None  # the image-quality measure it is (label, direction, design size), if any
 
 
 _LOSSES: dict[str, LossInfo] = {}
 
 
-def register_loss(name: str, summary: str, *, input_range: tuple[float, float] = IMAGE_RANGE,
-                  pretrained: bool = False, measure: Measure | None = None, **defaults: Any) -> Callable:
+def register_loss(
+    name: str,
+    summary: str,
+    *,
+    input_range: tuple[float, float] = IMAGE_RANGE,
+    pretrained: bool = False,
+    measure: Measure | None = None,
+    **defaults: Any,
+) -> Callable:
     """Decorator: register ``factory(context, **params)`` as the loss ``name``.
 
     ``summary`` is the one line ``bench list`` shows; ``defaults`` declare every parameter with its default
@@ -74,8 +90,9 @@ def register_loss(name: str, summary: str, *, input_range: tuple[float, float] =
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _LOSSES:
             raise DuplicateNameError("loss", name, _LOSSES[name].source)
-        _LOSSES[name] = LossInfo(name, factory, dict(defaults), summary, (low, high), bool(pretrained),
-                                 current_source(factory), measure)
+        _LOSSES[name] = LossInfo(
+            name, factory, dict(defaults), summary, (low, high), bool(pretrained), current_source(factory), measure
+        )
         return factory
 
     return decorator
@@ -114,8 +131,11 @@ def build_loss(name: str, params: Mapping[str, Any], context: LossContext) -> nn
         try:
             loss = info.factory(context, **resolved)
         except Exception as error:  # noqa: BLE001
-            raise BenchInputError(f"loss {name!r} could not be built: {type(error).__name__}: {error}",
-                                  where=info.source, fix="change its parameters, or fix the plugin") from None
+            raise BenchInputError(
+                f"loss {name!r} could not be built: {type(error).__name__}: {error}",
+                where=info.source,
+                fix="change its parameters, or fix the plugin",
+            ) from None
     return _as_loss_module(info, loss)
 
 
@@ -149,19 +169,24 @@ class InputRange(nn.Module):
 def _as_loss_module(info: LossInfo, loss: Any) -> nn.Module:
     if not isinstance(loss, nn.Module):
         if not callable(loss):
-            raise BenchInputError(f"the factory of loss {info.name!r} returned {type(loss).__name__}, not a loss",
-                                  where=info.source, fix="return an nn.Module (or a function) whose "
-                                                         "forward(reconstruction, target) returns a scalar tensor")
+            raise BenchInputError(
+                f"the factory of loss {info.name!r} returned {type(loss).__name__}, not a loss",
+                where=info.source,
+                fix="return an nn.Module (or a function) whose forward(reconstruction, target) returns a scalar tensor",
+            )
         loss = FunctionLoss(loss)
     if not getattr(loss, "learns_with_model", False):
         # A loss is a fixed measuring instrument unless it says otherwise: a plugin's network left trainable
         # would otherwise be optimised with the model (bench.train.loop learns every loss parameter that requires grad).
         loss.requires_grad_(False)
     if info.pretrained and not hasattr(loss, "weights_used"):
-        raise BenchInputError(f"loss {info.name!r} is registered with pretrained=True but its module does not say "
-                              "which weights it loaded", where=info.source,
-                              fix='set weights_used on the module, e.g. self.weights_used = "imagenet" (or "random", '
-                                  "or the file path), so every result row records it")
+        raise BenchInputError(
+            f"loss {info.name!r} is registered with pretrained=True but its module does not say "
+            "which weights it loaded",
+            where=info.source,
+            fix='set weights_used on the module, e.g. self.weights_used = "imagenet" (or "random", '
+            "or the file path), so every result row records it",
+        )
     if info.input_range != IMAGE_RANGE:
         loss = InputRange(loss, *info.input_range)
     return loss

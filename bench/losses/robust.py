@@ -52,8 +52,9 @@ def general_robust(x: torch.Tensor, alpha: float | torch.Tensor, scale: float | 
     return beta / alpha * ((squared / beta + 1) ** (alpha / 2) - 1)
 
 
-def robust_loss(reconstruction: torch.Tensor, target: torch.Tensor, alpha: float = 1.0,
-                scale: float = 0.03) -> torch.Tensor:
+def robust_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, alpha: float = 1.0, scale: float = 0.03
+) -> torch.Tensor:
     """Mean of rho(reconstruction - target, alpha, scale) over every pixel, in float32 or wider."""
     check_image_pair(reconstruction, target)
     with torch.autocast(reconstruction.device.type, enabled=False):
@@ -102,8 +103,9 @@ class AdaptiveRobustLoss(nn.Module):
 
     learns_with_model = True
 
-    def __init__(self, alpha_low: float, alpha_high: float, alpha_init: float, scale_low: float,
-                 scale_init: float) -> None:
+    def __init__(
+        self, alpha_low: float, alpha_high: float, alpha_init: float, scale_low: float, scale_init: float
+    ) -> None:
         super().__init__()
         self.alpha_low, self.alpha_high, self.scale_low = alpha_low, alpha_high, scale_low
         fraction = (alpha_init - alpha_low) / (alpha_high - alpha_low)
@@ -127,8 +129,12 @@ class AdaptiveRobustLoss(nn.Module):
         return f"alpha={self.alpha().item():.4g}, scale={self.scale().item():.4g}"
 
 
-@register_loss("robust", "Barron's general robust loss: alpha 2 l2, 1 Charbonnier, 0 Cauchy, -2 Geman-McClure, "
-               "-inf Welsch; scale c", alpha=1.0, scale=0.03)
+@register_loss(
+    "robust",
+    "Barron's general robust loss: alpha 2 l2, 1 Charbonnier, 0 Cauchy, -2 Geman-McClure, -inf Welsch; scale c",
+    alpha=1.0,
+    scale=0.03,
+)
 def _make_robust(context: LossContext, alpha: float, scale: float) -> nn.Module:
     if math.isnan(alpha) or alpha == math.inf:
         raise ValueError(f"alpha must be a number or -inf (Welsch), got {alpha}")
@@ -137,14 +143,23 @@ def _make_robust(context: LossContext, alpha: float, scale: float) -> nn.Module:
     return PixelLoss(robust_loss, alpha=float(alpha), scale=float(scale))
 
 
-@register_loss("robust_adaptive", "Barron's adaptive robust loss: NLL with alpha and scale learned with the model",
-               alpha_low=0.001, alpha_high=1.999, alpha_init=1.0, scale_low=1e-5, scale_init=0.03)
-def _make_robust_adaptive(context: LossContext, alpha_low, alpha_high, alpha_init, scale_low,
-                          scale_init) -> nn.Module:
+@register_loss(
+    "robust_adaptive",
+    "Barron's adaptive robust loss: NLL with alpha and scale learned with the model",
+    alpha_low=0.001,
+    alpha_high=1.999,
+    alpha_init=1.0,
+    scale_low=1e-5,
+    scale_init=0.03,
+)
+def _make_robust_adaptive(context: LossContext, alpha_low, alpha_high, alpha_init, scale_low, scale_init) -> nn.Module:
     if not 0 <= alpha_low < alpha_init < alpha_high <= MAX_ADAPTIVE_ALPHA:
-        raise ValueError(f"need 0 <= alpha_low < alpha_init < alpha_high <= {MAX_ADAPTIVE_ALPHA:g} (the density "
-                         f"is improper for alpha < 0), got {alpha_low}, {alpha_init}, {alpha_high}")
+        raise ValueError(
+            f"need 0 <= alpha_low < alpha_init < alpha_high <= {MAX_ADAPTIVE_ALPHA:g} (the density "
+            f"is improper for alpha < 0), got {alpha_low}, {alpha_init}, {alpha_high}"
+        )
     if not 0 < scale_low < scale_init:
         raise ValueError(f"need 0 < scale_low < scale_init, got {scale_low} and {scale_init}")
-    return AdaptiveRobustLoss(float(alpha_low), float(alpha_high), float(alpha_init), float(scale_low),
-                              float(scale_init))
+    return AdaptiveRobustLoss(
+        float(alpha_low), float(alpha_high), float(alpha_init), float(scale_low), float(scale_init)
+    )

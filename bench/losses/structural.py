@@ -39,8 +39,13 @@ def ssim_loss(
     check_image_pair(reconstruction, target)
     check_fits(min(reconstruction.shape[-2:]), win_size, levels=1)
     with torch.autocast(reconstruction.device.type, enabled=False):
-        similarity, _ = ssim_statistics(_float32_or_wider(reconstruction), _float32_or_wider(target),
-                                        gaussian_window(win_size, win_sigma), data_range, (k1, k2))
+        similarity, _ = ssim_statistics(
+            _float32_or_wider(reconstruction),
+            _float32_or_wider(target),
+            gaussian_window(win_size, win_sigma),
+            data_range,
+            (k1, k2),
+        )
     return 1 - similarity.mean()
 
 
@@ -60,8 +65,9 @@ def ms_ssim_index(
     check_image_pair(x, y)
     check_fits(min(x.shape[-2:]), win_size, levels)
     with torch.autocast(x.device.type, enabled=False):
-        per_channel = _ms_ssim(_float32_or_wider(x), _float32_or_wider(y), levels, win_size, win_sigma, (k1, k2),
-                               data_range)
+        per_channel = _ms_ssim(
+            _float32_or_wider(x), _float32_or_wider(y), levels, win_size, win_sigma, (k1, k2), data_range
+        )
     return per_channel.mean() if size_average else per_channel.mean(1)
 
 
@@ -136,8 +142,10 @@ def check_fits(side: int, win_size: int, levels: int) -> None:
     if side > (win_size - 1) * 2 ** (levels - 1):
         return
     if levels == 1:
-        raise ValueError(f"SSIM with win_size={win_size} needs images of at least {win_size} px, got {side} px; "
-                         f"use an odd win_size <= {_largest_window(side, 1)}")
+        raise ValueError(
+            f"SSIM with win_size={win_size} needs images of at least {win_size} px, got {side} px; "
+            f"use an odd win_size <= {_largest_window(side, 1)}"
+        )
     options = []
     if (fitting := most_levels(side, win_size)) > 0:
         options.append(f"levels={fitting}")
@@ -160,8 +168,11 @@ def resolve_levels(levels: Union[int, str], image_size: int, win_size: int) -> t
         check_fits(image_size, win_size, 1)  # a valid window, and at least one scale
         chosen = most_levels(image_size, win_size)
         if chosen < MAX_LEVELS:
-            warnings.warn(f"MS-SSIM: {image_size} px images fit {chosen} of {MAX_LEVELS} levels at "
-                          f"win_size={win_size}; using levels={chosen}", stacklevel=3)
+            warnings.warn(
+                f"MS-SSIM: {image_size} px images fit {chosen} of {MAX_LEVELS} levels at "
+                f"win_size={win_size}; using levels={chosen}",
+                stacklevel=3,
+            )
         return chosen, f"levels={chosen} at {image_size}px"
     if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"levels must be an integer from 1 to {MAX_LEVELS} or 'auto', got {levels!r}")
@@ -200,8 +211,9 @@ def gaussian_blur(images: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     return _separable_valid(images, _per_channel(window, images))
 
 
-def ssim_statistics(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, data_range: float,
-                    k: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+def ssim_statistics(
+    x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, data_range: float, k: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The means (N x C, one per image and channel) of the SSIM map and of its contrast-structure map.
 
     Local means, variances and covariance are Gaussian-weighted over the valid region; the variances are
@@ -262,37 +274,59 @@ class MultiScaleLoss(PixelLoss):
 def _window_params(win_size, win_sigma, k1, k2, data_range) -> dict:
     if win_sigma <= 0 or data_range <= 0:
         raise ValueError(f"win_sigma and data_range must be > 0, got {win_sigma} and {data_range}")
-    return dict(win_size=win_size, win_sigma=float(win_sigma), k1=float(k1), k2=float(k2),
-                data_range=float(data_range))
+    return dict(win_size=win_size, win_sigma=float(win_sigma), k1=float(k1), k2=float(k2), data_range=float(data_range))
 
 
 _WINDOW_DEFAULTS = dict(win_size=11, win_sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
-SSIM_DESIGN = DesignSize(11, "Wang et al. 2004: one 11x11 Gaussian window (sigma 1.5); no image size stated "
-                             "(the authors' later ssim.m shrinks images by round(shorter side / 256))")
+SSIM_DESIGN = DesignSize(
+    11,
+    "Wang et al. 2004: one 11x11 Gaussian window (sigma 1.5); no image size stated "
+    "(the authors' later ssim.m shrinks images by round(shorter side / 256))",
+)
 MS_SSIM_DESIGN = DesignSize(161, "Wang et al. 2003: 5 scales of the 11 px window, halving 4 times, need 161 px")
 
 
-@register_loss("ssim", "1 - SSIM (Gaussian window), float32", **_WINDOW_DEFAULTS,
-               measure=Measure("SSIM", True, ("ssim",), SSIM_DESIGN, "pytorch-msssim, 11 px Gaussian window"))
+@register_loss(
+    "ssim",
+    "1 - SSIM (Gaussian window), float32",
+    **_WINDOW_DEFAULTS,
+    measure=Measure("SSIM", True, ("ssim",), SSIM_DESIGN, "pytorch-msssim, 11 px Gaussian window"),
+)
 def _make_ssim(context: LossContext, **window) -> nn.Module:
     params = _window_params(**window)
     check_fits(context.image_size, params["win_size"], levels=1)
     return PixelLoss(ssim_loss, **params)
 
 
-@register_loss("ms_ssim", "1 - MS-SSIM; levels='auto' fits the image size", levels=MAX_LEVELS, **_WINDOW_DEFAULTS,
-               measure=Measure("MS-SSIM", True, ("ms_ssim",), MS_SSIM_DESIGN,
-                               "as many scales as fit, standard weights renormalised"))
+@register_loss(
+    "ms_ssim",
+    "1 - MS-SSIM; levels='auto' fits the image size",
+    levels=MAX_LEVELS,
+    **_WINDOW_DEFAULTS,
+    measure=Measure(
+        "MS-SSIM", True, ("ms_ssim",), MS_SSIM_DESIGN, "as many scales as fit, standard weights renormalised"
+    ),
+)
 def _make_ms_ssim(context: LossContext, levels, **window) -> nn.Module:
     params = _window_params(**window)
     levels, notes = resolve_levels(levels, context.image_size, params["win_size"])
     return MultiScaleLoss(ms_ssim_loss, notes, levels=levels, **params)
 
 
-@register_loss("ms_ssim_l1", "alpha (1 - MS-SSIM) + (1 - alpha) Gaussian-weighted l1 (Zhao et al. 2017)",
-               alpha=0.84, levels=MAX_LEVELS, **_WINDOW_DEFAULTS,
-               measure=Measure("MS-SSIM + L1", False, ("ms_ssim", "l1"), MS_SSIM_DESIGN,
-                               "Zhao et al. 2017, as bench.losses.structural computes it"))
+@register_loss(
+    "ms_ssim_l1",
+    "alpha (1 - MS-SSIM) + (1 - alpha) Gaussian-weighted l1 (Zhao et al. 2017)",
+    alpha=0.84,
+    levels=MAX_LEVELS,
+    **_WINDOW_DEFAULTS,
+    measure=Measure(
+        "MS-SSIM + L1",
+        False,
+        ("ms_ssim", "l1"),
+        MS_SSIM_DESIGN,
+        "Zhao et al. 2017, as bench.losses.structural computes it",
+    ),
+)
 def _make_ms_ssim_l1(context: LossContext, alpha, levels, **window) -> nn.Module:
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

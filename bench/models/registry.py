@@ -16,8 +16,15 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from bench.config.registry import (BUILTIN, DuplicateNameError, add_registry, check_name, current_source,
-                                   resolve_parameters, unknown_name)
+from bench.config.registry import (
+    BUILTIN,
+    DuplicateNameError,
+    add_registry,
+    check_name,
+    current_source,
+    resolve_parameters,
+    unknown_name,
+)
 from bench.errors import BenchInputError
 
 OUTPUT_RANGE = (0.0, 1.0)  # the range of the targets, and the only one BCE, the IQA measures and LPIPS accept
@@ -89,11 +96,17 @@ def build_model(name: str, params: Mapping[str, Any], context: ModelContext, see
         try:
             model = info.factory(context, **resolve_model_params(name, params))
         except ValueError as error:
-            raise BenchInputError(f"model {name!r} could not be built: {error}", where=f"model ({info.source})",
-                                  fix="change its parameters in [model] (see `python -m bench list`)") from None
+            raise BenchInputError(
+                f"model {name!r} could not be built: {error}",
+                where=f"model ({info.source})",
+                fix="change its parameters in [model] (see `python -m bench list`)",
+            ) from None
     if not isinstance(model, nn.Module):
-        raise BenchInputError(f"the factory of model {name!r} returned {type(model).__name__}, not an nn.Module",
-                              where=info.source, fix="return an nn.Module mapping images to images of the same shape")
+        raise BenchInputError(
+            f"the factory of model {name!r} returned {type(model).__name__}, not an nn.Module",
+            where=info.source,
+            fix="return an nn.Module mapping images to images of the same shape",
+        )
     return model
 
 
@@ -104,16 +117,26 @@ def check_output(name: str, inputs: torch.Tensor, output: Any, targets: torch.Te
     shape = tuple(getattr(output, "shape", ()))
     if not isinstance(output, torch.Tensor) or shape != tuple(targets.shape):
         found = f"a {type(output).__name__}" if not isinstance(output, torch.Tensor) else f"shape {shape}"
-        smaller = " (the context's scale_factor: the input is that many times smaller)" if inputs.shape != targets.shape else ""
-        raise BenchInputError(f"returns {found} for inputs of shape {tuple(inputs.shape)}, whose targets have shape "
-                              f"{tuple(targets.shape)}", where=where,
-                              fix="return one tensor shaped like the targets (N, channels, image_size, image_size); "
-                                  f"the factory's context gives channels and image_size{smaller}")
+        smaller = (
+            " (the context's scale_factor: the input is that many times smaller)"
+            if inputs.shape != targets.shape
+            else ""
+        )
+        raise BenchInputError(
+            f"returns {found} for inputs of shape {tuple(inputs.shape)}, whose targets have shape "
+            f"{tuple(targets.shape)}",
+            where=where,
+            fix="return one tensor shaped like the targets (N, channels, image_size, image_size); "
+            f"the factory's context gives channels and image_size{smaller}",
+        )
     low, high = output.min().item(), output.max().item()
     if not (OUTPUT_RANGE[0] <= low and high <= OUTPUT_RANGE[1]):
-        raise BenchInputError(f"returns values in [{low:.4g}, {high:.4g}], outside [0, 1]", where=where,
-                              fix="end the model with a sigmoid (or clamp its output to [0, 1]): the targets are in "
-                                  "[0, 1], and BCE, the image-quality measures and LPIPS accept nothing else")
+        raise BenchInputError(
+            f"returns values in [{low:.4g}, {high:.4g}], outside [0, 1]",
+            where=where,
+            fix="end the model with a sigmoid (or clamp its output to [0, 1]): the targets are in "
+            "[0, 1], and BCE, the image-quality measures and LPIPS accept nothing else",
+        )
 
 
 def _import_builtin_models() -> None:

@@ -21,7 +21,8 @@ RUN_FIX = "give a run folder, results/<suite>/<timestamp>/, as printed at the en
 
 LABELS = {
     **{name: metric.table_label for name, metric in METRICS.items()},
-    "train_seconds": "train time (s)", "loss_fwd_bwd_ms": "loss fwd+bwd (ms)",
+    "train_seconds": "train time (s)",
+    "loss_fwd_bwd_ms": "loss fwd+bwd (ms)",
     "psnr_gain_last20": "PSNR gain, last 20% of steps (dB)",
 }
 
@@ -81,8 +82,11 @@ def load_run(folder: Path) -> Run:
     try:
         env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     except json.JSONDecodeError as error:
-        raise BenchInputError(f"environment.json is not valid JSON ({error})", where=str(env_path),
-                              fix="restore it from the run, or delete it to report without run details") from None
+        raise BenchInputError(
+            f"environment.json is not valid JSON ({error})",
+            where=str(env_path),
+            fix="restore it from the run, or delete it to report without run details",
+        ) from None
     speed, history = read_table(folder, "speed"), read_table(folder, "history")
     if summary.empty:  # summary.csv is written last: a run stopped early still has its quality rows
         summary = summarize(quality, speed, read_table(folder, "per_image"), history)

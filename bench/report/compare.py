@@ -56,8 +56,12 @@ def _entry_stats(run: Run) -> pd.DataFrame:
 
 def _notes(a: Run, b: Run, frame: pd.DataFrame) -> list[str]:
     notes = []
-    for key, what in (("suite_sha256", "the suite files differ"), ("device_name", "the devices differ"),
-                      ("timing_resolution", "the timing resolutions differ"), ("profile", "the profiles differ")):
+    for key, what in (
+        ("suite_sha256", "the suite files differ"),
+        ("device_name", "the devices differ"),
+        ("timing_resolution", "the timing resolutions differ"),
+        ("profile", "the profiles differ"),
+    ):
         if a.env.get(key) != b.env.get(key):
             notes.append(f"{what}: a {a.env.get(key)}, b {b.env.get(key)}")
     for run, other, name in ((a, b, "a"), (b, a, "b")):
@@ -66,8 +70,10 @@ def _notes(a: Run, b: Run, frame: pd.DataFrame) -> list[str]:
             notes.append(f"only in run {name}: {', '.join(only)}")
     unknown = frame.loc[(frame["ok_seeds_a"] < 2) | (frame["ok_seeds_b"] < 2), "entry"].tolist()
     if unknown:
-        notes.append("seed spread unknown (fewer than 2 finished seeds in a run), so no quality change is flagged "
-                     f"for: {', '.join(unknown)}")
+        notes.append(
+            "seed spread unknown (fewer than 2 finished seeds in a run), so no quality change is flagged "
+            f"for: {', '.join(unknown)}"
+        )
     return notes
 
 
@@ -79,12 +85,17 @@ def format_comparison(frame: pd.DataFrame) -> str:
     metrics = [c.removesuffix("_diff") for c in frame if c.endswith("_diff")]
     table = pd.DataFrame({"entry": frame["entry"]})
     for metric in metrics:
-        table[f"d_{metric}"] = [_marked(f"{diff:+.3g}", changed)
-                                for diff, changed in zip(frame[f"{metric}_diff"], frame[f"{metric}_changed"])]
-    table["speed b/a"] = [_marked(f"{ratio:.3g}x", changed)
-                          for ratio, changed in zip(frame["speed_ratio"], frame["speed_changed"])]
-    legend = ("d_<metric> = b - a (higher is better for psnr/ssim/ms_ssim, lower for lpips/l1/mse); "
-              "* = larger than the seed spread (quality) or the timing IQR (speed); nan = failed or not timed")
+        table[f"d_{metric}"] = [
+            _marked(f"{diff:+.3g}", changed)
+            for diff, changed in zip(frame[f"{metric}_diff"], frame[f"{metric}_changed"])
+        ]
+    table["speed b/a"] = [
+        _marked(f"{ratio:.3g}x", changed) for ratio, changed in zip(frame["speed_ratio"], frame["speed_changed"])
+    ]
+    legend = (
+        "d_<metric> = b - a (higher is better for psnr/ssim/ms_ssim, lower for lpips/l1/mse); "
+        "* = larger than the seed spread (quality) or the timing IQR (speed); nan = failed or not timed"
+    )
     notes = "".join(f"\nnote: {note}" for note in frame.attrs.get("notes", []))
     return f"{header}{table.to_string(index=False)}\n{legend}{notes}"
 

@@ -20,8 +20,19 @@ from bench.evaluate.design import with_sizes
 from bench.evaluate.verdicts import headline
 from bench.train.rates import BEST as BEST_RATE, SEARCH as RATE_SEARCH, TABLE as RATES_TABLE
 
-SECTION_IDS = ("verdict", "run-summary", "summary-table", "rates", "quality-plots", "speed-plot", "other-implementations", "pareto-plot",
-               "psnr-curves", "training-curves", "reconstructions")
+SECTION_IDS = (
+    "verdict",
+    "run-summary",
+    "summary-table",
+    "rates",
+    "quality-plots",
+    "speed-plot",
+    "other-implementations",
+    "pareto-plot",
+    "psnr-curves",
+    "training-curves",
+    "reconstructions",
+)
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; padding: 0 16px; color: #222; }
@@ -54,8 +65,11 @@ def write_report(run_dir: Path, sort_by: str = "psnr") -> Path:
     run_dir = Path(run_dir)
     tasks = task_folders(run_dir)
     if tasks:
-        runs = {task: load_run(write_report(folder, sort_by).parent) for task, folder in tasks.items()
-                if (folder / "quality.csv").is_file()}
+        runs = {
+            task: load_run(write_report(folder, sort_by).parent)
+            for task, folder in tasks.items()
+            if (folder / "quality.csv").is_file()
+        }
         path = run_dir / "report.html"
         write_atomic(path, render_tasks(run_dir, runs, sort_by))
         return path
@@ -79,17 +93,23 @@ def render_tasks(folder: Path, runs: dict[str, Run], sort_by: str = "psnr") -> s
             f'<p><a href="{_esc(href)}">the whole report of this task</a> (curves, speed, reconstructions)</p>\n'
             f"<h3>Verdict</h3>\n{_verdict(run)}\n<h3>Summary (sorted by {_esc(label(sort_by))})</h3>\n"
             f"{_summary_table(run, _sorted_summary(run, sort_by), sort_by, palette, _recovery_links(run))}\n"
-            + (f"<h3>At each entry's own learning rate</h3>\n{_rates(run, sort_by, palette)}\n"
-               if (run.folder / f"{RATES_TABLE}.csv").is_file() else "")
-            + "</section>")
+            + (
+                f"<h3>At each entry's own learning rate</h3>\n{_rates(run, sort_by, palette)}\n"
+                if (run.folder / f"{RATES_TABLE}.csv").is_file()
+                else ""
+            )
+            + "</section>"
+        )
     missing = [task for task in task_folders(folder) if task not in runs]
     if missing:
         sections.append(f'<p class="note">not run yet: {_esc(", ".join(missing))} (--resume this folder)</p>')
     name = read_json(folder / "environment.json").get("suite", folder.name)
     title = f"LossBench report: {name}, {len(task_folders(folder))} tasks"
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
-            f'<p class="note">{_esc(folder)}</p>\n' + "\n".join(sections) + "\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+        f'<p class="note">{_esc(folder)}</p>\n' + "\n".join(sections) + "\n</body>\n</html>\n"
+    )
 
 
 def render(run: Run, sort_by: str = "psnr") -> str:
@@ -100,27 +120,45 @@ def render(run: Run, sort_by: str = "psnr") -> str:
     sections = [
         ("verdict", "Verdict", _verdict(run)),
         ("run-summary", "Run", _run_summary(run)),
-        ("summary-table", f"Summary (sorted by {label(sort_by)})",
-         _summary_table(run, table, sort_by, palette, _recovery_links(run))),
+        (
+            "summary-table",
+            f"Summary (sorted by {label(sort_by)})",
+            _summary_table(run, table, sort_by, palette, _recovery_links(run)),
+        ),
         ("rates", "Learning rates", _rates(run, sort_by, palette)),
-        ("quality-plots", "Quality per entry", _figure(plots.quality_bars(run, order, palette),
-                                                       "no entry finished training")),
+        (
+            "quality-plots",
+            "Quality per entry",
+            _figure(plots.quality_bars(run, order, palette), "no entry finished training"),
+        ),
         ("speed-plot", "Loss speed", _figure(plots.speed_chart(run, order, palette), no_timing)),
         ("other-implementations", "Other implementations of the same losses", _references(run)),
-        ("pareto-plot", "Quality against cost", _figure(plots.pareto_chart(run, order, palette),
-                                                        f"{no_timing}, or every entry failed")),
-        ("psnr-curves", "Held-out PSNR during training", _figure(plots.psnr_curves(run, order, palette),
-                                                                 "no held-out evaluations during training")),
-        ("training-curves", "Training curves", _figure(plots.training_curves(run, order, palette),
-                                                       "no training history")),
+        (
+            "pareto-plot",
+            "Quality against cost",
+            _figure(plots.pareto_chart(run, order, palette), f"{no_timing}, or every entry failed"),
+        ),
+        (
+            "psnr-curves",
+            "Held-out PSNR during training",
+            _figure(plots.psnr_curves(run, order, palette), "no held-out evaluations during training"),
+        ),
+        (
+            "training-curves",
+            "Training curves",
+            _figure(plots.training_curves(run, order, palette), "no training history"),
+        ),
         ("reconstructions", "Reconstructions of held-out images", _reconstructions(run, order, palette)),
     ]
     title = f"LossBench report: {run.env.get('suite', run.folder.name)}"
-    body = "\n".join(f'<section id="{key}">\n<h2>{_esc(heading)}</h2>\n{content}\n</section>'
-                     for key, heading, content in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
-            f'<p class="note">{_esc(run.folder)}</p>\n{body}\n</body>\n</html>\n')
+    body = "\n".join(
+        f'<section id="{key}">\n<h2>{_esc(heading)}</h2>\n{content}\n</section>' for key, heading, content in sections
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n"
+        f'<p class="note">{_esc(run.folder)}</p>\n{body}\n</body>\n</html>\n'
+    )
 
 
 def _esc(value) -> str:
@@ -137,8 +175,11 @@ def _sorted_summary(run: Run, sort_by: str) -> pd.DataFrame:
     if sort_by in LABELS:  # a metric every entry failed to produce: keep suite order
         return summary
     sortable = [c for c in summary.select_dtypes("number") if not c.startswith("rank_")]
-    raise BenchInputError(f"cannot sort by {sort_by!r}: summary.csv has no such column", where=str(run.folder),
-                          fix=f"sort by one of: {', '.join(sortable)}")
+    raise BenchInputError(
+        f"cannot sort by {sort_by!r}: summary.csv has no such column",
+        where=str(run.folder),
+        fix=f"sort by one of: {', '.join(sortable)}",
+    )
 
 
 def _figure(uri: str | None, missing: str) -> str:
@@ -160,8 +201,10 @@ def _verdict(run: Run) -> str:
         return '<p class="note">no verdict: this run has no baselines or no finished entry</p>'
     trained = run.ok[run.ok["kind"] == "trained"] if "kind" in run.ok else run.ok
     seeds = trained["seed"].nunique() if "seed" in trained else 0
-    how = (f"Paired over {seeds} seed(s) and every held-out crop: a paired t-test, Holm-corrected for the number "
-           "of pairs, and the winner must lead on every seed. Entries that did not learn are not ranked.")
+    how = (
+        f"Paired over {seeds} seed(s) and every held-out crop: a paired t-test, Holm-corrected for the number "
+        "of pairs, and the winner must lead on every seed. Entries that did not learn are not ranked."
+    )
     items = "".join(f"<li>{_esc(line)}</li>" for line in lines)
     return f'<ul class="verdict">{items}</ul>\n<p class="note">{_esc(how)}</p>'
 
@@ -172,10 +215,12 @@ def _rates(run: Run, sort_by: str, palette: dict) -> str:
     rates = read_table(run.folder, RATES_TABLE)
     if rates.empty:
         rates = ", ".join(f"{rate:g}" for rate in sorted(set(run.ok.get("lr", pd.Series(dtype=float)).dropna())))
-        return (f'<p class="note">every entry at the same rate ({_esc(rates or "none recorded")}): train.lr is one '
-                "value (a list gives each entry its own rate too, chosen on validation crops)</p>")
+        return (
+            f'<p class="note">every entry at the same rate ({_esc(rates or "none recorded")}): train.lr is one '
+            "value (a list gives each entry its own rate too, chosen on validation crops)</p>"
+        )
     columns = list(dict.fromkeys(rates["lr"]))
-    head = "".join(f'<th>lr {rate:g}{" (common)" if i == 0 else ""}</th>' for i, rate in enumerate(columns))
+    head = "".join(f"<th>lr {rate:g}{' (common)' if i == 0 else ''}</th>" for i, rate in enumerate(columns))
     lines = []
     for entry, rows in rates.groupby("entry", sort=False):
         cells = []
@@ -184,18 +229,22 @@ def _rates(run: Run, sort_by: str, palette: dict) -> str:
             text = _number(row["validation_loss"]) if pd.notna(row["validation_loss"]) else _esc(row["status"])
             cells.append(f'<td class="num{" best" if row["chosen"] else ""}">{text}</td>')
         lines.append(f'<tr><td class="entry">{_swatch(entry, palette)}</td>{"".join(cells)}</tr>')
-    search = ('<p class="note">Each entry trained at every rate on the first seed, on the training photographs less '
-              f"{_esc(', '.join(load_run(run.folder / RATE_SEARCH).env.get('eval_photos', [])))}, whose crops give "
-              "the validation value of the entry's own loss below (lower is better; its choice in green). The "
-              "evaluation crops played no part. "
-              f'<a href="{RATE_SEARCH}/report.html">the search\'s report</a></p>'
-              f"<table><tr><th>entry</th>{head}</tr>{''.join(lines)}</table>")
+    search = (
+        '<p class="note">Each entry trained at every rate on the first seed, on the training photographs less '
+        f"{_esc(', '.join(load_run(run.folder / RATE_SEARCH).env.get('eval_photos', [])))}, whose crops give "
+        "the validation value of the entry's own loss below (lower is better; its choice in green). The "
+        "evaluation crops played no part. "
+        f'<a href="{RATE_SEARCH}/report.html">the search\'s report</a></p>'
+        f"<table><tr><th>entry</th>{head}</tr>{''.join(lines)}</table>"
+    )
     if not (run.folder / BEST_RATE / "quality.csv").is_file():
         return search + '<p class="note">the run at each entry\'s rate has not finished (--resume this folder)</p>'
     best = load_run(run.folder / BEST_RATE)
-    return (search + f'<h3>Every seed at each entry\'s own rate (<a href="{BEST_RATE}/report.html">its report</a>)'
-            f"</h3>\n{_verdict(best)}\n"
-            f"{_summary_table(best, _sorted_summary(best, sort_by), sort_by, palette, {})}")
+    return (
+        search + f'<h3>Every seed at each entry\'s own rate (<a href="{BEST_RATE}/report.html">its report</a>)'
+        f"</h3>\n{_verdict(best)}\n"
+        f"{_summary_table(best, _sorted_summary(best, sort_by), sort_by, palette, {})}"
+    )
 
 
 def _plain(value) -> str:
@@ -233,19 +282,35 @@ def _recovery_links(run: Run) -> dict[str, str]:
     links = {}
     for position, (entry, rows) in enumerate(table.groupby("entry", sort=False)):
         recovered = int(rows["recovered"].fillna(False).astype(bool).sum())
-        links[entry] = (f'<a class="recovery" href="{_esc(href)}#{anchor(position)}">recovery: '
-                        f"{recovered} of {len(rows)} starts</a>")
+        links[entry] = (
+            f'<a class="recovery" href="{_esc(href)}#{anchor(position)}">recovery: '
+            f"{recovered} of {len(rows)} starts</a>"
+        )
     return links
 
 
-def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
-                   recoveries: dict[str, str]) -> str:
+def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict, recoveries: dict[str, str]) -> str:
     known = ["entry", "formula", "loss_weights", "seeds", "failed", *LABELS]
     # Ranks and verdicts go into their metric's cell, as do intervals; all-empty extras would only add width.
-    hidden = ("kind", "trained_on", "learned", "still_improving", "trained_below_design", "scored_below_design",
-              "did_not_optimise", "own_measure_reference")
-    extras = [c for c in table if c not in known and c not in hidden and not c.startswith(("rank_", "best_"))
-              and not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()]
+    hidden = (
+        "kind",
+        "trained_on",
+        "learned",
+        "still_improving",
+        "trained_below_design",
+        "scored_below_design",
+        "did_not_optimise",
+        "own_measure_reference",
+    )
+    extras = [
+        c
+        for c in table
+        if c not in known
+        and c not in hidden
+        and not c.startswith(("rank_", "best_"))
+        and not c.endswith(("_ci_low", "_ci_high"))
+        and table[c].notna().any()
+    ]
     columns = [c for c in known if c in table] + extras
 
     def header(column: str) -> str:
@@ -263,13 +328,16 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
                 badge = ' <span class="badge dnl">did not learn</span>'
             not_optimised = _names(row.get("did_not_optimise"))
             if not_optimised:
-                worse = (f"significantly worse than {row['own_measure_reference']} on "
-                         + ", ".join(map(label, not_optimised)))
+                worse = f"significantly worse than {row['own_measure_reference']} on " + ", ".join(
+                    map(label, not_optimised)
+                )
                 badge += f' <span class="badge dno" title="{_esc(worse)}">did not optimise its own measure</span>'
             below = _names(row.get("trained_below_design"))
             if below:
-                badge += (f' <span class="badge small" title="designed for larger images than the training crops">'
-                          f"trained below design size: {_esc(with_sizes(below))}</span>")
+                badge += (
+                    f' <span class="badge small" title="designed for larger images than the training crops">'
+                    f"trained below design size: {_esc(with_sizes(below))}</span>"
+                )
             link = f"<br>{recoveries[value]}" if value in recoveries else ""
             return f'<td class="entry">{_swatch(value, palette)}{badge}{link}</td>'
         if column == "failed":
@@ -294,8 +362,10 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
             classes.append("own")
             text += ' <span class="own-mark" title="trained on this metric">\u25c6</span>'
         if column in _names(row.get("scored_below_design")):
-            text += (f' <span class="small-mark" title="scored below its design size, {_esc(with_sizes([column]))}">'
-                     "\u25bf</span>")
+            text += (
+                f' <span class="small-mark" title="scored below its design size, {_esc(with_sizes([column]))}">'
+                "\u25bf</span>"
+            )
         return f'<td class="{" ".join(classes)}">{text}{_rank_text(row, column)}</td>'
 
     def row_class(row: pd.Series) -> str:
@@ -303,22 +373,27 @@ def _summary_table(run: Run, table: pd.DataFrame, sort_by: str, palette: dict,
             return ' class="baseline"'
         return ' class="dnl"' if _flag(row.get("learned")) is False else ""
 
-    rows = "\n".join(f"<tr{row_class(row)}>" + "".join(cell(row, c) for c in columns) + "</tr>"
-                     for _, row in table.iterrows())
-    legend = ("\u2191 higher is better, \u2193 lower is better. Quality is the mean over seeds, with its 95% "
-              "confidence interval [low, high] where there are several seeds. A cell is highlighted only when its "
-              "entry beats every other entry beyond noise; \"rank 1\u20133\" is the range of ranks the entry could "
-              "hold given which differences are significant (ties are not highlighted). \u25c6 with a dashed "
-              "frame: the entry was trained on this metric (or a term of its loss is it), so a win there is "
-              "expected. Baselines need no training; an entry that does not beat the trivial baseline's PSNR by "
-              f"{LEARNED_MARGIN_DB:g} dB is marked \"did not learn\" and not ranked. PSNR gain: held-out PSNR over "
-              "the last 20% of training steps; \u2197 marks entries still improving at the end. \u25bf: scored on "
-              "crops smaller than the metric was designed for; \"trained below design size\": the entry's loss was "
-              "designed for larger images than its training crops (sizes and sources in metrics.csv). \"did not "
-              "optimise its own measure\": significantly worse, on a metric the entry trained on, than the reference "
-              "entry (mse unless the suite names another) that did not train on it.")
-    return (f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
-            f'<p class="note">{legend}</p>')
+    rows = "\n".join(
+        f"<tr{row_class(row)}>" + "".join(cell(row, c) for c in columns) + "</tr>" for _, row in table.iterrows()
+    )
+    legend = (
+        "\u2191 higher is better, \u2193 lower is better. Quality is the mean over seeds, with its 95% "
+        "confidence interval [low, high] where there are several seeds. A cell is highlighted only when its "
+        'entry beats every other entry beyond noise; "rank 1\u20133" is the range of ranks the entry could '
+        "hold given which differences are significant (ties are not highlighted). \u25c6 with a dashed "
+        "frame: the entry was trained on this metric (or a term of its loss is it), so a win there is "
+        "expected. Baselines need no training; an entry that does not beat the trivial baseline's PSNR by "
+        f'{LEARNED_MARGIN_DB:g} dB is marked "did not learn" and not ranked. PSNR gain: held-out PSNR over '
+        "the last 20% of training steps; \u2197 marks entries still improving at the end. \u25bf: scored on "
+        'crops smaller than the metric was designed for; "trained below design size": the entry\'s loss was '
+        'designed for larger images than its training crops (sizes and sources in metrics.csv). "did not '
+        'optimise its own measure": significantly worse, on a metric the entry trained on, than the reference '
+        "entry (mse unless the suite names another) that did not train on it."
+    )
+    return (
+        f'<div class="wide"><table>\n<tr>{"".join(header(c) for c in columns)}</tr>\n{rows}\n</table></div>\n'
+        f'<p class="note">{legend}</p>'
+    )
 
 
 def _references(run: Run) -> str:
@@ -330,11 +405,14 @@ def _references(run: Run) -> str:
         f"<tr><td>{_esc(r['loss'])}</td><td>{'<b>' if r['implementation'] == 'lossbench' else ''}"
         f"{_esc(r['implementation'])}{'</b>' if r['implementation'] == 'lossbench' else ''}</td>"
         f"<td>{_number(r['median_ms'])}</td><td>{r['ratio_to_fastest']:.2f}x</td></tr>"
-        for _, r in references.iterrows())
+        for _, r in references.iterrows()
+    )
     first = references.iloc[0]
-    return (f'<p class="note">fwd+bwd median at {first["batch_size"]}x3x{first["resolution"]}x{first["resolution"]}, '
-            f"same inputs and settings; ratio to the fastest implementation of each loss.</p>"
-            f"<table><tr><th>loss</th><th>implementation</th><th>ms</th><th>vs fastest</th></tr>{rows}</table>")
+    return (
+        f'<p class="note">fwd+bwd median at {first["batch_size"]}x3x{first["resolution"]}x{first["resolution"]}, '
+        f"same inputs and settings; ratio to the fastest implementation of each loss.</p>"
+        f"<table><tr><th>loss</th><th>implementation</th><th>ms</th><th>vs fastest</th></tr>{rows}</table>"
+    )
 
 
 def _run_summary(run: Run) -> str:
@@ -351,28 +429,47 @@ def _run_summary(run: Run) -> str:
     items = [
         ("suite", f"{get('suite')} ({get('suite_file')}, sha256 {str(get('suite_sha256'))[:12]})"),
         ("command", get("command")),
-        ("device", f"{get('device_name')} ({get('device')}, {get('cpu_threads')} CPU threads)"
-                   + (f"; {env['trainings_at_once']} trainings at once, {env['threads_per_training']} thread(s) each"
-                      if env.get("trainings_at_once", 1) > 1 else "")),
+        (
+            "device",
+            f"{get('device_name')} ({get('device')}, {get('cpu_threads')} CPU threads)"
+            + (
+                f"; {env['trainings_at_once']} trainings at once, {env['threads_per_training']} thread(s) each"
+                if env.get("trainings_at_once", 1) > 1
+                else ""
+            ),
+        ),
         ("software", f"torch {get('torch')}, CUDA {get('cuda')}, Python {get('python')}, {get('platform')}"),
         ("git commit", get("git_commit")),
         ("time", f"{started} to {finished}: {_duration(env)}"),
         ("profile", get("profile")),
-        ("training", f"{get('train_resolution')}\u00d7{get('train_resolution')} px crops at scale "
-                     f"{_plain(first.get('scale', '?'))}, {_plain(first.get('steps', '?'))} steps, batch "
-                     f"{_plain(first.get('batch_size', '?'))}, lr {first.get('lr', '?')}, weight average (EMA) "
-                     f"{_plain(first.get('ema', 0))}, seeds {seeds}"),
-        ("model", first.get("model_config") or  # run folders from before models were chosen by name:
-         f"{first.get('bottleneck', '?')} bottleneck, latent {_plain(first.get('latent_dim', '?'))} numbers, "
-         f"decoder from an 8\u00d78\u00d7{_plain(first.get('width', '?'))} map"),
-        ("data", f"{_plain(first.get('train_photos', '?'))} training photographs{_from(env, 'data_source')}; "
-                 f"{_plain(first.get('eval_crops', '?'))} evaluation crops of {_plain(first.get('eval_photos', '?'))} "
-                 f"held-out photographs{_from(env, 'eval_source')} "
-                 f"({', '.join(env.get('eval_photos', [])) or 'names not recorded'})"
-                 + (f"; image list SHA-256 {env['images_sha256'][:16]}..." if env.get("images_sha256") else "")),
-        ("loss timing", "skipped" if timed is None else
-         f"{timed.get('resolution')}\u00d7{timed.get('resolution')} px, batch {timed.get('batch_size')}, "
-         f"{timed.get('variant')}, {timed.get('repeats')} repeats"),
+        (
+            "training",
+            f"{get('train_resolution')}\u00d7{get('train_resolution')} px crops at scale "
+            f"{_plain(first.get('scale', '?'))}, {_plain(first.get('steps', '?'))} steps, batch "
+            f"{_plain(first.get('batch_size', '?'))}, lr {first.get('lr', '?')}, weight average (EMA) "
+            f"{_plain(first.get('ema', 0))}, seeds {seeds}",
+        ),
+        (
+            "model",
+            first.get("model_config")  # run folders from before models were chosen by name:
+            or f"{first.get('bottleneck', '?')} bottleneck, latent {_plain(first.get('latent_dim', '?'))} numbers, "
+            f"decoder from an 8\u00d78\u00d7{_plain(first.get('width', '?'))} map",
+        ),
+        (
+            "data",
+            f"{_plain(first.get('train_photos', '?'))} training photographs{_from(env, 'data_source')}; "
+            f"{_plain(first.get('eval_crops', '?'))} evaluation crops of {_plain(first.get('eval_photos', '?'))} "
+            f"held-out photographs{_from(env, 'eval_source')} "
+            f"({', '.join(env.get('eval_photos', [])) or 'names not recorded'})"
+            + (f"; image list SHA-256 {env['images_sha256'][:16]}..." if env.get("images_sha256") else ""),
+        ),
+        (
+            "loss timing",
+            "skipped"
+            if timed is None
+            else f"{timed.get('resolution')}\u00d7{timed.get('resolution')} px, batch {timed.get('batch_size')}, "
+            f"{timed.get('variant')}, {timed.get('repeats')} repeats",
+        ),
         ("loss networks", _loss_networks(run)),
         ("LPIPS metric", f"{first.get('lpips_net', '?')}, weights {first.get('lpips_weights', '?')}"),
         *([("DISTS metric", f"weights {first['dists_weights']}")] if pd.notna(first.get("dists_weights")) else []),
@@ -399,7 +496,7 @@ def _weights_by_entry(run: Run) -> dict[str, str]:
 
 
 def _from(env: dict, key: str) -> str:
-    """" from <source>" where the run recorded its data sources (runs before named datasets did not)."""
+    """ " from <source>" where the run recorded its data sources (runs before named datasets did not)."""
     return f" from {env[key]}" if env.get(key) else ""
 
 
@@ -413,23 +510,34 @@ def _timed_config_differs(run: Run) -> dict[str, tuple[str, str]]:
     another for timing: {entry: (trained, timed)}."""
     if "loss_config" not in run.quality or run.speed.empty or "loss_config" not in run.speed:
         return {}
-    config = lambda frame: frame.groupby("entry", sort=False)["loss_config"].first().astype(object).fillna("").astype(str)
+    config = lambda frame: (
+        frame.groupby("entry", sort=False)["loss_config"].first().astype(object).fillna("").astype(str)
+    )
     trained = config(run.quality[run.quality.get("kind", pd.Series("trained", run.quality.index)) != "baseline"])
     timed = config(run.speed)
-    return {entry: (trained[entry] or "its defaults", timed[entry] or "its defaults")
-            for entry in trained.index if entry in timed.index and trained[entry] != timed[entry]}
+    return {
+        entry: (trained[entry] or "its defaults", timed[entry] or "its defaults")
+        for entry in trained.index
+        if entry in timed.index and trained[entry] != timed[entry]
+    }
 
 
 def _warnings(run: Run) -> list[str]:
     boxes = []
     train_px, timing_px = run.env.get("train_resolution"), run.env.get("timing_resolution")
     if not run.speed.empty and train_px != timing_px:
-        boxes.append(f"losses were timed at {timing_px} px but trained at {train_px} px: the ms columns are the "
-                     f"cost of each loss at {timing_px} px, not its cost in this training.")
+        boxes.append(
+            f"losses were timed at {timing_px} px but trained at {train_px} px: the ms columns are the "
+            f"cost of each loss at {timing_px} px, not its cost in this training."
+        )
     if differs := _timed_config_differs(run):
-        boxes.append("these losses chose settings for the image size, so the timed loss is not the one trained: "
-                     + "; ".join(f"{entry} trained with {trained}, timed with {timed}"
-                                 for entry, (trained, timed) in differs.items()) + ".")
+        boxes.append(
+            "these losses chose settings for the image size, so the timed loss is not the one trained: "
+            + "; ".join(
+                f"{entry} trained with {trained}, timed with {timed}" for entry, (trained, timed) in differs.items()
+            )
+            + "."
+        )
     random: dict[str, list[str]] = {}
     for entry, text in _weights_by_entry(run).items():
         for part in text.split(";"):
@@ -437,12 +545,16 @@ def _warnings(run: Run) -> list[str]:
             if source == "random":
                 random.setdefault(network, []).append(entry)
     for network, entries in random.items():
-        boxes.append(f"{network} used random weights (entries: {', '.join(entries)}): ImageNet weights were not "
-                     "found, so this loss compared features of a randomly initialised network and its results do "
-                     "not represent the pretrained loss. Put the weights file where the run's warning says and rerun.")
+        boxes.append(
+            f"{network} used random weights (entries: {', '.join(entries)}): ImageNet weights were not "
+            "found, so this loss compared features of a randomly initialised network and its results do "
+            "not represent the pretrained loss. Put the weights file where the run's warning says and rerun."
+        )
     if "lpips_weights" in run.quality and (run.quality["lpips_weights"] == "random").any():
-        boxes.append("the LPIPS metric used random weights: ImageNet weights were not found, so LPIPS ranks entries "
-                     "within this run only and is not comparable with published LPIPS values.")
+        boxes.append(
+            "the LPIPS metric used random weights: ImageNet weights were not found, so LPIPS ranks entries "
+            "within this run only and is not comparable with published LPIPS values."
+        )
     html_boxes = [f'<div class="box warn">\u26a0 {_esc(text)}</div>' for text in boxes]
     if "status" in run.quality and (run.quality["status"] != "ok").any():
         html_boxes.append(_failures(run.quality[run.quality["status"] != "ok"]))
@@ -457,7 +569,8 @@ def _failures(failed: pd.DataFrame) -> str:
     items = "".join(
         f"<li><b>{_esc(entry)}</b> seed {_esc(', '.join(str(s) for s in group['seed']))}: failed {_esc(step)}: "
         f"{_esc(reason)}</li>"
-        for (entry, step, reason), group in failed.groupby(["entry", "step", "reason"], sort=False))
+        for (entry, step, reason), group in failed.groupby(["entry", "step", "reason"], sort=False)
+    )
     return f'<div class="box fail" id="failures">{len(failed)} training(s) failed:<ul>{items}</ul></div>'
 
 
@@ -466,10 +579,16 @@ def _reconstructions(run: Run, order: list[str], palette: dict) -> str:
     if not rows:
         return '<p class="note">no reconstructions/original__*px.png in the run folder</p>'
     shown = min(plots.GRID_CROPS, run.env.get("eval_crops", plots.GRID_CROPS))
-    caption = (f"The first {shown} held-out crops (from photographs never trained on; the evaluation uses all "
-               f"{run.env.get('eval_crops', 'of them')})" + (f"; right: their centre crops (a quarter of the width) "
-               f"enlarged \u00d7{zoom:.0f} with nearest neighbour" if zoom else ", enlarged with nearest neighbour")
-               + ". Each entry shows its lowest seed; baselines need no training.")
+    caption = (
+        f"The first {shown} held-out crops (from photographs never trained on; the evaluation uses all "
+        f"{run.env.get('eval_crops', 'of them')})"
+        + (
+            f"; right: their centre crops (a quarter of the width) enlarged \u00d7{zoom:.0f} with nearest neighbour"
+            if zoom
+            else ", enlarged with nearest neighbour"
+        )
+        + ". Each entry shows its lowest seed; baselines need no training."
+    )
     learned = run.summary.set_index("entry")["learned"] if "learned" in run.summary else pd.Series(dtype=object)
     cells = []
     for name, seed, strip in rows:
@@ -477,7 +596,10 @@ def _reconstructions(run: Run, order: list[str], palette: dict) -> str:
         if _flag(learned.get(name)) is False:
             title += '<br><span class="badge dnl">did not learn</span>'
 
-        image = (f'<img class="strip" alt="{_esc(name)}" src="{strip}">' if strip
-                 else '<span class="note">no reconstruction PNG: the training failed, or the file is missing</span>')
+        image = (
+            f'<img class="strip" alt="{_esc(name)}" src="{strip}">'
+            if strip
+            else '<span class="note">no reconstruction PNG: the training failed, or the file is missing</span>'
+        )
         cells.append(f"<tr><th>{title}</th><td>{image}</td></tr>")
     return f'<p class="note">{_esc(caption)}</p>\n<table>\n' + "\n".join(cells) + "\n</table>"

@@ -53,8 +53,13 @@ def png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _render(draw: Callable[[Figure, np.ndarray], None], *, panels: int = 1, cols: int = 1,
-            panel_size: tuple[float, float] = (5.0, 3.5)) -> str:
+def _render(
+    draw: Callable[[Figure, np.ndarray], None],
+    *,
+    panels: int = 1,
+    cols: int = 1,
+    panel_size: tuple[float, float] = (5.0, 3.5),
+) -> str:
     """A figure of ``panels`` axes (``cols`` per row) filled by ``draw(fig, axes)``, as a PNG data URI."""
     rows = -(-panels // cols)
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
@@ -89,14 +94,25 @@ def quality_bars(run: Run, order: list[str], palette: dict) -> str | None:
 
     def draw(fig, axes):
         for ax, metric in zip(axes, metrics):
-            sns.barplot(data=ok, x=metric, y="entry", hue="entry", order=order, hue_order=order, palette=palette,
-                        errorbar="sd" if several_seeds else None, legend=False, ax=ax)
+            sns.barplot(
+                data=ok,
+                x=metric,
+                y="entry",
+                hue="entry",
+                order=order,
+                hue_order=order,
+                palette=palette,
+                errorbar="sd" if several_seeds else None,
+                legend=False,
+                ax=ax,
+            )
             stats = ok.groupby("entry")[metric].agg(["mean", "std"]).reindex(order)
             for row, (mean, std) in enumerate(zip(stats["mean"], stats["std"].fillna(0))):
                 # The value goes past the error bar, where it cannot be overdrawn.
                 text, x, colour = ("failed", 0, "#c0392b") if pd.isna(mean) else (f"{mean:.4g}", mean + std, "0.15")
-                ax.annotate(text, (x, row), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
-                            color=colour)
+                ax.annotate(
+                    text, (x, row), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=colour
+                )
             ax.margins(x=0.25)  # room for the value labels
             direction = higher_is_better(metric)
             ax.set(xlabel=f"{label(metric)}, {'higher' if direction else 'lower'} is better", ylabel="")
@@ -135,8 +151,10 @@ def speed_chart(run: Run, order: list[str], palette: dict) -> str | None:
         if log:
             ax.set_xscale("log")
         ax.margins(x=0.15)
-        ax.set_xlabel(f"median time per call (ms{', log scale' if log else ''}); batch {first.get('batch_size', '?')} "
-                      f"at {first.get('resolution', '?')} px, {first.get('variant', '')}")
+        ax.set_xlabel(
+            f"median time per call (ms{', log scale' if log else ''}); batch {first.get('batch_size', '?')} "
+            f"at {first.get('resolution', '?')} px, {first.get('variant', '')}"
+        )
         ax.set_title(f"loss forward and backward on {first.get('device_name', first.get('device', ''))}")
         legend = [Patch(facecolor="0.45", label=phases[0])]
         if len(phases) > 1:
@@ -209,14 +227,33 @@ def training_curves(run: Run, order: list[str], palette: dict) -> str | None:
 
     def draw(fig, axes):
         for ax, (x, y, data, ylabel) in zip(axes, panels):
-            sns.lineplot(data=data, x=x, y=y, hue="entry", hue_order=present, palette=palette, units="seed",
-                         estimator=None, marker="o", markersize=6, legend=False, ax=ax)
+            sns.lineplot(
+                data=data,
+                x=x,
+                y=y,
+                hue="entry",
+                hue_order=present,
+                palette=palette,
+                units="seed",
+                estimator=None,
+                marker="o",
+                markersize=6,
+                legend=False,
+                ax=ax,
+            )
             ax.set(xlabel="training step" if x == "step" else "training time (s, eval excluded)", ylabel=ylabel)
             if y == "eval_psnr":  # the baselines' held-out PSNR, which a trained entry should clear
                 for name, value in baselines.items():
                     ax.axhline(value, ls="--", lw=1.2, color=palette.get(name, "0.4"))
-                    ax.annotate(name[len(BASELINE_PREFIX):], (0.01, value), xycoords=("axes fraction", "data"),
-                                xytext=(0, 2), textcoords="offset points", fontsize=7, color="0.3")
+                    ax.annotate(
+                        name[len(BASELINE_PREFIX) :],
+                        (0.01, value),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(0, 2),
+                        textcoords="offset points",
+                        fontsize=7,
+                        color="0.3",
+                    )
         axes[0].set_yscale("log")
         _entry_legend(fig, present, palette)
 
@@ -243,8 +280,15 @@ def psnr_curves(run: Run, order: list[str], palette: dict) -> str | None:
                 ax.plot(runs["step"], runs["eval_psnr"], color=palette[entry], marker="o", markersize=3, lw=1.5)
             for name, value in baselines.items():
                 ax.axhline(value, ls="--", lw=1, color=palette.get(name, "0.4"))
-                ax.annotate(name[len(BASELINE_PREFIX):], (0.02, value), xycoords=("axes fraction", "data"),
-                            xytext=(0, 2), textcoords="offset points", fontsize=7, color="0.3")
+                ax.annotate(
+                    name[len(BASELINE_PREFIX) :],
+                    (0.02, value),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="0.3",
+                )
             gain = gains.get(entry, np.nan)
             ax.set_title(entry + ("" if pd.isna(gain) else f"  ({gain:+.2f} dB in last 20%)"), fontsize=9)
             ax.set_ylim(low - pad, high + pad)
@@ -274,8 +318,11 @@ def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, i
     rows: list[tuple[str, int | None, str | None]] = [("original", None, _strip(original, crop))]
     for entry in order:
         stem = file_stem(entry)
-        seeds = sorted((int(m.group(1)), path) for path in folder.glob(f"{glob.escape(stem)}__seed*.png")
-                       if (m := re.fullmatch(rf"{re.escape(stem)}__seed(\d+)\.png", path.name)))
+        seeds = sorted(
+            (int(m.group(1)), path)
+            for path in folder.glob(f"{glob.escape(stem)}__seed*.png")
+            if (m := re.fullmatch(rf"{re.escape(stem)}__seed(\d+)\.png", path.name))
+        )
         rows.append((entry, seeds[0][0], _strip(seeds[0][1], crop)) if seeds else (entry, None, None))
     return rows, (TILE_PX / crop if crop else 0.0)
 
@@ -289,8 +336,10 @@ def _strip(path: Path, crop: int) -> str:
     low = (side - crop) // 2
     cells = [t.resize((TILE_PX, TILE_PX), shrink) for t in tiles]
     if crop:
-        cells += [t.crop((low, low, low + crop, low + crop)).resize((TILE_PX, TILE_PX), Image.Resampling.NEAREST)
-                  for t in tiles]
+        cells += [
+            t.crop((low, low, low + crop, low + crop)).resize((TILE_PX, TILE_PX), Image.Resampling.NEAREST)
+            for t in tiles
+        ]
     gap, divider = 4, 20  # the wider gap separates whole images from crops
     width = len(cells) * TILE_PX + (len(cells) - 1) * gap + (divider - gap if crop else 0)
     canvas = Image.new("RGB", (width, TILE_PX), "white")

@@ -63,31 +63,44 @@ def render(suite_name: str, table: pd.DataFrame, recoveries: list[Recovery], set
             if not row["start"]:
                 lines.append(f'<p class="box fail">could not build the loss: {_esc(row["error"])}</p>')
                 continue
-            verdict = ('<span class="badge base">recovered</span>' if _recovered(row)
-                       else '<span class="badge dnl">failed</span>')
-            scores = (f'PSNR {_number(row["psnr_start"])} \u2192 {_number(row["psnr_final"])} dB, SSIM '
-                      f'{_number(row["ssim_start"])} \u2192 {_number(row["ssim_final"])}, loss '
-                      f'{_number(row["loss_start"])} \u2192 {_number(row["loss_final"])}')
+            verdict = (
+                '<span class="badge base">recovered</span>'
+                if _recovered(row)
+                else '<span class="badge dnl">failed</span>'
+            )
+            scores = (
+                f"PSNR {_number(row['psnr_start'])} \u2192 {_number(row['psnr_final'])} dB, SSIM "
+                f"{_number(row['ssim_start'])} \u2192 {_number(row['ssim_final'])}, loss "
+                f"{_number(row['loss_start'])} \u2192 {_number(row['loss_final'])}"
+            )
             error = f'<br><span class="note">{_esc(row["error"])}</span>' if row["error"] else ""
             picture = ""
             if row["start"] in recovery.pictures:
                 starts, results = recovery.pictures[row["start"]]
                 strips = [_strip([s, r, ref]) for s, r, ref in zip(starts, results, recovery.references)]
                 picture = "".join(f'<img class="strip" alt="{_esc(row["start"])}" src="{uri}"><br>' for uri in strips)
-            lines.append(f"<tr><th>{_esc(row['start'])}</th><td>{verdict}<br>{scores}{error}</td>"
-                         f"<td>{picture}</td></tr>")
+            lines.append(
+                f"<tr><th>{_esc(row['start'])}</th><td>{verdict}<br>{scores}{error}</td><td>{picture}</td></tr>"
+            )
         side = int(rows["side"].iloc[0])
-        sections.append(f'<section id="{anchor(position)}">\n<h2>{_esc(entry)} at {side}\u00d7{side} px</h2>\n'
-                        f"<table><tr><th>start</th><th>result</th><th>start | result | reference</th></tr>"
-                        + "\n".join(lines) + "</table>\n</section>")
-    how = (f"Each loss is minimised over the pixels alone (Adam from lr {settings.lr:g}, cosine decay to "
-           f"{settings.lr * settings.final_lr_fraction:g}, {settings.steps} steps, pixels clamped to [0, 1]) toward "
-           f"held-out photographs never trained on, from white noise, a Gaussian blur (sigma "
-           f"{settings.blur_sigma:g} px) and a JPEG (quality {settings.jpeg_quality}) of the reference, at the "
-           f"loss's design size (the suite's resolution where it states none). Recovered: final PSNR at least "
-           f"{settings.recovered_db:g} dB and {RISE_DB:g} dB above the start's.")
+        sections.append(
+            f'<section id="{anchor(position)}">\n<h2>{_esc(entry)} at {side}\u00d7{side} px</h2>\n'
+            f"<table><tr><th>start</th><th>result</th><th>start | result | reference</th></tr>"
+            + "\n".join(lines)
+            + "</table>\n</section>"
+        )
+    how = (
+        f"Each loss is minimised over the pixels alone (Adam from lr {settings.lr:g}, cosine decay to "
+        f"{settings.lr * settings.final_lr_fraction:g}, {settings.steps} steps, pixels clamped to [0, 1]) toward "
+        f"held-out photographs never trained on, from white noise, a Gaussian blur (sigma "
+        f"{settings.blur_sigma:g} px) and a JPEG (quality {settings.jpeg_quality}) of the reference, at the "
+        f"loss's design size (the suite's resolution where it states none). Recovered: final PSNR at least "
+        f"{settings.recovered_db:g} dB and {RISE_DB:g} dB above the start's."
+    )
     title = f"LossBench reference recovery: {suite_name}"
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n<p class=\"note\">{_esc(stamp)}. "
-            f"{_esc(how)}</p>\n" + "\n".join(sections) + "\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+        f'<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n<p class="note">{_esc(stamp)}. '
+        f"{_esc(how)}</p>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
+    )

@@ -27,15 +27,30 @@ def screenshot(html_path: Path, png_path: Path, width: int = 1400, height: int =
     """
     browser = find_chromium()
     if browser is None:
-        raise BenchInputError("Chromium was not found on PATH (looked for chromium, chromium-browser)",
-                              where="screenshot", fix="install it, e.g. apt-get install -y chromium")
+        raise BenchInputError(
+            "Chromium was not found on PATH (looked for chromium, chromium-browser)",
+            where="screenshot",
+            fix="install it, e.g. apt-get install -y chromium",
+        )
     html_path, png_path = Path(html_path).resolve(), Path(png_path).resolve()
     png_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-chromium-") as profile:
-        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={png_path}",
-                   f"--window-size={width},{height}", html_path.as_uri()]
+        command = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--screenshot={png_path}",
+            f"--window-size={width},{height}",
+            html_path.as_uri(),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     if not png_path.is_file():
         raise RuntimeError(f"Chromium wrote no screenshot (exit {done.returncode}): {done.stderr.strip()[-2000:]}")

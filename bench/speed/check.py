@@ -40,8 +40,11 @@ def load_speed(source: SpeedSource) -> pd.DataFrame:
         path = Path(source)
         csv = path / "speed.csv" if path.is_dir() else path
         if not csv.is_file():
-            raise BenchInputError(f"no speed table at {csv}", where=str(source),
-                                  fix="pass a run folder made with timing on, or its speed.csv")
+            raise BenchInputError(
+                f"no speed table at {csv}",
+                where=str(source),
+                fix="pass a run folder made with timing on, or its speed.csv",
+            )
         frame = pd.read_csv(csv)
         where = str(csv)
     else:
@@ -49,8 +52,11 @@ def load_speed(source: SpeedSource) -> pd.DataFrame:
         where = "speed table"
     missing = [column for column in _REQUIRED if column not in frame.columns]
     if missing:
-        raise BenchInputError(f"speed table lacks columns {', '.join(missing)}", where=where,
-                              fix="use a table written by `python -m bench speed` (bench.speed.timing.time_entries)")
+        raise BenchInputError(
+            f"speed table lacks columns {', '.join(missing)}",
+            where=where,
+            fix="use a table written by `python -m bench speed` (bench.speed.timing.time_entries)",
+        )
     return frame
 
 
@@ -58,22 +64,30 @@ def save_baseline(speed: SpeedSource, path: str | Path, *, suite: str = "SUITE")
     """Write (atomically) and return the baseline record: the commit of the running code (CI's gate
     compares against that code) and each entry x variant's times and time / calibration time."""
     totals = _totals(load_speed(speed))
-    meta = {column: _single_value(totals, column) for column in
-            ("device", "device_name", "threads", "batch_size", "resolution", "torch_version")
-            if column in totals.columns}
-    baseline = _plain({
-        "format": _FORMAT,
-        "metric": "total (fwd+bwd) min_ms / calibration_min_ms, per entry and variant",
-        **_code_commit(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "regenerate": REGENERATE.format(suite=suite, path=path),
-        **meta,
-        "entries": [
-            {"entry": row["entry"], "variant": row["variant"], "ratio": row["ratio"],
-             **{column: row[column] for column in _INFORMATIVE if column in row}}
-            for row in totals.to_dict("records")
-        ],
-    })
+    meta = {
+        column: _single_value(totals, column)
+        for column in ("device", "device_name", "threads", "batch_size", "resolution", "torch_version")
+        if column in totals.columns
+    }
+    baseline = _plain(
+        {
+            "format": _FORMAT,
+            "metric": "total (fwd+bwd) min_ms / calibration_min_ms, per entry and variant",
+            **_code_commit(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "regenerate": REGENERATE.format(suite=suite, path=path),
+            **meta,
+            "entries": [
+                {
+                    "entry": row["entry"],
+                    "variant": row["variant"],
+                    "ratio": row["ratio"],
+                    **{column: row[column] for column in _INFORMATIVE if column in row},
+                }
+                for row in totals.to_dict("records")
+            ],
+        }
+    )
     write_atomic(Path(path), json.dumps(baseline, indent=2) + "\n")
     return baseline
 
@@ -106,8 +120,9 @@ def baseline_commit(path: str | Path) -> str:
     return baseline["commit"]
 
 
-def check_tables(candidate: SpeedSource, baseline: SpeedSource, *, min_factor: float = MIN_FACTOR,
-                 alpha: float = ALPHA) -> tuple[pd.DataFrame, bool]:
+def check_tables(
+    candidate: SpeedSource, baseline: SpeedSource, *, min_factor: float = MIN_FACTOR, alpha: float = ALPHA
+) -> tuple[pd.DataFrame, bool]:
     """Each entry x variant of two speed tables compared on their fwd+bwd repeats; passed = none SLOWER.
 
     Columns: entry, variant, then ``bench.speed.stats.compare_samples``'s. Entries in one table only are
@@ -117,16 +132,30 @@ def check_tables(candidate: SpeedSource, baseline: SpeedSource, *, min_factor: f
     for column in _MUST_MATCH:
         values = {side: _single_value(table, column) for side, table in tables.items()}
         if values["candidate"] != values["baseline"]:
-            raise BenchInputError(f"the baseline was timed with {column} {values['baseline']}, the candidate with "
-                                  f"{values['candidate']}: times do not compare", where="bench check",
-                                  fix="time both with the same settings (--batch, --resolution, --device)")
-    samples = {side: {tuple(key): _samples(text, side) for *key, text in
-                      table[[*_KEY, "samples_ms"]].itertuples(index=False)} for side, table in tables.items()}
+            raise BenchInputError(
+                f"the baseline was timed with {column} {values['baseline']}, the candidate with "
+                f"{values['candidate']}: times do not compare",
+                where="bench check",
+                fix="time both with the same settings (--batch, --resolution, --device)",
+            )
+    samples = {
+        side: {tuple(key): _samples(text, side) for *key, text in table[[*_KEY, "samples_ms"]].itertuples(index=False)}
+        for side, table in tables.items()
+    }
     keys = list(dict.fromkeys([*samples["baseline"], *samples["candidate"]]))
-    rows = [{"entry": entry, "variant": variant,
-             **compare_samples(samples["baseline"].get((entry, variant), []),
-                               samples["candidate"].get((entry, variant), []), min_factor=min_factor, alpha=alpha)}
-            for entry, variant in keys]
+    rows = [
+        {
+            "entry": entry,
+            "variant": variant,
+            **compare_samples(
+                samples["baseline"].get((entry, variant), []),
+                samples["candidate"].get((entry, variant), []),
+                min_factor=min_factor,
+                alpha=alpha,
+            ),
+        }
+        for entry, variant in keys
+    ]
     table = pd.DataFrame(rows)
     return table, not (table["verdict"] == "SLOWER").any()
 
@@ -135,13 +164,19 @@ def _totals(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per entry x variant: the total phase, with ``ratio`` and ``device_type`` added."""
     totals = frame[frame["phase"] == "total"].copy()
     if totals.empty:
-        raise BenchInputError("speed table has no total-phase rows", where="speed table",
-                              fix="use a table written by `python -m bench speed` (bench.speed.timing.time_entries)")
+        raise BenchInputError(
+            "speed table has no total-phase rows",
+            where="speed table",
+            fix="use a table written by `python -m bench speed` (bench.speed.timing.time_entries)",
+        )
     duplicated = totals.duplicated(_KEY)
     if duplicated.any():
         twice = ", ".join(f"{e} [{v}]" for e, v in totals.loc[duplicated, _KEY].itertuples(index=False))
-        raise BenchInputError(f"speed table times {twice} more than once", where="speed table",
-                              fix="check one run's speed table, not several concatenated")
+        raise BenchInputError(
+            f"speed table times {twice} more than once",
+            where="speed table",
+            fix="check one run's speed table, not several concatenated",
+        )
     totals["ratio"] = totals["min_ms"] / totals["calibration_min_ms"]
     totals["device_type"] = totals["device"].astype(str).str.split(":").str[0]
     return totals.reset_index(drop=True)
@@ -149,16 +184,22 @@ def _totals(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _samples(text: Any, side: str) -> list[float]:
     if not isinstance(text, str) or not text.strip():
-        raise BenchInputError(f"the {side} speed table has no per-repeat times (samples_ms)", where="bench check",
-                              fix="time it again with this version of `python -m bench speed`")
+        raise BenchInputError(
+            f"the {side} speed table has no per-repeat times (samples_ms)",
+            where="bench check",
+            fix="time it again with this version of `python -m bench speed`",
+        )
     return [float(value) for value in text.split()]
 
 
 def _single_value(frame: pd.DataFrame, column: str) -> Any:
     values = frame[column].unique()
     if len(values) != 1:
-        raise BenchInputError(f"speed table mixes {column} values {sorted(map(str, values))}",
-                              where="speed table", fix="check one run's speed table, not several concatenated")
+        raise BenchInputError(
+            f"speed table mixes {column} values {sorted(map(str, values))}",
+            where="speed table",
+            fix="check one run's speed table, not several concatenated",
+        )
     return _plain(values[0])
 
 

@@ -77,7 +77,8 @@ def setup(state: dict, *, entries, resolution, batch_size, device, threads, seed
         try:
             terms = [build_loss(term["loss"], term["params"], context) for term in entry["terms"]]
             state["losses"][entry["name"]] = WeightedSum(
-                [f"t{i}" for i in range(len(terms))], [term["weight"] for term in entry["terms"]], terms).to(device)
+                [f"t{i}" for i in range(len(terms))], [term["weight"] for term in entry["terms"]], terms
+            ).to(device)
         except Exception as error:  # noqa: BLE001 - a loss this revision cannot build is reported, not fatal
             errors[entry["name"]] = f"{type(error).__name__}: {error}".splitlines()[0] + plugin_problem
     return {"bench": os.path.dirname(bench.__file__), "errors": errors}

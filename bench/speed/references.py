@@ -50,8 +50,10 @@ def _kornia(kind: str) -> LossFn:
 
 
 def _torchmetrics(kind: str) -> LossFn:
-    from torchmetrics.functional.image import (multiscale_structural_similarity_index_measure,
-                                               structural_similarity_index_measure)
+    from torchmetrics.functional.image import (
+        multiscale_structural_similarity_index_measure,
+        structural_similarity_index_measure,
+    )
 
     index = structural_similarity_index_measure if kind == "ssim" else multiscale_structural_similarity_index_measure
     return lambda x, y: 1 - index(x, y, data_range=1.0)
@@ -89,11 +91,19 @@ def _focal_frequency_package(kind: str) -> torch.nn.Module:
 
 # loss name -> (package that must be importable, implementation label, factory)
 REFERENCES: dict[str, list[tuple[str, str, Callable[[str], LossFn]]]] = {
-    "ssim": [("pytorch_msssim", "pytorch-msssim", _pytorch_msssim), ("piq", "piq", _piq),
-             ("kornia", "kornia", _kornia), ("torchmetrics", "torchmetrics", _torchmetrics),
-             ("fussim", "fussim", _fussim), ("fused_ssim", "fused-ssim", _fused_ssim)],
-    "ms_ssim": [("pytorch_msssim", "pytorch-msssim", _pytorch_msssim), ("piq", "piq", _piq),
-                ("torchmetrics", "torchmetrics", _torchmetrics)],
+    "ssim": [
+        ("pytorch_msssim", "pytorch-msssim", _pytorch_msssim),
+        ("piq", "piq", _piq),
+        ("kornia", "kornia", _kornia),
+        ("torchmetrics", "torchmetrics", _torchmetrics),
+        ("fussim", "fussim", _fussim),
+        ("fused_ssim", "fused-ssim", _fused_ssim),
+    ],
+    "ms_ssim": [
+        ("pytorch_msssim", "pytorch-msssim", _pytorch_msssim),
+        ("piq", "piq", _piq),
+        ("torchmetrics", "torchmetrics", _torchmetrics),
+    ],
     "lpips": [("lpips", "lpips package", _lpips_package)],
     "focal_frequency": [("focal_frequency_loss", "focal-frequency-loss", _focal_frequency_package)],
 }
@@ -102,8 +112,9 @@ REFERENCES: dict[str, list[tuple[str, str, Callable[[str], LossFn]]]] = {
 CUDA_ONLY = {"fussim", "fused-ssim"}  # implementation labels of kernels that exist only on CUDA
 
 
-def installed_references(loss: str, device: torch.device | str = "cpu",
-                         log: Callable[[str], None] = print) -> list[tuple[str, LossFn]]:
+def installed_references(
+    loss: str, device: torch.device | str = "cpu", log: Callable[[str], None] = print
+) -> list[tuple[str, LossFn]]:
     """(label, loss) of every installed reference of ``loss`` that runs on ``device``."""
     found = []
     for package, label, factory in REFERENCES.get(loss, []):
@@ -129,23 +140,40 @@ def time_references(suite: Suite, device: torch.device, log: Callable[[str], Non
         log(f"  ms_ssim: not compared at {timing.resolution} px (the references need more than 160 px)")
     rows = []
     for loss in losses:
-        implementations = [("lossbench", build_loss(loss, {"weights": "random"} if loss == "lpips" else {},
-                                                    LossContext(timing.resolution)).to(device))]
+        implementations = [
+            (
+                "lossbench",
+                build_loss(loss, {"weights": "random"} if loss == "lpips" else {}, LossContext(timing.resolution)).to(
+                    device
+                ),
+            )
+        ]
         implementations += installed_references(loss, device, log)
         records = []
         for implementation in implementations:
             try:
                 with timing_threads(timing.threads):
-                    records += time_entries([implementation], batch_size=timing.batch_size,
-                                            resolution=timing.resolution, device=device, warmup=timing.warmup,
-                                            min_repeats=timing.min_repeats, min_time_s=timing.min_time_s)
+                    records += time_entries(
+                        [implementation],
+                        batch_size=timing.batch_size,
+                        resolution=timing.resolution,
+                        device=device,
+                        warmup=timing.warmup,
+                        min_repeats=timing.min_repeats,
+                        min_time_s=timing.min_time_s,
+                    )
             except Exception as error:
                 if implementation[0] == "lossbench":
                     raise
                 log(f"  {loss}: {implementation[0]} failed ({type(error).__name__}: {error}); not timed")
-        rows += [{"loss": loss, "implementation": r["entry"], **{k: v for k, v in r.items() if k != "entry"}}
-                 for r in records if r["phase"] == "total"]
-        log(f"  {loss}: " + ", ".join(f"{r['entry']} {r['median_ms']:.3g} ms" for r in records if r["phase"] == "total"))
+        rows += [
+            {"loss": loss, "implementation": r["entry"], **{k: v for k, v in r.items() if k != "entry"}}
+            for r in records
+            if r["phase"] == "total"
+        ]
+        log(
+            f"  {loss}: " + ", ".join(f"{r['entry']} {r['median_ms']:.3g} ms" for r in records if r["phase"] == "total")
+        )
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["ratio_to_fastest"] = frame["median_ms"] / frame.groupby("loss")["median_ms"].transform("min")

@@ -23,8 +23,9 @@ from bench.speed.settings import ALPHA, MIN_FACTOR
 VERDICTS = ("ok", "SLOWER", "faster", "new", "missing")
 
 
-def compare_samples(baseline_ms: Sequence[float], candidate_ms: Sequence[float], *,
-                    min_factor: float = MIN_FACTOR, alpha: float = ALPHA) -> dict[str, float | str | int]:
+def compare_samples(
+    baseline_ms: Sequence[float], candidate_ms: Sequence[float], *, min_factor: float = MIN_FACTOR, alpha: float = ALPHA
+) -> dict[str, float | str | int]:
     """Both medians, ``ratio`` (candidate / baseline) with its CI, the one-sided p-values and the verdict.
 
     ``p_slower`` tests "candidate slower", ``p_faster`` "candidate faster". The verdict is ``SLOWER`` when
@@ -39,11 +40,15 @@ def compare_samples(baseline_ms: Sequence[float], candidate_ms: Sequence[float],
         if sample.size and not (np.isfinite(sample).all() and (sample > 0).all()):
             raise ValueError(f"{name} times must be finite and positive, got {sample.tolist()}")
     record: dict[str, float | str | int] = {
-        "baseline_n": baseline.size, "candidate_n": candidate.size,
+        "baseline_n": baseline.size,
+        "candidate_n": candidate.size,
         "baseline_median_ms": float(np.median(baseline)) if baseline.size else math.nan,
         "candidate_median_ms": float(np.median(candidate)) if candidate.size else math.nan,
-        "ratio": math.nan, "ratio_ci_low": math.nan, "ratio_ci_high": math.nan,
-        "p_slower": math.nan, "p_faster": math.nan,
+        "ratio": math.nan,
+        "ratio_ci_low": math.nan,
+        "ratio_ci_high": math.nan,
+        "p_slower": math.nan,
+        "p_faster": math.nan,
     }
     if not baseline.size or not candidate.size:
         record["verdict"] = "new" if not baseline.size else "missing"
@@ -83,5 +88,6 @@ def format_verdicts(table) -> str:
     shown["p (slower)"] = table["p_slower"].map("{:.2g}".format)
     shown["verdict"] = table["verdict"]
     counts = table["verdict"].value_counts()
-    return (shown.to_string(index=False) + "\n"
-            + ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in VERDICTS))
+    return (
+        shown.to_string(index=False) + "\n" + ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in VERDICTS)
+    )

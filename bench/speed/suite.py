@@ -16,13 +16,16 @@ from bench.config.suite import Suite
 from bench.speed.timing import COLUMNS, time_entries
 
 
-def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None] = print,
-               variants: Sequence[str] | None = None) -> pd.DataFrame:
+def time_suite(
+    suite: Suite, device: torch.device, *, log: Callable[[str], None] = print, variants: Sequence[str] | None = None
+) -> pd.DataFrame:
     """speed.csv rows: entry x variant x phase at ``suite.timing`` settings (profile already applied)."""
     timing = suite.timing
     variants = tuple(variants or timing.variants)
-    log(f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
-        f"variants {', '.join(variants)} on {device}")
+    log(
+        f"timing {len(suite.entries)} losses at {timing.resolution}x{timing.resolution}, batch {timing.batch_size}, "
+        f"variants {', '.join(variants)} on {device}"
+    )
     losses, rows = {}, []
     for name, loss in build_suite_losses(suite, timing.resolution, device).items():
         if isinstance(loss, Exception):
@@ -32,10 +35,17 @@ def time_suite(suite: Suite, device: torch.device, *, log: Callable[[str], None]
     with timing_threads(timing.threads):
         for name, loss in losses.items():
             try:
-                rows += time_entries([(name, loss)], batch_size=timing.batch_size, resolution=timing.resolution,
-                                     device=device, variants=variants, log=lambda line: log(f"  {line}"),
-                                     warmup=timing.warmup, min_repeats=timing.min_repeats,
-                                     min_time_s=timing.min_time_s)
+                rows += time_entries(
+                    [(name, loss)],
+                    batch_size=timing.batch_size,
+                    resolution=timing.resolution,
+                    device=device,
+                    variants=variants,
+                    log=lambda line: log(f"  {line}"),
+                    warmup=timing.warmup,
+                    min_repeats=timing.min_repeats,
+                    min_time_s=timing.min_time_s,
+                )
             except Exception as error:  # noqa: BLE001 - a loss that raises (a plugin's, say) is left out, not fatal
                 log(f"  {name}: not timed ({type(error).__name__}: {error})")
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -68,7 +78,7 @@ class _TrainingStep(torch.nn.Module):
         self.input_scale = input_scale  # super-resolution: the model's input is this many times smaller
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        inputs = target[..., ::self.input_scale, ::self.input_scale]
+        inputs = target[..., :: self.input_scale, :: self.input_scale]
         return torch.nn.functional.mse_loss(self.model(inputs), target)
 
 
@@ -78,10 +88,16 @@ def time_training_step(suite: Suite, device: torch.device, variants: Sequence[st
     scale = input_scale(suite.task, suite.data)
     context = ModelContext(image_size=suite.data.resolution, channels=3, task=suite.task, scale_factor=scale)
     model = build_model(suite.model.name, suite.model.settings, context, seed=0).to(device).train()
-    rows = time_entries([(MODEL_ENTRY, _TrainingStep(model, scale))], batch_size=suite.train.batch_size,
-                        resolution=suite.data.resolution, device=device, variants=variants,
-                        warmup=suite.timing.warmup, min_repeats=suite.timing.min_repeats,
-                        min_time_s=suite.timing.min_time_s)
+    rows = time_entries(
+        [(MODEL_ENTRY, _TrainingStep(model, scale))],
+        batch_size=suite.train.batch_size,
+        resolution=suite.data.resolution,
+        device=device,
+        variants=variants,
+        warmup=suite.timing.warmup,
+        min_repeats=suite.timing.min_repeats,
+        min_time_s=suite.timing.min_time_s,
+    )
     frame = pd.DataFrame([row for row in rows if row["phase"] == "total"]).assign(phase="train_step")
     frame.insert(1, "loss_weights", "none")
     frame.insert(2, "loss_config", "")
@@ -106,9 +122,14 @@ def format_speed(speed: pd.DataFrame) -> str:
     table["peak_mem_mb"] = totals["peak_mem_mb"]
     first = speed.iloc[0]
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
-        lines = [f"\nmedian ms at {first['batch_size']}x3x{first['resolution']}x{first['resolution']} on "
-                 f"{first['device_name']} ({first['threads']} threads); memory: {first['memory_method']}",
-                 table[["forward_ms", "backward_ms", "total_ms", "images_per_s", "peak_mem_mb"]].to_string()]
-    lines += [f"training step ({step['variant']}, batch {step['batch_size']} at {step['resolution']}px): "
-              f"{step['median_ms']:.4g} ms, {step['images_per_s']:.4g} images/s" for _, step in steps.iterrows()]
+        lines = [
+            f"\nmedian ms at {first['batch_size']}x3x{first['resolution']}x{first['resolution']} on "
+            f"{first['device_name']} ({first['threads']} threads); memory: {first['memory_method']}",
+            table[["forward_ms", "backward_ms", "total_ms", "images_per_s", "peak_mem_mb"]].to_string(),
+        ]
+    lines += [
+        f"training step ({step['variant']}, batch {step['batch_size']} at {step['resolution']}px): "
+        f"{step['median_ms']:.4g} ms, {step['images_per_s']:.4g} images/s"
+        for _, step in steps.iterrows()
+    ]
     return "\n".join(lines)

@@ -62,9 +62,28 @@ from bench.results import device_name
 VARIANTS = ("fp32", "tf32", "bf16", "channels_last", "compile")
 PHASES = ("forward", "backward", "total")
 COLUMNS = (
-    "entry", "variant", "phase", "median_ms", "iqr_ms", "min_ms", "images_per_s", "repeats",
-    "batch_size", "resolution", "device", "device_name", "peak_mem_mb", "memory_method", "threads",
-    "cudnn_benchmark", "tf32", "compile_s", "calibration_ms", "calibration_min_ms", "torch_version", "samples_ms",
+    "entry",
+    "variant",
+    "phase",
+    "median_ms",
+    "iqr_ms",
+    "min_ms",
+    "images_per_s",
+    "repeats",
+    "batch_size",
+    "resolution",
+    "device",
+    "device_name",
+    "peak_mem_mb",
+    "memory_method",
+    "threads",
+    "cudnn_benchmark",
+    "tf32",
+    "compile_s",
+    "calibration_ms",
+    "calibration_min_ms",
+    "torch_version",
+    "samples_ms",
 )
 CALIBRATION_ENTRY = "__calibration__"  # the entry of time_calibration's records
 _L2_FLUSH_BYTES = 256 * 2**20
@@ -149,10 +168,18 @@ def time_loss(
     calibration = _stats([s[2] for s in samples[0]], batch_size) if calibrate else {}
     calibration.pop("samples_ms", None)
     common = dict(
-        batch_size=batch_size, resolution=resolution, device=str(device), device_name=device_name(device),
-        peak_mem_mb=peak_mem_mb, memory_method=memory_method, threads=torch.get_num_threads(),
-        cudnn_benchmark=on_cuda, tf32=on_cuda and variant == "tf32", compile_s=compile_s,
-        calibration_ms=calibration.get("median_ms", math.nan), calibration_min_ms=calibration.get("min_ms", math.nan),
+        batch_size=batch_size,
+        resolution=resolution,
+        device=str(device),
+        device_name=device_name(device),
+        peak_mem_mb=peak_mem_mb,
+        memory_method=memory_method,
+        threads=torch.get_num_threads(),
+        cudnn_benchmark=on_cuda,
+        tf32=on_cuda and variant == "tf32",
+        compile_s=compile_s,
+        calibration_ms=calibration.get("median_ms", math.nan),
+        calibration_min_ms=calibration.get("min_ms", math.nan),
         torch_version=torch.__version__,
     )
     return [
@@ -168,8 +195,9 @@ def time_calibration(
 
     ``timing`` takes ``time_loss``'s other keyword arguments.
     """
-    records = time_loss(CalibrationLoss().to(device), batch_size=batch_size, resolution=resolution,
-                        device=device, **timing)
+    records = time_loss(
+        CalibrationLoss().to(device), batch_size=batch_size, resolution=resolution, device=device, **timing
+    )
     return [{"entry": CALIBRATION_ENTRY, **record} for record in records]
 
 
@@ -194,12 +222,21 @@ def time_entries(
     rows = []
     for name, loss in entries:
         for variant in variants:
-            records = time_loss(loss, batch_size=batch_size, resolution=resolution, device=device,
-                                variant=variant, calibrate=True, **timing)
+            records = time_loss(
+                loss,
+                batch_size=batch_size,
+                resolution=resolution,
+                device=device,
+                variant=variant,
+                calibrate=True,
+                **timing,
+            )
             total = records[PHASES.index("total")]
             if log is not None:
-                log(f"{name} [{variant}]: {total['median_ms']:.3f} ms fwd+bwd, "
-                    f"{total['min_ms'] / total['calibration_min_ms']:.3f} x calibration")
+                log(
+                    f"{name} [{variant}]: {total['median_ms']:.3f} ms fwd+bwd, "
+                    f"{total['min_ms'] / total['calibration_min_ms']:.3f} x calibration"
+                )
             rows += [{"entry": name, **record} for record in records]
     return [{column: row[column] for column in COLUMNS} for row in rows]
 
@@ -254,6 +291,7 @@ def _make_step(loss: LossFn, variant: str, inputs, flush: torch.Tensor | None) -
             return scalar_loss(loss(reconstruction, target))
 
     if flush is None:
+
         def cpu_step() -> tuple[float, float, float]:
             start = time.perf_counter()
             value = forward()
@@ -347,7 +385,10 @@ def _proc_status_mb(key: str) -> float:
 def _stats(samples_ms: list[float], batch_size: int) -> dict[str, Any]:
     q25, median, q75 = statistics.quantiles(samples_ms, n=4, method="inclusive")
     return dict(
-        median_ms=median, iqr_ms=q75 - q25, min_ms=min(samples_ms),
-        images_per_s=batch_size / (median / 1e3) if median > 0 else math.inf, repeats=len(samples_ms),
+        median_ms=median,
+        iqr_ms=q75 - q25,
+        min_ms=min(samples_ms),
+        images_per_s=batch_size / (median / 1e3) if median > 0 else math.inf,
+        repeats=len(samples_ms),
         samples_ms=" ".join(f"{sample:.6g}" for sample in samples_ms),
     )

@@ -23,13 +23,25 @@ def _import_ray():
     try:
         import ray
     except ModuleNotFoundError:
-        raise BenchInputError("--workers/--ray-address need Ray, which is not installed", where="command line",
-                              fix='pip install -e ".[distributed]"  (or drop --workers)') from None
+        raise BenchInputError(
+            "--workers/--ray-address need Ray, which is not installed",
+            where="command line",
+            fix='pip install -e ".[distributed]"  (or drop --workers)',
+        ) from None
     return ray
 
 
-def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: int, address: str | None,
-               gpus: str | None, deterministic: bool = False, log: Callable[[str], None] = print) -> Iterator[JobResult]:
+def run_on_ray(
+    specs: Sequence[RunSpec],
+    suite: Suite,
+    device: str,
+    *,
+    workers: int,
+    address: str | None,
+    gpus: str | None,
+    deterministic: bool = False,
+    log: Callable[[str], None] = print,
+) -> Iterator[JobResult]:
     """Yields each job's result as it finishes (in completion order; the driver sorts rows by plan).
     ``deterministic``: each worker turns on deterministic kernels, as `--deterministic` does in the driver."""
     ray = _import_ray()
@@ -40,8 +52,12 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, num_gpus=len(gpus.split(",")) if gpus else None, log_to_driver=False,
-                     include_dashboard=False)
+            ray.init(
+                num_cpus=workers,
+                num_gpus=len(gpus.split(",")) if gpus else None,
+                log_to_driver=False,
+                include_dashboard=False,
+            )
     # One GPU per actor on GPU runs (Ray sets CUDA_VISIBLE_DEVICES per actor, so "cuda" is that actor's GPU).
     resources = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
     trainer_actor = ray.remote(**resources)(_TrainerActor)
@@ -49,8 +65,10 @@ def run_on_ray(specs: Sequence[RunSpec], suite: Suite, device: str, *, workers: 
     # reductions in the order a single-process run uses, so the tables match it exactly.
     threads = torch.get_num_threads()
     plugins = command_line_plugins()  # installed plugins every worker finds itself; these it must be told
-    actors = [trainer_actor.remote(suite, "cuda" if on_gpu else device, threads, plugins, deterministic)
-              for _ in range(max(1, workers))]
+    actors = [
+        trainer_actor.remote(suite, "cuda" if on_gpu else device, threads, plugins, deterministic)
+        for _ in range(max(1, workers))
+    ]
     log(f"Ray: {len(actors)} workers ({'1 GPU' if on_gpu else '1 CPU'} each) on {address or 'a local instance'}")
     pool = ray.util.ActorPool(actors)
     try:

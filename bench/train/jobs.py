@@ -40,22 +40,40 @@ class JobResult:
 
 def data_columns(spec: RunSpec, images: ImageSet) -> dict:
     """What a result row records of the photographs: their sources, counts and the hash of the exact list."""
-    return {"data_source": spec.data.source, "eval_source": spec.data.eval_source or spec.data.source,
-            "images_sha256": images.images_sha256, "train_photos": len(images.train),
-            "eval_photos": len(images.eval_photos), "eval_crops": len(images.eval)}
+    return {
+        "data_source": spec.data.source,
+        "eval_source": spec.data.eval_source or spec.data.source,
+        "images_sha256": images.images_sha256,
+        "train_photos": len(images.train),
+        "eval_photos": len(images.eval_photos),
+        "eval_crops": len(images.eval),
+    }
 
 
 def per_image_rows(entry: str, seed: int, crop_names, values: dict[str, torch.Tensor]) -> list[dict]:
-    return [{"entry": entry, "seed": seed, "crop": index, "crop_name": name,
-             **{metric: float(column[index]) for metric, column in values.items()}}
-            for index, name in enumerate(crop_names)]
+    return [
+        {
+            "entry": entry,
+            "seed": seed,
+            "crop": index,
+            "crop_name": name,
+            **{metric: float(column[index]) for metric, column in values.items()},
+        }
+        for index, name in enumerate(crop_names)
+    ]
 
 
 def failed(error: str, step: int | None) -> dict:
     """The outcome columns of a failed training, in the order of a finished one's, so every quality.csv has
     its columns in one order whichever entries failed."""
-    return {"status": "failed", "error": error, "failed_step": step, "train_seconds": None, "loss_learned": "",
-            "skipped_steps": None}
+    return {
+        "status": "failed",
+        "error": error,
+        "failed_step": step,
+        "train_seconds": None,
+        "loss_learned": "",
+        "skipped_steps": None,
+    }
 
 
 def warm_up(loss_fn: WeightedSum, spec: RunSpec, channels: int, device: torch.device) -> None:
@@ -66,8 +84,9 @@ def warm_up(loss_fn: WeightedSum, spec: RunSpec, channels: int, device: torch.de
     generator = torch.Generator().manual_seed(spec.seed)
     shape = (spec.train.batch_size, channels, spec.data.resolution, spec.data.resolution)
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
-    target, reconstruction = (torch.rand(shape, generator=generator).to(device, memory_format=memory_format)
-                              for _ in range(2))
+    target, reconstruction = (
+        torch.rand(shape, generator=generator).to(device, memory_format=memory_format) for _ in range(2)
+    )
     reconstruction.requires_grad_()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.train.bf16):
         loss, _ = loss_fn(reconstruction, target)
@@ -78,8 +97,11 @@ def warm_up(loss_fn: WeightedSum, spec: RunSpec, channels: int, device: torch.de
 def held_out_loss(loss_fn, reconstructions: torch.Tensor, targets: torch.Tensor, batch_size: int = 8) -> float:
     """The entry's own loss on the held-out crops, the mean over batches as in training (what
     bench.train.rates compares across learning rates)."""
-    values = [float(loss_fn(reconstructions[i:i + batch_size], targets[i:i + batch_size])[0]) * len(targets[i:i + batch_size])
-              for i in range(0, len(targets), batch_size)]
+    values = [
+        float(loss_fn(reconstructions[i : i + batch_size], targets[i : i + batch_size])[0])
+        * len(targets[i : i + batch_size])
+        for i in range(0, len(targets), batch_size)
+    ]
     return sum(values) / len(targets)
 
 
@@ -92,8 +114,15 @@ class Trainer:
         self.device = torch.device(device)
         self.show_progress = show_progress
         metrics = suite.metrics
-        self.metrics = QualityMetrics(metrics.lpips_net, metrics.lpips_weights, self.device, seed=LOSS_NETWORK_SEED,
-                                      compute=metrics.compute, dists_weights=metrics.dists_weights, log=log)
+        self.metrics = QualityMetrics(
+            metrics.lpips_net,
+            metrics.lpips_weights,
+            self.device,
+            seed=LOSS_NETWORK_SEED,
+            compute=metrics.compute,
+            dists_weights=metrics.dists_weights,
+            log=log,
+        )
         self._losses: dict[int, dict[str, WeightedSum]] = {}
         self._images: dict = {}
         self._initial_models: dict[tuple, torch.nn.Module] = {}
@@ -106,8 +135,13 @@ class Trainer:
     def images(self, spec: RunSpec) -> ImageSet:
         if spec.data not in self._images:
             path = lambda value: resolve_suite_path(self.suite, value)
-            self._images[spec.data] = load_images(spec.data, path(spec.data.path), eval_folder=path(spec.data.eval_path),
-                                                  cache=path(spec.data.cache), progress=self.show_progress)
+            self._images[spec.data] = load_images(
+                spec.data,
+                path(spec.data.path),
+                eval_folder=path(spec.data.eval_path),
+                cache=path(spec.data.cache),
+                progress=self.show_progress,
+            )
         return self._images[spec.data]
 
     def initial_model(self, spec: RunSpec) -> torch.nn.Module:
@@ -116,8 +150,12 @@ class Trainer:
         key = (spec.seed, spec.task, spec.data.resolution, spec.model)
         if key not in self._initial_models:
             eval_images = self.images(spec).eval
-            context = ModelContext(image_size=spec.data.resolution, channels=eval_images.shape[1], task=spec.task,
-                                   scale_factor=input_scale(spec.task, spec.data))
+            context = ModelContext(
+                image_size=spec.data.resolution,
+                channels=eval_images.shape[1],
+                task=spec.task,
+                scale_factor=input_scale(spec.task, spec.data),
+            )
             model = build_model(spec.model.name, spec.model.settings, context, spec.seed)
             # One throwaway fwd+bwd on a copy: one-off kernel and allocator set-up is not billed to an entry.
             scratch = copy.deepcopy(model).to(self.device).train()
@@ -146,13 +184,30 @@ class Trainer:
         images = self.images(spec)
         eval_images = images.eval.to(self.device)
         reconstructions = baseline.reconstruct(eval_images)
-        row = {"entry": baseline.name, "seed": spec.seed, "kind": "baseline", "formula": baseline.formula,
-               "trained_on": "", "task": spec.task, "profile": spec.profile, "resolution": spec.data.resolution,
-               "scale": spec.data.scale, "steps": 0, "loss_weights": "none", "loss_config": "", **data_columns(spec, images),
-               "status": "ok", "error": "",
-               "failed_step": None, "train_seconds": 0.0, **self.metrics(reconstructions, eval_images)}
+        row = {
+            "entry": baseline.name,
+            "seed": spec.seed,
+            "kind": "baseline",
+            "formula": baseline.formula,
+            "trained_on": "",
+            "task": spec.task,
+            "profile": spec.profile,
+            "resolution": spec.data.resolution,
+            "scale": spec.data.scale,
+            "steps": 0,
+            "loss_weights": "none",
+            "loss_config": "",
+            **data_columns(spec, images),
+            "status": "ok",
+            "error": "",
+            "failed_step": None,
+            "train_seconds": 0.0,
+            **self.metrics(reconstructions, eval_images),
+        }
         values, _ = self.metrics.per_image(reconstructions, eval_images)
-        return JobResult(row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values))
+        return JobResult(
+            row, [], reconstructions.cpu(), per_image_rows(baseline.name, spec.seed, images.eval_names, values)
+        )
 
     def _failed(self, row: dict, error: Exception) -> JobResult:
         """``row`` failed by ``error``: its type and first line in ``error``, its traceback (not re-raised here, so
@@ -160,23 +215,38 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        return JobResult({**row, **failed(reason, None)}, [], None, traceback="".join(traceback.format_exception(error)))
+        return JobResult(
+            {**row, **failed(reason, None)}, [], None, traceback="".join(traceback.format_exception(error))
+        )
 
     def row(self, spec: RunSpec) -> dict:
         """The quality.csv columns a training of ``spec`` records whatever its outcome."""
         images = self.images(spec)
         loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
         return {
-            "entry": spec.entry.name, "seed": spec.seed, "kind": "trained", "formula": spec.entry.formula,
-            "trained_on": trained_on(spec.entry), "task": spec.task, "profile": spec.profile,
+            "entry": spec.entry.name,
+            "seed": spec.seed,
+            "kind": "trained",
+            "formula": spec.entry.formula,
+            "trained_on": trained_on(spec.entry),
+            "task": spec.task,
+            "profile": spec.profile,
             "trained_below_design": trained_below_design(spec.entry, spec.data.resolution),
-            "resolution": spec.data.resolution, "scale": spec.data.scale, "model": spec.model.name,
-            "model_config": spec.model.description, "steps": spec.train.steps,
-            "batch_size": spec.train.batch_size, "lr": spec.train.lr, "ema": spec.train.ema, "on_nan": spec.train.on_nan,
-            "bf16": spec.train.bf16, "channels_last": spec.train.channels_last,
+            "resolution": spec.data.resolution,
+            "scale": spec.data.scale,
+            "model": spec.model.name,
+            "model_config": spec.model.description,
+            "steps": spec.train.steps,
+            "batch_size": spec.train.batch_size,
+            "lr": spec.train.lr,
+            "ema": spec.train.ema,
+            "on_nan": spec.train.on_nan,
+            "bf16": spec.train.bf16,
+            "channels_last": spec.train.channels_last,
             "deterministic": torch.are_deterministic_algorithms_enabled(),  # --deterministic, in this process
             "loss_weights": getattr(loss_fn, "weights_used", "none"),
-            "loss_config": getattr(loss_fn, "loss_config", ""), **data_columns(spec, images),
+            "loss_config": getattr(loss_fn, "loss_config", ""),
+            **data_columns(spec, images),
         }
 
     def lost(self, spec: RunSpec, reason: str) -> JobResult:
@@ -207,11 +277,22 @@ class Trainer:
             return self._failed(row, error)
         eval_images = images.eval.to(self.device)
         reconstructions = reconstruct(result.model, spec, eval_images)
-        row.update(status="ok", error="", failed_step=None, train_seconds=result.seconds, loss_learned=result.loss.learned,
-                   skipped_steps=result.skipped_steps, eval_loss=held_out_loss(result.loss, reconstructions, eval_images),
-                   **self.metrics(reconstructions, eval_images))
+        row.update(
+            status="ok",
+            error="",
+            failed_step=None,
+            train_seconds=result.seconds,
+            loss_learned=result.loss.learned,
+            skipped_steps=result.skipped_steps,
+            eval_loss=held_out_loss(result.loss, reconstructions, eval_images),
+            **self.metrics(reconstructions, eval_images),
+        )
         history = [{"entry": spec.entry.name, "seed": spec.seed, **h} for h in result.history]
         values, _ = self.metrics.per_image(reconstructions, eval_images)
-        return JobResult(row, history, reconstructions.cpu(),
-                         per_image_rows(spec.entry.name, spec.seed, images.eval_names, values),
-                         resumed_from_step=result.resumed_from_step)
+        return JobResult(
+            row,
+            history,
+            reconstructions.cpu(),
+            per_image_rows(spec.entry.name, spec.seed, images.eval_names, values),
+            resumed_from_step=result.resumed_from_step,
+        )

@@ -53,8 +53,15 @@ def reconstruct(model: nn.Module, spec: RunSpec, images: torch.Tensor, batch_siz
     return outputs
 
 
-def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images: ImageSet,
-          device: torch.device, show_progress: bool = True, checkpoint: Path | None = None) -> TrainResult:
+def train(
+    spec: RunSpec,
+    initial_model: nn.Module,
+    loss_fn: WeightedSum,
+    images: ImageSet,
+    device: torch.device,
+    show_progress: bool = True,
+    checkpoint: Path | None = None,
+) -> TrainResult:
     """``checkpoint``: where to save model and optimizer state every ``train.checkpoint_every`` steps; if the
     file exists, training continues from it, exactly as if it had never stopped."""
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
@@ -72,15 +79,23 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     evaluated = averaged.module if averaged is not None else model
     photos, eval_images = PhotoPixels.pack(images.train, spec.data.resolution, device), images.eval.to(device)
     side = spec.data.resolution
-    schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in images.train], side, spec.train.batch_size,
-                             spec.train.steps, spec.seed, spec.data.flip, spec.data.rotate)
+    schedule = crop_schedule(
+        [tuple(photo.shape[-2:]) for photo in images.train],
+        side,
+        spec.train.batch_size,
+        spec.train.steps,
+        spec.seed,
+        spec.data.flip,
+        spec.data.rotate,
+    )
     stateful = dict(model=model, optimizer=optimizer, learned_loss=loss_fn if learnable else None, averaged=averaged)
     resumed = restore_checkpoint(checkpoint, device, **stateful)
     history, done_steps, skipped_steps = resumed.history, resumed.step, resumed.skipped_steps
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
     started, eval_seconds = time.perf_counter() - resumed.seconds, 0.0  # eval time is left out
-    progress = step_progress(schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}",
-                             enabled=show_progress)
+    progress = step_progress(
+        schedule, total=spec.train.steps, desc=f"{spec.entry.name} seed {spec.seed}", enabled=show_progress
+    )
     for step, crops in enumerate(progress, start=1):
         if step <= done_steps:
             continue  # drawn but already trained on before the checkpoint: the crop order stays the seed's
@@ -126,8 +141,14 @@ def train(spec: RunSpec, initial_model: nn.Module, loss_fn: WeightedSum, images:
     progress.close()
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
-    return TrainResult(model=evaluated, history=history, seconds=time.perf_counter() - started - eval_seconds,
-                       skipped_steps=skipped_steps, loss=loss_fn, resumed_from_step=resumed.step)
+    return TrainResult(
+        model=evaluated,
+        history=history,
+        seconds=time.perf_counter() - started - eval_seconds,
+        skipped_steps=skipped_steps,
+        loss=loss_fn,
+        resumed_from_step=resumed.step,
+    )
 
 
 @dataclass
@@ -141,21 +162,43 @@ class CheckpointState:
     seconds: float = 0.0
 
 
-def save_checkpoint(path: Path, state: CheckpointState, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    learned_loss: nn.Module | None, averaged: WeightAverage | None) -> None:
+def save_checkpoint(
+    path: Path,
+    state: CheckpointState,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    learned_loss: nn.Module | None,
+    averaged: WeightAverage | None,
+) -> None:
     """Write (atomically) all that training needs to continue after ``state.step`` as if it had never
     stopped: the weights, the optimizer's moments, the loss's learned parameters, the weight average."""
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": state.step,
-                "loss": learned_loss.state_dict() if learned_loss is not None else None,
-                "averaged": averaged.state_dict() if averaged is not None else None,
-                "history": state.history, "skipped_steps": state.skipped_steps, "seconds": state.seconds}, buffer)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": state.step,
+            "loss": learned_loss.state_dict() if learned_loss is not None else None,
+            "averaged": averaged.state_dict() if averaged is not None else None,
+            "history": state.history,
+            "skipped_steps": state.skipped_steps,
+            "seconds": state.seconds,
+        },
+        buffer,
+    )
     write_atomic(path, buffer.getvalue())
 
 
-def restore_checkpoint(path: Path | None, device: torch.device, *, model: nn.Module,
-                       optimizer: torch.optim.Optimizer, learned_loss: nn.Module | None,
-                       averaged: WeightAverage | None) -> CheckpointState:
+def restore_checkpoint(
+    path: Path | None,
+    device: torch.device,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    learned_loss: nn.Module | None,
+    averaged: WeightAverage | None,
+) -> CheckpointState:
     """Load what ``save_checkpoint`` wrote at ``path`` into the same objects and return where training stood;
     a fresh start (step 0) when there is no such file."""
     if path is None or not path.is_file():
@@ -167,5 +210,6 @@ def restore_checkpoint(path: Path | None, device: torch.device, *, model: nn.Mod
     optimizer.load_state_dict(saved["optimizer"])
     if averaged is not None:
         averaged.load_state_dict(saved["averaged"])
-    return CheckpointState(saved.get("step", 0), saved.get("history", []), saved.get("skipped_steps", 0),
-                           saved.get("seconds", 0.0))
+    return CheckpointState(
+        saved.get("step", 0), saved.get("history", []), saved.get("skipped_steps", 0), saved.get("seconds", 0.0)
+    )

@@ -51,10 +51,12 @@ class Encoder(nn.Module):
     def __init__(self, resolution: int, latent_dim: int, bottleneck: str = "conv", width: int = BASE_CHANNELS) -> None:
         super().__init__()
         channels = [3] + stage_channels(resolution, width)[::-1]
-        self.stages = nn.Sequential(*[
-            nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm_layer(bottleneck, c_out), nn.ReLU())
-            for c_in, c_out in zip(channels[:-1], channels[1:])
-        ])
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm_layer(bottleneck, c_out), nn.ReLU())
+                for c_in, c_out in zip(channels[:-1], channels[1:])
+            ]
+        )
         if bottleneck == "linear":
             self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(BASE_SIDE * BASE_SIDE * width, latent_dim))
         else:
@@ -69,15 +71,19 @@ class Decoder(nn.Module):
         super().__init__()
         channels = stage_channels(resolution, width)
         if bottleneck == "linear":
-            self.from_latent = nn.Sequential(nn.Linear(latent_dim, BASE_SIDE * BASE_SIDE * width),
-                                             nn.Unflatten(1, (width, BASE_SIDE, BASE_SIDE)))
+            self.from_latent = nn.Sequential(
+                nn.Linear(latent_dim, BASE_SIDE * BASE_SIDE * width), nn.Unflatten(1, (width, BASE_SIDE, BASE_SIDE))
+            )
         else:
             self.from_latent = nn.Conv2d(latent_channels(latent_dim), width, 1)
-        self.stages = nn.Sequential(*[
-            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), norm_layer(bottleneck, c_out),
-                          nn.ReLU())
-            for c_in, c_out in zip(channels[:-1], channels[1:])
-        ])
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), norm_layer(bottleneck, c_out), nn.ReLU()
+                )
+                for c_in, c_out in zip(channels[:-1], channels[1:])
+            ]
+        )
         self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, 4, stride=2, padding=1)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -95,8 +101,9 @@ def latent_channels(latent_dim: int) -> int:
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, resolution: int = 512, latent_dim: int = 256, bottleneck: str = "conv",
-                 width: int = BASE_CHANNELS) -> None:
+    def __init__(
+        self, resolution: int = 512, latent_dim: int = 256, bottleneck: str = "conv", width: int = BASE_CHANNELS
+    ) -> None:
         super().__init__()
         if bottleneck not in ("conv", "linear"):
             raise ValueError(f"bottleneck must be 'conv' or 'linear', got {bottleneck!r}")
@@ -151,21 +158,35 @@ class Upsampler(nn.Module):
             return torch.sigmoid(torch.logit(enlarged.float().clamp(1e-3, 1 - 1e-3)) + residual)
 
 
-@register_model("autoencoder", "the built-in autoencoder: stride-2 conv encoder to the latent, upsampling decoder "
-                               "from an 8x8 map, sigmoid output",
-                latent_dim=256, bottleneck="conv", width=BASE_CHANNELS)
+@register_model(
+    "autoencoder",
+    "the built-in autoencoder: stride-2 conv encoder to the latent, upsampling decoder from an 8x8 map, sigmoid output",
+    latent_dim=256,
+    bottleneck="conv",
+    width=BASE_CHANNELS,
+)
 def make_autoencoder(context: ModelContext, latent_dim: int, bottleneck: str, width: int) -> Autoencoder:
     return Autoencoder(context.image_size, latent_dim, bottleneck, width)
 
 
-@register_model("denoiser", "the built-in restoration net (every task but autoencode): a fully convolutional net "
-                            "predicting the residual from the degraded input", width=64, depth=5)
+@register_model(
+    "denoiser",
+    "the built-in restoration net (every task but autoencode): a fully convolutional net "
+    "predicting the residual from the degraded input",
+    width=64,
+    depth=5,
+)
 def make_denoiser(context: ModelContext, width: int, depth: int) -> Denoiser:
     return Denoiser(width, depth)
 
 
-@register_model("upsampler", "the built-in super-resolution net: the denoiser's convolutions on the small input, "
-                             "a stride-2 transposed-convolution stage per doubling, a residual over the enlarged "
-                             "input", width=64, depth=5)
+@register_model(
+    "upsampler",
+    "the built-in super-resolution net: the denoiser's convolutions on the small input, "
+    "a stride-2 transposed-convolution stage per doubling, a residual over the enlarged "
+    "input",
+    width=64,
+    depth=5,
+)
 def make_upsampler(context: ModelContext, width: int, depth: int) -> Upsampler:
     return Upsampler(context.scale_factor, width, depth)

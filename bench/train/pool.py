@@ -113,8 +113,9 @@ def step_seconds(trainer: Trainer, spec: RunSpec) -> float:
     return seconds
 
 
-def choose_packing(requested: int | None, threads: int | None, trainer: Trainer, specs: Sequence[RunSpec],
-                   costs: dict[str, float]) -> Packing:
+def choose_packing(
+    requested: int | None, threads: int | None, trainer: Trainer, specs: Sequence[RunSpec], costs: dict[str, float]
+) -> Packing:
     """``requested`` trainings at once (None: chosen from the device, its memory and the measured ``costs``,
     seconds per step by entry name), each with ``threads`` threads (None: this process's threads shared out
     evenly on a CPU; one per worker on a GPU, whose workers only launch kernels)."""
@@ -133,8 +134,10 @@ def choose_packing(requested: int | None, threads: int | None, trainer: Trainer,
             peak = torch.cuda.max_memory_allocated(trainer.device) + (512 << 20)  # and a CUDA context each
             by_device = max(1, min(TRAININGS_PER_GPU, int(MEMORY_HEADROOM * free // peak)))
             count = min(by_device, usable_cores(), by_memory, len(specs))
-            reason = (f"{by_device} fit the GPU (at most {TRAININGS_PER_GPU}), {usable_cores()} CPU cores, "
-                      f"{by_memory} fit the memory available")
+            reason = (
+                f"{by_device} fit the GPU (at most {TRAININGS_PER_GPU}), {usable_cores()} CPU cores, "
+                f"{by_memory} fit the memory available"
+            )
         else:
             count = min(cores, by_memory, len(specs))
             reason = f"one per core ({cores}); {by_memory} fit the memory available"
@@ -151,17 +154,20 @@ def registered_here(spec: RunSpec) -> list[str]:
     return [name for name, source in names if only_in_this_process(source)]
 
 
-def plan_packing(specs: Sequence[RunSpec], trainer: Trainer, requested: int | None,
-                 threads: int | None) -> tuple[Packing, list[RunSpec]]:
+def plan_packing(
+    specs: Sequence[RunSpec], trainer: Trainer, requested: int | None, threads: int | None
+) -> tuple[Packing, list[RunSpec]]:
     """The packing for ``specs`` and the order to hand them out: seed by seed as planned (a stopped run still
     compares every entry of the first seed), the costliest first within a seed when several run at once, so the
     cheap ones fill the end. Each entry's step is measured once, in this process, unless one training at a time
     was asked for."""
     local = sorted({name for spec in specs for name in registered_here(spec)})
     if local and requested not in (None, 1):
-        raise BenchInputError(f"{', '.join(local)} registered in this process only: worker processes cannot build it",
-                              where="--concurrent", fix="register it in a plugin (-p MODULE or --plugin FILE.py), "
-                                                        "or leave --concurrent unset")
+        raise BenchInputError(
+            f"{', '.join(local)} registered in this process only: worker processes cannot build it",
+            where="--concurrent",
+            fix="register it in a plugin (-p MODULE or --plugin FILE.py), or leave --concurrent unset",
+        )
     if local:
         reason = f"{', '.join(local)} registered in this process only"
         return Packing(1, threads or torch.get_num_threads(), reason), list(specs)
@@ -178,12 +184,27 @@ def plan_packing(specs: Sequence[RunSpec], trainer: Trainer, requested: int | No
     return packing, sorted(specs, key=lambda spec: (seeds.index(spec.seed), -costs[spec.entry.name] * spec.train.steps))
 
 
-def train_all(specs: Sequence[RunSpec], trainer: Trainer, packing: Packing, *, plugins: Sequence[str],
-              deterministic: bool, checkpoints: Path | None) -> Iterator[JobResult]:
+def train_all(
+    specs: Sequence[RunSpec],
+    trainer: Trainer,
+    packing: Packing,
+    *,
+    plugins: Sequence[str],
+    deterministic: bool,
+    checkpoints: Path | None,
+) -> Iterator[JobResult]:
     """Every training of ``specs``, in this process or packed into workers; results in completion order."""
     if packing.trainings > 1:
-        yield from run_packed(specs, trainer.suite, str(trainer.device), packing, plugins=plugins,
-                              deterministic=deterministic, checkpoints=checkpoints, lost=trainer.lost)
+        yield from run_packed(
+            specs,
+            trainer.suite,
+            str(trainer.device),
+            packing,
+            plugins=plugins,
+            deterministic=deterministic,
+            checkpoints=checkpoints,
+            lost=trainer.lost,
+        )
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(packing.threads)  # for the trainings alone: loss timing keeps the process's threads
@@ -194,9 +215,17 @@ def train_all(specs: Sequence[RunSpec], trainer: Trainer, packing: Packing, *, p
         torch.set_num_threads(threads)
 
 
-def run_packed(specs: Sequence[RunSpec], suite: Suite, device: str, packing: Packing, *, plugins: Sequence[str],
-               deterministic: bool, checkpoints: Path | None, lost: Callable[[RunSpec, str], JobResult],
-               ) -> Iterator[JobResult]:
+def run_packed(
+    specs: Sequence[RunSpec],
+    suite: Suite,
+    device: str,
+    packing: Packing,
+    *,
+    plugins: Sequence[str],
+    deterministic: bool,
+    checkpoints: Path | None,
+    lost: Callable[[RunSpec, str], JobResult],
+) -> Iterator[JobResult]:
     """Yields each training's result as it finishes (in completion order; the driver sorts rows by plan).
     ``lost(spec, reason)`` makes the failed result of a training whose worker died."""
     context = multiprocessing.get_context("spawn")  # a forked child would inherit torch's thread pools
@@ -218,8 +247,11 @@ def run_packed(specs: Sequence[RunSpec], suite: Suite, device: str, packing: Pac
                     kind, payload = pickle.loads(worker.connection.recv_bytes())
                 except EOFError:
                     worker.close()
-                    payload = lost(spec, f"its training process exited with code {worker.process.exitcode} "
-                                         "(killed for memory, or a crash in native code)")
+                    payload = lost(
+                        spec,
+                        f"its training process exited with code {worker.process.exitcode} "
+                        "(killed for memory, or a crash in native code)",
+                    )
                 else:
                     if kind == "raised":  # what stops a one-process run stops this one (a file it cannot write)
                         raise payload
@@ -260,8 +292,15 @@ class _Worker:
             self.process.join()
 
 
-def _serve(connection: Connection, suite: Suite, device: str, threads: int, plugins: Sequence[str],
-           deterministic: bool, checkpoints: Path | None) -> None:
+def _serve(
+    connection: Connection,
+    suite: Suite,
+    device: str,
+    threads: int,
+    plugins: Sequence[str],
+    deterministic: bool,
+    checkpoints: Path | None,
+) -> None:
     """A worker: trains each RunSpec it is sent and sends back ("done", JobResult) or ("raised", error)."""
     from bench.config.plugins import load_plugins
     from bench.train.process import make_deterministic

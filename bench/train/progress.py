@@ -38,8 +38,10 @@ class PlainLines:
         for step, item in enumerate(self.iterable, start=1):
             yield item
             if step % self.every == 0 or step == self.total:
-                self.stream.write(f"{self.desc}: step {step}/{self.total} ({100 * step // self.total}%)"
-                                  f"{self.postfix}, {time.perf_counter() - started:.1f} s\n")
+                self.stream.write(
+                    f"{self.desc}: step {step}/{self.total} ({100 * step // self.total}%)"
+                    f"{self.postfix}, {time.perf_counter() - started:.1f} s\n"
+                )
                 self.stream.flush()
 
     def set_postfix(self, **values: object) -> None:

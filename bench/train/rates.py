@@ -37,8 +37,11 @@ def at_rates(suite: Suite, rates: dict[str, float], *, named=lambda entry, rate:
     entries = []
     for entry in suite.entries:
         train = {**entry.overrides.get("train", {}), "lr": rates[entry.name]}
-        entries.append(dataclasses.replace(entry, name=named(entry.name, rates[entry.name]),
-                                           overrides={**entry.overrides, "train": train}))
+        entries.append(
+            dataclasses.replace(
+                entry, name=named(entry.name, rates[entry.name]), overrides={**entry.overrides, "train": train}
+            )
+        )
     return dataclasses.replace(suite, entries=tuple(entries))
 
 
@@ -48,13 +51,21 @@ def search_name(entry: str, rate: float) -> str:
 
 def search_suite(suite: Suite, rates: tuple[float, ...]) -> Suite:
     """Every entry at every rate, the first seed, trained and scored on the validation split."""
-    per_rate = [at_rates(suite, dict.fromkeys([e.name for e in suite.entries], rate), named=search_name)
-                for rate in rates]
+    per_rate = [
+        at_rates(suite, dict.fromkeys([e.name for e in suite.entries], rate), named=search_name) for rate in rates
+    ]
     entries = tuple(suite_at.entries[index] for index in range(len(suite.entries)) for suite_at in per_rate)
-    profiles = {device: {**table, "seeds": table["seeds"][:1]} if "seeds" in table else table
-                for device, table in suite.profiles.items()}
-    return dataclasses.replace(suite, entries=entries, seeds=suite.seeds[:1], profiles=profiles,
-                               data=dataclasses.replace(suite.data, split="validation"))
+    profiles = {
+        device: {**table, "seeds": table["seeds"][:1]} if "seeds" in table else table
+        for device, table in suite.profiles.items()
+    }
+    return dataclasses.replace(
+        suite,
+        entries=entries,
+        seeds=suite.seeds[:1],
+        profiles=profiles,
+        data=dataclasses.replace(suite.data, split="validation"),
+    )
 
 
 def choose_rates(suite: Suite, rates: tuple[float, ...], search: pd.DataFrame) -> pd.DataFrame:
@@ -67,17 +78,32 @@ def choose_rates(suite: Suite, rates: tuple[float, ...], search: pd.DataFrame) -
             found = search[search["entry"] == search_name(entry.name, rate)] if not search.empty else search
             row = found.iloc[0].to_dict() if not found.empty else {}
             loss = row.get("eval_loss", float("nan")) if row.get("status") == "ok" else float("nan")
-            tried.append({"entry": entry.name, "lr": rate, "common": rate == rates[0],
-                          "status": row.get("status", "not run"), "validation_loss": loss,
-                          "validation_psnr": row.get("psnr", float("nan")) if math.isfinite(loss) else float("nan")})
+            tried.append(
+                {
+                    "entry": entry.name,
+                    "lr": rate,
+                    "common": rate == rates[0],
+                    "status": row.get("status", "not run"),
+                    "validation_loss": loss,
+                    "validation_psnr": row.get("psnr", float("nan")) if math.isfinite(loss) else float("nan"),
+                }
+            )
         finished = [t for t in tried if math.isfinite(t["validation_loss"])]
         best = min(finished, key=lambda t: t["validation_loss"]) if finished else tried[0]
         rows += [{**t, "chosen": t is best} for t in tried]
     return pd.DataFrame(rows)
 
 
-def run_at_rates(suite: Suite, *, results_root: Path, resume: Path | None = None, folder: Path | None = None,
-                 timing: bool = True, losses_timed: pd.DataFrame | None = None, **options) -> RunOutcome:
+def run_at_rates(
+    suite: Suite,
+    *,
+    results_root: Path,
+    resume: Path | None = None,
+    folder: Path | None = None,
+    timing: bool = True,
+    losses_timed: pd.DataFrame | None = None,
+    **options,
+) -> RunOutcome:
     """``run_suite``, and with several rates the four steps above; the outcome is the common rate's run."""
     rates = rates_of(suite)
     first = dict(results_root=results_root, resume=resume, folder=folder, timing=timing, losses_timed=losses_timed)
@@ -101,5 +127,10 @@ def run_at_rates(suite: Suite, *, results_root: Path, resume: Path | None = None
 def _step(suite: Suite, folder: Path, results_root: Path, **options) -> RunOutcome:
     started = (folder / "environment.json").is_file()
     options.get("log", print)(f"\n--- {folder.name.replace('_', ' ')} ---")
-    return run_suite(suite, results_root=results_root, resume=folder if started else None,
-                     folder=None if started else folder, **options)
+    return run_suite(
+        suite,
+        results_root=results_root,
+        resume=folder if started else None,
+        folder=None if started else folder,
+        **options,
+    )

@@ -35,10 +35,13 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise BenchInputError(f"unknown device {requested!r}", where="device", fix='use "auto", "cpu", "cuda" or "cuda:N"') from None
+        raise BenchInputError(
+            f"unknown device {requested!r}", where="device", fix='use "auto", "cpu", "cuda" or "cuda:N"'
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchInputError("device 'cuda' was requested but no CUDA GPU is available", where="device",
-                              fix="use --device cpu (or auto)")
+        raise BenchInputError(
+            "device 'cuda' was requested but no CUDA GPU is available", where="device", fix="use --device cpu (or auto)"
+        )
     if device.type not in ("cpu", "cuda"):
         raise BenchInputError(f"device type {device.type!r} is not supported", where="device", fix="use cpu or cuda")
     return device
@@ -86,11 +89,26 @@ def run_suite(suite: Suite, **options) -> RunOutcome:
         return _run_suite(suite, **options)
 
 
-def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: bool = True, show_progress: bool = True,
-               resume: Path | None = None, force: bool = False, fail_fast: bool = False, workers: int = 1,
-               ray_address: str | None = None, gpus: str | None = None, deterministic: bool = False,
-               concurrent: int | None = None, threads: int | None = None, folder: Path | None = None,
-               losses_timed: pd.DataFrame | None = None, log=print) -> RunOutcome:
+def _run_suite(
+    suite: Suite,
+    *,
+    results_root: Path,
+    argv: list[str],
+    timing: bool = True,
+    show_progress: bool = True,
+    resume: Path | None = None,
+    force: bool = False,
+    fail_fast: bool = False,
+    workers: int = 1,
+    ray_address: str | None = None,
+    gpus: str | None = None,
+    deterministic: bool = False,
+    concurrent: int | None = None,
+    threads: int | None = None,
+    folder: Path | None = None,
+    losses_timed: pd.DataFrame | None = None,
+    log=print,
+) -> RunOutcome:
     """``folder``: the run folder to create (None: a new one under ``results_root``); ``resume``: an existing one
     to continue instead; ``losses_timed``: speed.csv rows of losses timed already, on this device (by an earlier
     task of the same suite), which a new run keeps instead of timing them again."""
@@ -100,10 +118,12 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
     if profile != "none":
-        log(f"[profile.{profile}] applied: training on {suite.data.resolution}x{suite.data.resolution} crops at "
+        log(
+            f"[profile.{profile}] applied: training on {suite.data.resolution}x{suite.data.resolution} crops at "
             f"scale {suite.data.scale:g}, {suite.train.steps} steps, batch {suite.train.batch_size}, "
             f"{len(suite.seeds)} seed(s); loss timing at {suite.timing.resolution}x{suite.timing.resolution}, "
-            f"batch {suite.timing.batch_size}")
+            f"batch {suite.timing.batch_size}"
+        )
     plan = make_plan(suite, profile)
     distributed = workers > 1 or ray_address is not None
     trainer = Trainer(suite, str(device), show_progress and not distributed, log=log)
@@ -115,9 +135,15 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
     env["plan_sha256"] = plan_hash(suite, plan)
     first = images[plan[0].data]
     data = plan[0].data
-    env.update(data_source=data.source, eval_source=data.eval_source or data.source, images_sha256=first.images_sha256,
-               train_photos=list(first.train_names), eval_photos=list(first.eval_photos),
-               eval_crops=len(first.eval), model=dataclasses.asdict(plan[0].model))
+    env.update(
+        data_source=data.source,
+        eval_source=data.eval_source or data.source,
+        images_sha256=first.images_sha256,
+        train_photos=list(first.train_names),
+        eval_photos=list(first.eval_photos),
+        eval_crops=len(first.eval),
+        model=dataclasses.asdict(plan[0].model),
+    )
     if {data.source, data.eval_source} & set(DATASETS):
         env["data_cache"] = str(cache_root(resolve_suite_path(suite, data.cache)))
 
@@ -129,22 +155,59 @@ def _run_suite(suite: Suite, *, results_root: Path, argv: list[str], timing: boo
         folder = resume
         planned = {(spec.entry.name, spec.seed) for spec in plan}
         quality_rows, history_rows, image_rows, speed, resumes = _completed(folder, env["plan_sha256"], force, planned)
-        env["resumes"] = resumes + [{"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}"
-                                                                         for row in quality_rows]}]
+        env["resumes"] = resumes + [
+            {"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}" for row in quality_rows]}
+        ]
     try:
-        return _run(folder, suite, plan, trainer, images, env, quality_rows, history_rows, image_rows, speed,
-                    timing=timing, fail_fast=fail_fast, workers=workers, ray_address=ray_address, gpus=gpus,
-                    deterministic=deterministic, concurrent=concurrent, threads=threads, log=log)
+        return _run(
+            folder,
+            suite,
+            plan,
+            trainer,
+            images,
+            env,
+            quality_rows,
+            history_rows,
+            image_rows,
+            speed,
+            timing=timing,
+            fail_fast=fail_fast,
+            workers=workers,
+            ray_address=ray_address,
+            gpus=gpus,
+            deterministic=deterministic,
+            concurrent=concurrent,
+            threads=threads,
+            log=log,
+        )
     except KeyboardInterrupt:
         raise RunStopped(folder) from None
     except results.WriteFailed as error:
         raise RunStopped(folder, error) from None
 
 
-def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, images: dict, env: dict,
-         quality_rows: list[dict], history_rows: list[dict], image_rows: list[dict], speed: pd.DataFrame, *,
-         timing: bool, fail_fast: bool, workers: int, ray_address: str | None, gpus: str | None,
-         deterministic: bool, concurrent: int | None, threads: int | None, log) -> RunOutcome:
+def _run(
+    folder: Path,
+    suite: Suite,
+    plan: list[RunSpec],
+    trainer: Trainer,
+    images: dict,
+    env: dict,
+    quality_rows: list[dict],
+    history_rows: list[dict],
+    image_rows: list[dict],
+    speed: pd.DataFrame,
+    *,
+    timing: bool,
+    fail_fast: bool,
+    workers: int,
+    ray_address: str | None,
+    gpus: str | None,
+    deterministic: bool,
+    concurrent: int | None,
+    threads: int | None,
+    log,
+) -> RunOutcome:
     """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
     and writes the summary tables."""
     distributed, device = workers > 1 or ray_address is not None, trainer.device
@@ -155,49 +218,75 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
         packing, todo = plan_packing(todo, trainer, concurrent, threads)
         env.update(trainings_at_once=packing.trainings, threads_per_training=packing.threads)
     results.write_json(folder / "environment.json", env)
-    log(f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
-        f"on {env['device_name']} ({device}); results -> {folder}")
+    log(
+        f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
+        f"on {env['device_name']} ({device}); results -> {folder}"
+    )
     if not distributed and packing.trainings > 1:
         log(f"  {packing.trainings} at once, {packing.threads} thread(s) each ({packing.reason})")
     for data, image_set in images.items():
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
 
     order = {(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)}
-    in_plan_order = lambda rows: sorted(rows, key=lambda row: (order[(row["entry"], row["seed"])],
-                                                               row.get("step", 0), row.get("crop", 0)))
+    in_plan_order = lambda rows: sorted(
+        rows, key=lambda row: (order[(row["entry"], row["seed"])], row.get("step", 0), row.get("crop", 0))
+    )
     started = time.perf_counter()
-    baselines = [trainer.baseline(baseline, spec)
-                 for baseline in baselines_for(suite.task, suite.model.settings.get("latent_dim"), suite.data)
-                 for spec in plan if spec.entry == plan[0].entry]  # one per seed, on the suite's own crops
+    baselines = [
+        trainer.baseline(baseline, spec)
+        for baseline in baselines_for(suite.task, suite.model.settings.get("latent_dim"), suite.data)
+        for spec in plan
+        if spec.entry == plan[0].entry
+    ]  # one per seed, on the suite's own crops
     trivial_psnr = baselines[0].row["psnr"]
     for index, outcome in enumerate(baselines):
         row = outcome.row
         order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
         if row["seed"] == plan[0].seed:
-            results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
-                             outcome.reconstructions)
+            results.save_png(
+                folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"), outcome.reconstructions
+            )
             log(f"  {row['entry']}: {_scores(row)} ({row['formula']})")
     quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
     image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
     if distributed:
         from bench.train.distributed import run_on_ray
 
-        outcomes = run_on_ray(todo, suite, str(device), workers=workers, address=ray_address, gpus=gpus,
-                              deterministic=deterministic, log=log)
+        outcomes = run_on_ray(
+            todo,
+            suite,
+            str(device),
+            workers=workers,
+            address=ray_address,
+            gpus=gpus,
+            deterministic=deterministic,
+            log=log,
+        )
     else:
-        outcomes = train_all(todo, trainer, packing, plugins=command_line_plugins(), deterministic=deterministic,
-                             checkpoints=folder / "checkpoints")
+        outcomes = train_all(
+            todo,
+            trainer,
+            packing,
+            plugins=command_line_plugins(),
+            deterministic=deterministic,
+            checkpoints=folder / "checkpoints",
+        )
     for outcome in outcomes:
         row = outcome.row
         if outcome.reconstructions is not None:
-            results.save_png(folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"),
-                             outcome.reconstructions)
+            results.save_png(
+                folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"), outcome.reconstructions
+            )
         traceback_file = Path("errors") / entry_file(row["entry"], row["seed"], ".txt")
         if outcome.traceback:  # before the quality row, which marks the entry complete
             results.write_atomic(folder / traceback_file, outcome.traceback)
         if outcome.resumed_from_step:
-            env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = outcome.resumed_from_step
-            log(f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}")
+            env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = (
+                outcome.resumed_from_step
+            )
+            log(
+                f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}"
+            )
         quality_rows = in_plan_order(quality_rows + [row])
         history_rows = in_plan_order(history_rows + outcome.history)
         image_rows = in_plan_order(image_rows + outcome.per_image)
@@ -205,15 +294,21 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
         results.write_table(folder, "per_image", image_rows)
         results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
         if row["status"] != "ok":
-            log(f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
-                + (f"; traceback in {traceback_file}" if outcome.traceback else ""))
+            log(
+                f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
+                + (f"; traceback in {traceback_file}" if outcome.traceback else "")
+            )
             if fail_fast:
                 break
         else:
             own = set(str(row.get("trained_on", "")).split()) - {"psnr", "mse"}
-            flag = ("" if row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB
-                    else f"  NO PSNR GAIN (the verdict weighs its own {', '.join(sorted(own))} too)" if own
-                    else "  DID NOT LEARN")
+            flag = (
+                ""
+                if row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB
+                else f"  NO PSNR GAIN (the verdict weighs its own {', '.join(sorted(own))} too)"
+                if own
+                else "  DID NOT LEARN"
+            )
             log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
     results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
     results.write_table(folder, "quality", quality_rows)
@@ -235,8 +330,9 @@ def _run(folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, imag
         if not references.empty:
             results.write_table(folder, "speed_references", references)
     quality = pd.DataFrame(quality_rows)
-    summary, pairs = summarize_with_pairs(quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows),
-                                          suite.verdict.reference)
+    summary, pairs = summarize_with_pairs(
+        quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows), suite.verdict.reference
+    )
     results.write_table(folder, "summary", summary)
     results.write_table(folder, "metrics", metric_table(quality))
     if not pairs.empty:
@@ -260,26 +356,44 @@ def _scores(row: dict) -> str:
     return ", ".join(shown)
 
 
-def _completed(folder: Path, expected_hash: str, force: bool,
-               planned: set[tuple[str, int]]) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame, list]:
+def _completed(
+    folder: Path, expected_hash: str, force: bool, planned: set[tuple[str, int]]
+) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame, list]:
     """Rows of the ``planned`` (entry, seed) trainings that finished in an earlier, interrupted run of the same
     plan (baselines are evaluated afresh; with ``force``, trainings the changed plan dropped are left out), with
     every column the tables had, in their order; and the record of earlier resumes."""
     env_path = folder / "environment.json"
     if not env_path.is_file():
-        raise BenchInputError("not a run folder (no environment.json)", where=str(folder),
-                              fix="pass a folder under results/<suite>/ that an earlier run created")
+        raise BenchInputError(
+            "not a run folder (no environment.json)",
+            where=str(folder),
+            fix="pass a folder under results/<suite>/ that an earlier run created",
+        )
     previous = json.loads(env_path.read_text())
     if previous.get("plan_sha256") != expected_hash and not force:
-        raise BenchInputError("the suite or its overrides changed since this run started, so results would mix",
-                              where=str(folder), fix="run without --resume, or add --force to mix them anyway")
+        raise BenchInputError(
+            "the suite or its overrides changed since this run started, so results would mix",
+            where=str(folder),
+            fix="run without --resume, or add --force to mix them anyway",
+        )
     quality = results.read_table(folder, "quality")
-    ok = quality[(quality["status"] == "ok") & (quality.get("kind", "trained") != "baseline")] if not quality.empty else quality
+    ok = (
+        quality[(quality["status"] == "ok") & (quality.get("kind", "trained") != "baseline")]
+        if not quality.empty
+        else quality
+    )
     done = set(zip(ok.get("entry", []), ok.get("seed", []))) & planned
-    kept = lambda frame: frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
+    kept = lambda frame: (
+        frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
+    )
     records = lambda frame: frame.to_dict("records")
     speed = results.read_table(folder, "speed")
     if not speed.empty:  # the entries still planned, and the model's training step
         speed = speed[speed["entry"].isin({entry for entry, _ in planned} | {MODEL_ENTRY})]
-    return (records(kept(ok)), records(kept(results.read_table(folder, "history"))),
-            records(kept(results.read_table(folder, "per_image"))), speed, previous.get("resumes", []))
+    return (
+        records(kept(ok)),
+        records(kept(results.read_table(folder, "history"))),
+        records(kept(results.read_table(folder, "per_image"))),
+        speed,
+        previous.get("resumes", []),
+    )

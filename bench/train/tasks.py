@@ -18,8 +18,9 @@ from bench.train.runner import RunOutcome, RunStopped
 TABLES = ("quality", "summary")  # the parent's tables: every task's rows, its name in the first column
 
 
-def run_tasks(suites: Sequence[Suite], *, results_root: Path, argv: list[str], resume: Path | None = None,
-              log=print, **options) -> RunOutcome:
+def run_tasks(
+    suites: Sequence[Suite], *, results_root: Path, argv: list[str], resume: Path | None = None, log=print, **options
+) -> RunOutcome:
     """Runs each suite of ``suites`` (one per task, as ``bench.config.suite.task_suites`` gives them) into its own
     folder under one parent; ``resume``: a parent folder, whose finished tasks are kept and whose others go on.
     Ctrl-C or a file that cannot be written raises ``RunStopped`` for the parent folder."""
@@ -27,15 +28,25 @@ def run_tasks(suites: Sequence[Suite], *, results_root: Path, argv: list[str], r
     if resume is None:
         parent = results.new_run_folder(results_root, first.name)
         results.copy_suite(first, parent)
-        results.write_json(parent / "environment.json", {"suite": first.name, "tasks": [s.task for s in suites],
-                                                          "argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        results.write_json(
+            parent / "environment.json",
+            {
+                "suite": first.name,
+                "tasks": [s.task for s in suites],
+                "argv": argv,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
     else:
         parent = resume
         if not results.task_folders(parent):
             from bench.errors import BenchInputError
 
-            raise BenchInputError("not the folder of a run of several tasks (its environment.json lists none)",
-                                  where=str(parent), fix="pass the folder that `bench run` printed for this suite")
+            raise BenchInputError(
+                "not the folder of a run of several tasks (its environment.json lists none)",
+                where=str(parent),
+                fix="pass the folder that `bench run` printed for this suite",
+            )
     outcomes = []
     for suite in suites:
         folder = parent / suite.task
@@ -44,17 +55,27 @@ def run_tasks(suites: Sequence[Suite], *, results_root: Path, argv: list[str], r
         # The losses are timed once, by the first task; each task times its own model's training step.
         timed = results.read_table(outcomes[0].folder, "speed") if outcomes else pd.DataFrame()
         try:
-            outcomes.append(run_at_rates(suite, results_root=results_root, argv=argv, log=log,
-                                         resume=folder if started else None, folder=None if started else folder,
-                                         losses_timed=None if timed.empty else timed, **options))
+            outcomes.append(
+                run_at_rates(
+                    suite,
+                    results_root=results_root,
+                    argv=argv,
+                    log=log,
+                    resume=folder if started else None,
+                    folder=None if started else folder,
+                    losses_timed=None if timed.empty else timed,
+                    **options,
+                )
+            )
         except RunStopped as stopped:
             raise RunStopped(parent, stopped.error) from None
         references = results.read_table(outcomes[0].folder, "speed_references")
         if len(outcomes) > 1 and not references.empty and not (folder / "speed_references.csv").is_file():
             results.write_table(folder, "speed_references", references)
     for name in TABLES:
-        tables = [results.read_table(outcome.folder, name).assign(task=suite.task)
-                  for suite, outcome in zip(suites, outcomes)]
+        tables = [
+            results.read_table(outcome.folder, name).assign(task=suite.task) for suite, outcome in zip(suites, outcomes)
+        ]
         joined = pd.concat([t for t in tables if not t.empty], ignore_index=True)
         if not joined.empty:
             results.write_table(parent, name, joined[["task", *[c for c in joined.columns if c != "task"]]])

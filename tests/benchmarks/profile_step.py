@@ -35,8 +35,15 @@ def profile_entry(trainer: Trainer, spec, steps: int, warm: int = 5) -> dict[str
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr, fused=True)
     average = WeightAverage(model, spec.train.ema or 0.99)
     photos = PhotoPixels.pack(images.train, spec.data.resolution, device)
-    schedule = crop_schedule([tuple(photo.shape[-2:]) for photo in images.train], spec.data.resolution,
-                             spec.train.batch_size, warm + steps, spec.seed, spec.data.flip, spec.data.rotate)
+    schedule = crop_schedule(
+        [tuple(photo.shape[-2:]) for photo in images.train],
+        spec.data.resolution,
+        spec.train.batch_size,
+        warm + steps,
+        spec.seed,
+        spec.data.flip,
+        spec.data.rotate,
+    )
     totals = dict.fromkeys(PHASES, 0.0)
 
     def mark() -> float:
@@ -81,20 +88,29 @@ def main() -> None:
     profile = profile_name(suite, device.type)
     suite = suite_for_device(suite, device.type)
     wanted = set(args.only.split(",")) if args.only else None
-    plan = [spec for spec in make_plan(suite, profile)
-            if spec.seed == suite.seeds[0] and (wanted is None or spec.entry.name in wanted)]
+    plan = [
+        spec
+        for spec in make_plan(suite, profile)
+        if spec.seed == suite.seeds[0] and (wanted is None or spec.entry.name in wanted)
+    ]
     trainer = Trainer(suite, str(device), show_progress=False)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
-                                                          if device.type == "cuda" else [])
+    activities = [torch.profiler.ProfilerActivity.CPU] + (
+        [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+    )
     tracing = torch.profiler.profile(activities=activities) if args.trace else nullcontext()
-    print(f"{suite.name} [profile.{profile}] on {device}, {torch.get_num_threads()} thread(s): "
-          f"{plan[0].data.resolution} px crops, batch {plan[0].train.batch_size}; ms per step")
+    print(
+        f"{suite.name} [profile.{profile}] on {device}, {torch.get_num_threads()} thread(s): "
+        f"{plan[0].data.resolution} px crops, batch {plan[0].train.batch_size}; ms per step"
+    )
     print(f"{'entry':18s} {'total':>8s} " + " ".join(f"{phase:>9s}" for phase in PHASES))
     with tracing:
         for spec in plan:
             phases = profile_entry(trainer, spec, args.steps)
-            print(f"{spec.entry.name:18s} {sum(phases.values()):8.2f} "
-                  + " ".join(f"{phases[phase]:9.2f}" for phase in PHASES), flush=True)
+            print(
+                f"{spec.entry.name:18s} {sum(phases.values()):8.2f} "
+                + " ".join(f"{phases[phase]:9.2f}" for phase in PHASES),
+                flush=True,
+            )
     if args.trace:
         tracing.export_chrome_trace(args.trace)
 

@@ -38,7 +38,9 @@ def params_for(name: str) -> dict:
     params = {}
     if "weights" in defaults:
         params["weights"] = "random"  # no download, and the time does not depend on the weight values
-    if {"levels", "win_size"} <= set(defaults) and RESOLUTION <= (defaults["win_size"] - 1) * 2 ** (defaults["levels"] - 1):
+    if {"levels", "win_size"} <= set(defaults) and RESOLUTION <= (defaults["win_size"] - 1) * 2 ** (
+        defaults["levels"] - 1
+    ):
         params["levels"] = "auto"  # the default MS-SSIM scales do not fit: take as many as do
     return params
 
@@ -57,6 +59,7 @@ def test_loss_forward_backward(benchmark, name):
         scalar_loss(loss(reconstruction, target)).backward()
 
     benchmark.group = f"loss fwd+bwd, {BATCH} x 3 x {RESOLUTION} x {RESOLUTION}"
-    benchmark.extra_info.update(batch_size=BATCH, resolution=RESOLUTION, threads=torch.get_num_threads(),
-                                params=params_for(name))
+    benchmark.extra_info.update(
+        batch_size=BATCH, resolution=RESOLUTION, threads=torch.get_num_threads(), params=params_for(name)
+    )
     benchmark.pedantic(forward_backward, setup=fresh_inputs, rounds=3, iterations=1, warmup_rounds=1)

@@ -34,14 +34,17 @@ def haar_levels(images: torch.Tensor, levels: int) -> tuple[torch.Tensor, list[t
     return images, details
 
 
-def haar_l1(reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3,
-            lowpass_weight: float = 1.0) -> torch.Tensor:
+def haar_l1(
+    reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3, lowpass_weight: float = 1.0
+) -> torch.Tensor:
     """Sum over levels of the mean absolute difference of the detail bands, plus ``lowpass_weight`` times
     that of the coarsest LL band."""
     side = min(reconstruction.shape[-2:])
     if reconstruction.shape != target.shape or side % 2**levels:
-        raise ValueError(f"haar_l1 with {levels} levels needs two images of equal shape with sides divisible by "
-                         f"{2**levels}, got {tuple(reconstruction.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"haar_l1 with {levels} levels needs two images of equal shape with sides divisible by "
+            f"{2**levels}, got {tuple(reconstruction.shape)} and {tuple(target.shape)}"
+        )
     low_x, details_x = haar_levels(reconstruction, levels)
     low_y, details_y = haar_levels(target, levels)
     detail = sum((x - y).abs().mean() for x, y in zip(details_x, details_y))
@@ -60,12 +63,14 @@ class HaarL1(nn.Module):
         return f"levels={self.levels}, lowpass_weight={self.lowpass_weight}"
 
 
-@register_loss("haar_l1", "l1 between Haar wavelet bands, per level plus the coarsest average", levels=3,
-               lowpass_weight=1.0)
+@register_loss(
+    "haar_l1", "l1 between Haar wavelet bands, per level plus the coarsest average", levels=3, lowpass_weight=1.0
+)
 def _make_haar_l1(context: LossContext, levels: int, lowpass_weight: float) -> nn.Module:
     if levels < 1 or context.image_size % 2**levels:
-        raise ValueError(f"levels must be >= 1 and 2**levels must divide the image size {context.image_size}, "
-                         f"got levels = {levels}")
+        raise ValueError(
+            f"levels must be >= 1 and 2**levels must divide the image size {context.image_size}, got levels = {levels}"
+        )
     if lowpass_weight < 0:
         raise ValueError(f"lowpass_weight must be >= 0, got {lowpass_weight}")
     return HaarL1(levels, float(lowpass_weight))
