@@ -44,7 +44,8 @@ from bench.train.loop import model_inputs
 # Below twice that much estimated training a run stays in one process.
 MIN_PACKED_SECONDS = 15.0
 # Trainings per GPU when the count is chosen automatically: each worker holds a CUDA context and a copy of the
-# loss networks; the GPU interleaves the workers' kernels.
+# loss networks; the GPU time-slices the workers' kernels (one H200, GPU settings: 2 at once 1.66x, 4 at once
+# 1.75x the steps per second of one; docs/runs/h200-all-losses-seed0.md).
 TRAININGS_PER_GPU = 4
 MEMORY_HEADROOM = 0.7  # of the memory available now, what the workers may take together
 
