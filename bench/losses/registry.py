@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bench.config.registry import (
+    only_in_this_process,
     BUILTIN,
     DuplicateNameError,
     add_registry,
@@ -125,7 +126,7 @@ def resolve_params(name: str, params: Mapping[str, Any], *, where: str = "") -> 
 def build_loss(name: str, params: Mapping[str, Any], context: LossContext) -> nn.Module:
     info = get_loss_info(name)
     resolved = resolve_params(name, params)
-    if info.source == BUILTIN:
+    if info.source == BUILTIN or only_in_this_process(info.source):
         loss = info.factory(context, **resolved)
     else:  # whatever a plugin's factory raises is that plugin's input error, named as such
         try:
