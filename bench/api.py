@@ -220,6 +220,7 @@ def run(
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
     be written (finished entries are saved; pass ``resume=`` that folder to continue)."""
     from bench.train.rates import run_at_rates
+    from bench.train.runner import RunOptions
     from bench.train.tasks import run_tasks
 
     load_plugins(plugins)
@@ -260,13 +261,9 @@ def run(
             where="--gpus",
             fix="add --workers N (or --ray-address), or pick the GPU with --device cuda:N",
         )
-    options = dict(
-        results_root=Path(out),
-        argv=list(argv) if argv is not None else ["run", str(suite.path)],
+    options = RunOptions(
         timing=timing,
         show_progress=progress,
-        resume=Path(resume) if resume else None,
-        force=force,
         fail_fast=fail_fast,
         workers=workers,
         ray_address=ray_address,
@@ -274,9 +271,16 @@ def run(
         deterministic=deterministic,
         concurrent=concurrent,
         threads=threads,
+    )
+    where = dict(
+        results_root=Path(out),
+        argv=list(argv) if argv is not None else ["run", str(suite.path)],
+        options=options,
+        resume=Path(resume) if resume else None,
+        force=force,
         log=log,
     )
-    outcome = run_tasks(suites, **options) if len(suites) > 1 else run_at_rates(suite, **options)
+    outcome = run_tasks(suites, **where) if len(suites) > 1 else run_at_rates(suite, **where)
     if report:
         from bench.report import write_report
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench import results
 from bench.config.suite import Suite, suite_for_device
-from bench.train.runner import RunOutcome, RunStopped, resolve_device, run_suite
+from bench.train.runner import RunOptions, RunOutcome, RunStopped, resolve_device, run_suite
 
 SEARCH, BEST = "rate_search", "best_rate"  # the sub-folders of steps 2 and 4
 TABLE = "rates"
@@ -98,39 +98,39 @@ def run_at_rates(
     suite: Suite,
     *,
     results_root: Path,
+    argv: list[str],
+    options: RunOptions = RunOptions(),
     resume: Path | None = None,
+    force: bool = False,
     folder: Path | None = None,
-    timing: bool = True,
     losses_timed: pd.DataFrame | None = None,
-    **options,
+    log=print,
 ) -> RunOutcome:
     """``run_suite``, and with several rates the four steps above; the outcome is the common rate's run."""
     rates = rates_of(suite)
-    first = dict(results_root=results_root, resume=resume, folder=folder, timing=timing, losses_timed=losses_timed)
+    where = dict(results_root=results_root, argv=argv, force=force, log=log)
+    first = dict(resume=resume, folder=folder, losses_timed=losses_timed, options=options, **where)
     if not isinstance(suite_for_device(suite, resolve_device(suite.device).type).train.lr, tuple):
-        return run_suite(suite, **first, **options)
+        return run_suite(suite, **first)
     common_rates = dict.fromkeys([entry.name for entry in suite.entries], rates[0])
-    common = run_suite(at_rates(suite, common_rates), **first, **options)
+    common = run_suite(at_rates(suite, common_rates), **first)
     if len(rates) == 1:
         return common
+    untimed = dataclasses.replace(options, timing=False)
     try:
-        search = _step(search_suite(suite, rates), common.folder / SEARCH, results_root, timing=False, **options)
+        search = _step(search_suite(suite, rates), common.folder / SEARCH, untimed, **where)
         chosen = choose_rates(suite, rates, results.read_table(search.folder, "quality"))
         results.write_table(common.folder, TABLE, chosen)
         best = chosen[chosen["chosen"]].set_index("entry")["lr"].astype(float).to_dict()
-        _step(at_rates(suite, best), common.folder / BEST, results_root, timing=False, **options)
+        _step(at_rates(suite, best), common.folder / BEST, untimed, **where)
     except RunStopped as stopped:
         raise RunStopped(common.folder, stopped.error) from None
     return common
 
 
-def _step(suite: Suite, folder: Path, results_root: Path, **options) -> RunOutcome:
+def _step(suite: Suite, folder: Path, options: RunOptions, *, log, **where) -> RunOutcome:
     started = (folder / "environment.json").is_file()
-    options.get("log", print)(f"\n--- {folder.name.replace('_', ' ')} ---")
+    log(f"\n--- {folder.name.replace('_', ' ')} ---")
     return run_suite(
-        suite,
-        results_root=results_root,
-        resume=folder if started else None,
-        folder=None if started else folder,
-        **options,
+        suite, options=options, resume=folder if started else None, folder=None if started else folder, log=log, **where
     )

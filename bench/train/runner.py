@@ -89,29 +89,65 @@ def run_suite(suite: Suite, **options) -> RunOutcome:
         return _run_suite(suite, **options)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes, not what it measures: the command line's options."""
+
+    timing: bool = True  # time each loss (and the model's step) after the trainings
+    show_progress: bool = True
+    fail_fast: bool = False  # stop at the first failed training
+    workers: int = 1  # Ray workers (bench.train.distributed); 1 with no ray_address: this machine
+    ray_address: str | None = None
+    gpus: str | None = None  # Ray: the GPUs to use
+    deterministic: bool = False
+    concurrent: int | None = None  # trainings at once on this machine's device (None: chosen, bench.train.pool)
+    threads: int | None = None  # CPU threads per training (None: chosen)
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers > 1 or self.ray_address is not None
+
+
+@dataclass
+class RunTables:
+    """A run's rows so far, each table in plan order (baselines after the entries), and its loss timings."""
+
+    order: dict[tuple[str, int], int]  # (entry, seed) -> position
+    quality: list[dict] = dataclasses.field(default_factory=list)
+    history: list[dict] = dataclasses.field(default_factory=list)
+    per_image: list[dict] = dataclasses.field(default_factory=list)
+    speed: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    def add(self, quality: list[dict], history: list[dict] = (), per_image: list[dict] = ()) -> None:
+        def in_order(rows: list[dict]) -> list[dict]:
+            return sorted(rows, key=lambda r: (self.order[(r["entry"], r["seed"])], r.get("step", 0), r.get("crop", 0)))
+
+        self.quality = in_order(self.quality + list(quality))
+        self.history = in_order(self.history + list(history))
+        self.per_image = in_order(self.per_image + list(per_image))
+
+    def write(self, folder: Path) -> None:
+        results.write_table(folder, "history", self.history)
+        results.write_table(folder, "per_image", self.per_image)
+        results.write_table(folder, "quality", self.quality)  # last: a quality row marks the entry complete
+
+
 def _run_suite(
     suite: Suite,
     *,
     results_root: Path,
     argv: list[str],
-    timing: bool = True,
-    show_progress: bool = True,
+    options: RunOptions = RunOptions(),
     resume: Path | None = None,
     force: bool = False,
-    fail_fast: bool = False,
-    workers: int = 1,
-    ray_address: str | None = None,
-    gpus: str | None = None,
-    deterministic: bool = False,
-    concurrent: int | None = None,
-    threads: int | None = None,
     folder: Path | None = None,
     losses_timed: pd.DataFrame | None = None,
     log=print,
 ) -> RunOutcome:
     """``folder``: the run folder to create (None: a new one under ``results_root``); ``resume``: an existing one
-    to continue instead; ``losses_timed``: speed.csv rows of losses timed already, on this device (by an earlier
-    task of the same suite), which a new run keeps instead of timing them again."""
+    to continue instead (``force``: even if the plan changed); ``losses_timed``: speed.csv rows of losses timed
+    already, on this device (by an earlier task of the same suite), which a new run keeps instead of timing them
+    again."""
     if len(suite.tasks) > 1:
         raise ValueError("a suite of several tasks runs one task at a time (bench.train.tasks.run_tasks)")
     device = resolve_device(suite.device)
@@ -125,16 +161,38 @@ def _run_suite(
             f"batch {suite.timing.batch_size}"
         )
     plan = make_plan(suite, profile)
-    distributed = workers > 1 or ray_address is not None
-    trainer = Trainer(suite, str(device), show_progress and not distributed, log=log)
+    trainer = Trainer(suite, str(device), options.show_progress and not options.distributed, log=log)
     for resolution in {spec.data.resolution for spec in plan}:
         trainer.losses(resolution)  # a bad loss parameter stops the run here, before any folder exists
     trainer.check_models(plan)  # so does a model whose output cannot be trained on
     images = {spec.data: trainer.images(spec) for spec in plan}
+    env = _environment(suite, plan, images, device, profile, argv)
+    tables = RunTables({(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)})
+    if resume is None:
+        folder = results.new_run_folder(results_root, suite.name, folder)
+        if losses_timed is not None:
+            tables.speed = losses_timed[losses_timed["entry"] != MODEL_ENTRY]
+    else:
+        folder = resume
+        planned = {(spec.entry.name, spec.seed) for spec in plan}
+        quality, history, per_image, tables.speed, resumes = _completed(folder, env["plan_sha256"], force, planned)
+        tables.add(quality, history, per_image)
+        env["resumes"] = resumes + [
+            {"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}" for row in quality]}
+        ]
+    try:
+        return _run(folder, suite, plan, trainer, images, env, tables, options, log)
+    except KeyboardInterrupt:
+        raise RunStopped(folder) from None
+    except results.WriteFailed as error:
+        raise RunStopped(folder, error) from None
+
+
+def _environment(suite: Suite, plan: list[RunSpec], images: dict, device: torch.device, profile: str, argv) -> dict:
+    """environment.json: the machine, the software, the suite and the data a run used."""
     env = results.environment(device, suite, profile, argv)
     env["plan_sha256"] = plan_hash(suite, plan)
-    first = images[plan[0].data]
-    data = plan[0].data
+    first, data = images[plan[0].data], plan[0].data
     env.update(
         data_source=data.source,
         eval_source=data.eval_source or data.source,
@@ -146,44 +204,7 @@ def _run_suite(
     )
     if {data.source, data.eval_source} & set(DATASETS):
         env["data_cache"] = str(cache_root(resolve_suite_path(suite, data.cache)))
-
-    if resume is None:
-        folder = results.new_run_folder(results_root, suite.name, folder)
-        quality_rows, history_rows, image_rows = [], [], []
-        speed = pd.DataFrame() if losses_timed is None else losses_timed[losses_timed["entry"] != MODEL_ENTRY]
-    else:
-        folder = resume
-        planned = {(spec.entry.name, spec.seed) for spec in plan}
-        quality_rows, history_rows, image_rows, speed, resumes = _completed(folder, env["plan_sha256"], force, planned)
-        env["resumes"] = resumes + [
-            {"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}" for row in quality_rows]}
-        ]
-    try:
-        return _run(
-            folder,
-            suite,
-            plan,
-            trainer,
-            images,
-            env,
-            quality_rows,
-            history_rows,
-            image_rows,
-            speed,
-            timing=timing,
-            fail_fast=fail_fast,
-            workers=workers,
-            ray_address=ray_address,
-            gpus=gpus,
-            deterministic=deterministic,
-            concurrent=concurrent,
-            threads=threads,
-            log=log,
-        )
-    except KeyboardInterrupt:
-        raise RunStopped(folder) from None
-    except results.WriteFailed as error:
-        raise RunStopped(folder, error) from None
+    return env
 
 
 def _run(
@@ -193,73 +214,87 @@ def _run(
     trainer: Trainer,
     images: dict,
     env: dict,
-    quality_rows: list[dict],
-    history_rows: list[dict],
-    image_rows: list[dict],
-    speed: pd.DataFrame,
-    *,
-    timing: bool,
-    fail_fast: bool,
-    workers: int,
-    ray_address: str | None,
-    gpus: str | None,
-    deterministic: bool,
-    concurrent: int | None,
-    threads: int | None,
+    tables: RunTables,
+    options: RunOptions,
     log,
 ) -> RunOutcome:
     """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
     and writes the summary tables."""
-    distributed, device = workers > 1 or ray_address is not None, trainer.device
     results.copy_suite(suite, folder)
-    done = {(row["entry"], row["seed"]) for row in quality_rows}
+    done = {(row["entry"], row["seed"]) for row in tables.quality}
     todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]
-    if not distributed:
-        packing, todo = plan_packing(todo, trainer, concurrent, threads)
+    packing = None
+    if not options.distributed:
+        packing, todo = plan_packing(todo, trainer, options.concurrent, options.threads)
         env.update(trainings_at_once=packing.trainings, threads_per_training=packing.threads)
     results.write_json(folder / "environment.json", env)
     log(
         f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
-        f"on {env['device_name']} ({device}); results -> {folder}"
+        f"on {env['device_name']} ({trainer.device}); results -> {folder}"
     )
-    if not distributed and packing.trainings > 1:
+    if packing is not None and packing.trainings > 1:
         log(f"  {packing.trainings} at once, {packing.threads} thread(s) each ({packing.reason})")
     for data, image_set in images.items():
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
-
-    order = {(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)}
-    in_plan_order = lambda rows: sorted(
-        rows, key=lambda row: (order[(row["entry"], row["seed"])], row.get("step", 0), row.get("crop", 0))
-    )
     started = time.perf_counter()
+    trivial_psnr = _score_baselines(folder, suite, plan, trainer, tables, log)
+    _train(folder, suite, todo, trainer, packing, env, tables, options, trivial_psnr, log)
+    tables.write(folder)  # again: a resumed run may have had nothing to train
+    if options.timing:
+        _time_losses(folder, suite, trainer.device, tables, log)
+    summary, quality = _summarise(folder, suite, tables, log)
+    env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
+    results.write_json(folder / "environment.json", env)
+    failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
+    return RunOutcome(folder=folder, failed=failed, summary=summary)
+
+
+def _score_baselines(
+    folder: Path, suite: Suite, plan: list[RunSpec], trainer: Trainer, tables: RunTables, log
+) -> float:
+    """The task's baselines, one row per seed on the suite's own crops, after the entries; the trivial one's PSNR."""
     baselines = [
         trainer.baseline(baseline, spec)
         for baseline in baselines_for(suite.task, suite.model.settings.get("latent_dim"), suite.data)
         for spec in plan
         if spec.entry == plan[0].entry
-    ]  # one per seed, on the suite's own crops
-    trivial_psnr = baselines[0].row["psnr"]
+    ]
     for index, outcome in enumerate(baselines):
         row = outcome.row
-        order[(row["entry"], row["seed"])] = len(plan) + index  # baselines after the entries
+        tables.order[(row["entry"], row["seed"])] = len(plan) + index
         if row["seed"] == plan[0].seed:
             results.save_png(
                 folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"), outcome.reconstructions
             )
             log(f"  {row['entry']}: {_scores(row)} ({row['formula']})")
-    quality_rows = in_plan_order(quality_rows + [b.row for b in baselines])
-    image_rows = in_plan_order(image_rows + [r for b in baselines for r in b.per_image])
-    if distributed:
+    tables.add([b.row for b in baselines], [], [r for b in baselines for r in b.per_image])
+    return baselines[0].row["psnr"]
+
+
+def _train(
+    folder: Path,
+    suite: Suite,
+    todo: list[RunSpec],
+    trainer: Trainer,
+    packing,
+    env: dict,
+    tables: RunTables,
+    options: RunOptions,
+    trivial_psnr: float,
+    log,
+) -> None:
+    """Trains ``todo`` (here, packed, or on Ray), writing every table after each training."""
+    if options.distributed:
         from bench.train.distributed import run_on_ray
 
         outcomes = run_on_ray(
             todo,
             suite,
-            str(device),
-            workers=workers,
-            address=ray_address,
-            gpus=gpus,
-            deterministic=deterministic,
+            str(trainer.device),
+            workers=options.workers,
+            address=options.ray_address,
+            gpus=options.gpus,
+            deterministic=options.deterministic,
             log=log,
         )
     else:
@@ -268,7 +303,7 @@ def _run(
             trainer,
             packing,
             plugins=command_line_plugins(),
-            deterministic=deterministic,
+            deterministic=options.deterministic,
             checkpoints=folder / "checkpoints",
         )
     for outcome in outcomes:
@@ -281,24 +316,19 @@ def _run(
         if outcome.traceback:  # before the quality row, which marks the entry complete
             results.write_atomic(folder / traceback_file, outcome.traceback)
         if outcome.resumed_from_step:
-            env["resumes"][-1].setdefault("continued", {})[f"{row['entry']} seed {row['seed']}"] = (
-                outcome.resumed_from_step
-            )
+            continued = env["resumes"][-1].setdefault("continued", {})
+            continued[f"{row['entry']} seed {row['seed']}"] = outcome.resumed_from_step
             log(
                 f"  {row['entry']} seed {row['seed']}: continued from its checkpoint at step {outcome.resumed_from_step}"
             )
-        quality_rows = in_plan_order(quality_rows + [row])
-        history_rows = in_plan_order(history_rows + outcome.history)
-        image_rows = in_plan_order(image_rows + outcome.per_image)
-        results.write_table(folder, "history", history_rows)
-        results.write_table(folder, "per_image", image_rows)
-        results.write_table(folder, "quality", quality_rows)  # last: a quality row marks the entry complete
+        tables.add([row], outcome.history, outcome.per_image)
+        tables.write(folder)
         if row["status"] != "ok":
             log(
                 f"  {row['entry']} seed {row['seed']}: FAILED ({row['error']})"
                 + (f"; traceback in {traceback_file}" if outcome.traceback else "")
             )
-            if fail_fast:
+            if options.fail_fast:
                 break
         else:
             own = set(str(row.get("trained_on", "")).split()) - {"psnr", "mse"}
@@ -310,43 +340,48 @@ def _run(
                 else "  DID NOT LEARN"
             )
             log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
-    results.write_table(folder, "per_image", image_rows)  # again: a resumed run may have had nothing to train
-    results.write_table(folder, "quality", quality_rows)
 
-    trained = {row["entry"] for row in quality_rows if row["status"] == "ok"}  # a failed loss is not timed
+
+def _time_losses(folder: Path, suite: Suite, device: torch.device, tables: RunTables, log) -> None:
+    """Times the losses of the entries that trained and are not timed yet, and the model's training step."""
+    speed = tables.speed
+    trained = {row["entry"] for row in tables.quality if row["status"] == "ok"}  # a failed loss is not timed
     untimed = [e for e in suite.entries if e.name in trained and (speed.empty or e.name not in set(speed["entry"]))]
     model_untimed = speed.empty or MODEL_ENTRY not in set(speed["entry"])  # a forced resume may have it already
-    if timing and (untimed or model_untimed and trained):
-        from bench.speed.references import time_references
+    if not (untimed or model_untimed and trained):
+        return
+    from bench.speed.references import time_references
 
-        timed = [speed]
-        if untimed:
-            timed.append(time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log))
-        if model_untimed:  # this run's model: a run of several tasks may train another model per task
-            timed.append(time_training_step(suite, device, suite.timing.variants))
-        speed = pd.concat([table for table in timed if not table.empty], ignore_index=True)
-        results.write_table(folder, "speed", speed)
-        references = time_references(suite, device, log=log) if untimed else pd.DataFrame()
-        if not references.empty:
-            results.write_table(folder, "speed_references", references)
-    quality = pd.DataFrame(quality_rows)
+    timed = [speed]
+    if untimed:
+        timed.append(time_suite(dataclasses.replace(suite, entries=tuple(untimed)), device, log=log))
+    if model_untimed:  # this run's model: a run of several tasks may train another model per task
+        timed.append(time_training_step(suite, device, suite.timing.variants))
+    tables.speed = pd.concat([table for table in timed if not table.empty], ignore_index=True)
+    results.write_table(folder, "speed", tables.speed)
+    references = time_references(suite, device, log=log) if untimed else pd.DataFrame()
+    if not references.empty:
+        results.write_table(folder, "speed_references", references)
+
+
+def _summarise(folder: Path, suite: Suite, tables: RunTables, log) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """summary.csv, metrics.csv, pairwise.csv and time_to_quality.csv from the run's tables; the verdict."""
+    quality = pd.DataFrame(tables.quality)
+    history = pd.DataFrame(tables.history)
     summary, pairs = summarize_with_pairs(
-        quality, speed, pd.DataFrame(image_rows), pd.DataFrame(history_rows), suite.verdict.reference
+        quality, tables.speed, pd.DataFrame(tables.per_image), history, suite.verdict.reference
     )
     results.write_table(folder, "summary", summary)
     results.write_table(folder, "metrics", metric_table(quality))
     if not pairs.empty:
         results.write_table(folder, "pairwise", pairs)
-    reached = time_to_quality(pd.DataFrame(history_rows), suite.metrics.psnr_targets)
+    reached = time_to_quality(history, suite.metrics.psnr_targets)
     if not reached.empty:
         results.write_table(folder, "time_to_quality", reached)
     verdict = headline(summary)
     if verdict:
         log("\nverdict:\n" + "\n".join(f"  {line}" for line in verdict))
-    env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
-    results.write_json(folder / "environment.json", env)
-    failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
-    return RunOutcome(folder=folder, failed=failed, summary=summary)
+    return summary, quality
 
 
 def _scores(row: dict) -> str:

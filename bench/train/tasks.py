@@ -13,13 +13,20 @@ import pandas as pd
 from bench import results
 from bench.config.suite import Suite
 from bench.train.rates import run_at_rates
-from bench.train.runner import RunOutcome, RunStopped
+from bench.train.runner import RunOptions, RunOutcome, RunStopped
 
 TABLES = ("quality", "summary")  # the parent's tables: every task's rows, its name in the first column
 
 
 def run_tasks(
-    suites: Sequence[Suite], *, results_root: Path, argv: list[str], resume: Path | None = None, log=print, **options
+    suites: Sequence[Suite],
+    *,
+    results_root: Path,
+    argv: list[str],
+    options: RunOptions = RunOptions(),
+    resume: Path | None = None,
+    force: bool = False,
+    log=print,
 ) -> RunOutcome:
     """Runs each suite of ``suites`` (one per task, as ``bench.config.suite.task_suites`` gives them) into its own
     folder under one parent; ``resume``: a parent folder, whose finished tasks are kept and whose others go on.
@@ -64,7 +71,8 @@ def run_tasks(
                     resume=folder if started else None,
                     folder=None if started else folder,
                     losses_timed=None if timed.empty else timed,
-                    **options,
+                    options=options,
+                    force=force,
                 )
             )
         except RunStopped as stopped:
