@@ -19,7 +19,9 @@ from bench.results import read_table, task_folders
 
 PAGE = "recovery.html"
 FOLDER = "recover"  # results/<suite>/recover/<timestamp>/, beside the suite's run folders
-SHOWN_SIDE = 192  # pictures smaller than this are enlarged (nearest neighbour) so their pixels can be seen
+# Pictures are shown this many pixels wide: smaller ones enlarged (nearest neighbour) so their pixels can be seen,
+# larger ones shrunk (box filter) so that a page of 256 px recoveries stays a few megabytes.
+SHOWN_SIDE = 192
 
 
 def anchor(position: int) -> str:
@@ -43,12 +45,16 @@ def _recovered(row: pd.Series) -> bool:
 
 
 def _strip(images: list[torch.Tensor]) -> str:
-    """Images (3 x H x W, [0, 1]) side by side, enlarged to SHOWN_SIDE if smaller, as a PNG data URI."""
+    """Images (3 x H x W, [0, 1]) side by side, each shown SHOWN_SIDE px wide, as a PNG data URI."""
     row = torch.cat([image.clamp(0, 1) for image in images], dim=-1)
     pixels = (row.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     picture = Image.fromarray(np.ascontiguousarray(pixels))
-    factor = max(1, SHOWN_SIDE // images[0].shape[-1])
-    picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
+    side = images[0].shape[-1]
+    if side < SHOWN_SIDE:
+        factor = SHOWN_SIDE // side
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
+    elif side > SHOWN_SIDE:
+        picture = picture.resize((SHOWN_SIDE * len(images), SHOWN_SIDE), Image.BOX)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return png_uri(buffer.getvalue())
