@@ -338,6 +338,58 @@ class SpeedResult:
     references: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class GateResult:
+    """A speed-gate run's folder and its tables: ``verdicts`` (speed_gate.csv: one row per loss, ``verdict``
+    SLOWER where the candidate code is slower than the baseline's beyond the gate's settings) and ``samples``."""
+
+    folder: Path
+    verdicts: pd.DataFrame
+    samples: pd.DataFrame
+
+    @property
+    def slower(self) -> list[str]:
+        return self.verdicts.loc[self.verdicts["verdict"] == "SLOWER", "entry"].tolist()
+
+
+def check_speed(
+    suite: SuiteLike,
+    against: str,
+    *,
+    candidate: str | None = None,
+    out: str | Path = "results",
+    plugins: Iterable[str] = (),
+    device: str = "cpu",
+    settings: Any = None,
+) -> GateResult:
+    """The speed gate, as ``python -m bench check SUITE --against`` runs it: each loss of ``suite`` timed with the
+    code of ``against`` (a commit, or a baseline record's JSON file naming one) and of ``candidate`` (None: this
+    checkout), interleaved on this machine; writes speed_gate.csv and its samples to a new folder under ``out``.
+    ``settings``: a ``bench.speed.settings.GateSettings`` (None: its defaults)."""
+    from bench import results
+    from bench.config.suite import suite_for_device
+    from bench.speed.check import baseline_commit
+    from bench.speed.gate import run_gate
+    from bench.speed.settings import GateSettings
+
+    revision = baseline_commit(against) if str(against).endswith(".json") else against
+    resolved = load_suite(suite, plugins=plugins) if not isinstance(suite, Suite) else suite
+    resolved = suite_for_device(resolved, device.split(":")[0])  # the gate's workers load the same plugins
+    folder = results.new_run_folder(Path(out), resolved.name)
+    results.copy_suite(resolved, folder)
+    verdicts, samples = run_gate(
+        resolved,
+        revision,
+        candidate_ref=candidate,
+        device=device,
+        settings=settings or GateSettings(),
+        log_dir=folder,
+    )
+    results.write_table(folder, "speed_gate", verdicts)
+    results.write_table(folder, "speed_gate_samples", samples)
+    return GateResult(folder, verdicts, samples)
+
+
 def run_speed(
     suite: SuiteLike,
     *,

@@ -582,18 +582,9 @@ def _cmd_speed(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
     if args.baseline:
         return _check(args.source, args.baseline, args.min_factor, args.alpha)
-    from bench import results
-    from bench.speed.check import baseline_commit
-    from bench.speed.gate import run_gate
-    from bench.api import load_suite
+    from bench.api import check_speed
     from bench.speed.stats import format_verdicts
-    from bench.config.suite import suite_for_device
 
-    revision = baseline_commit(args.against) if args.against.endswith(".json") else args.against
-    suite = load_suite(args.source, plugins=args.plugins)  # the gate's workers load the same plugins
-    suite = suite_for_device(suite, args.device.split(":")[0])
-    folder = results.new_run_folder(args.out, suite.name)
-    results.copy_suite(suite, folder)
     settings = GateSettings(
         rounds=args.rounds,
         target_ms=args.block_ms,
@@ -601,13 +592,18 @@ def _cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         min_factor=args.min_factor,
         alpha=args.alpha,
     )
-    verdicts, samples = run_gate(
-        suite, revision, candidate_ref=args.candidate, device=args.device, settings=settings, log_dir=folder
+    result = check_speed(
+        args.source,
+        args.against,
+        candidate=args.candidate,
+        out=args.out,
+        plugins=args.plugins,
+        device=args.device,
+        settings=settings,
     )
-    results.write_table(folder, "speed_gate", verdicts)
-    results.write_table(folder, "speed_gate_samples", samples)
+    verdicts = result.verdicts
     print(format_verdicts(verdicts))
-    print(f"tables: {folder / 'speed_gate.csv'}")
+    print(f"tables: {result.folder / 'speed_gate.csv'}")
     return _verdict(verdicts, args.min_factor, args.alpha)
 
 

@@ -4,6 +4,7 @@ starts match independent computations; the run report links each loss's result."
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -117,3 +118,15 @@ def test_bad_settings_are_one_clear_error(tmp_path, capsys):
     assert main(["recover", str(tmp_path / "recovery.toml"), "--steps", "0", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "--steps" in error and "at least 1" in error
+
+
+def test_each_task_of_a_run_of_several_links_the_suites_recovery(recovery):
+    root, result = recovery
+    parent = root / "results" / "recovery" / "20260101-000001"
+    (parent / "denoise").mkdir(parents=True)
+    (parent / "environment.json").write_text(json.dumps({"suite": "recovery", "tasks": ["denoise"]}))
+    summary = pd.DataFrame({"entry": ["mse"], "kind": "trained", "psnr": [30.0]})
+    page = render(Run(parent / "denoise", {}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary))
+    href = f"../../recover/{result.folder.name}/recovery.html"
+    assert f'href="{href}#entry-0">recovery: 3 of 3 starts</a>' in page
+    assert (parent / "denoise" / href).resolve() == result.page.resolve()

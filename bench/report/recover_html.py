@@ -32,7 +32,7 @@ def anchor(position: int) -> str:
 def newest_recovery(run_folder: Path) -> tuple[Path, pd.DataFrame] | None:
     """The newest recovery folder of the suite ``run_folder`` belongs to, with its table; None if there is none."""
     suite_folder = run_folder.parent
-    if task_folders(suite_folder.parent).get(run_folder.name) == run_folder:  # one task of a run of several
+    if task_folders(run_folder.parent).get(run_folder.name) == run_folder:  # one task of a run of several
         suite_folder = suite_folder.parent
     folders = sorted((suite_folder / FOLDER).glob(f"*/{PAGE}"))
     if not folders:
