@@ -105,8 +105,8 @@ def clean_plugins(monkeypatch):
     from bench.models import registry as models
 
     losses.loss_names(), models.model_names()  # built-ins registered
-    monkeypatch.setattr(losses, "_LOSSES", dict(losses._LOSSES))
-    monkeypatch.setattr(models, "_MODELS", dict(models._MODELS))
+    monkeypatch.setattr(losses, "_LOSSES", losses._LOSSES.copy())
+    monkeypatch.setattr(models, "_MODELS", models._MODELS.copy())
     monkeypatch.setattr(plugins, "_LOADED", {})
     modules = set(sys.modules)
     yield

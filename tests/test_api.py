@@ -15,7 +15,7 @@ def clean_registry(monkeypatch):
     from bench.losses import registry
 
     registry.loss_names()
-    monkeypatch.setattr(registry, "_LOSSES", dict(registry._LOSSES))
+    monkeypatch.setattr(registry, "_LOSSES", registry._LOSSES.copy())
 
 
 def test_a_notebook_runs_the_smoke_suite_and_reads_the_summary(tmp_path):

@@ -63,6 +63,41 @@ def registering_as(source: str) -> Iterator[None]:
         _sources.pop()
 
 
+class Registry(dict):
+    """What is registered of one kind ("loss", "model"), by name, each record with its ``source``; the
+    built-ins are imported on first use. Its module passes ``withdraw`` to ``add_registry``, so that a failed
+    plugin's records are withdrawn (``registering_as``)."""
+
+    def __init__(self, kind: str, import_builtins: Callable[[], None]) -> None:
+        super().__init__()
+        self.kind, self._import_builtins = kind, import_builtins
+
+    def copy(self) -> "Registry":
+        copied = Registry(self.kind, self._import_builtins)
+        copied.update(self)
+        return copied
+
+    def names(self) -> list[str]:
+        """Every registered name (built-in, and from the plugins loaded so far), sorted."""
+        self._import_builtins()
+        return sorted(self)
+
+    def info(self, name: str, *, where: str = "") -> Any:
+        self._import_builtins()
+        if name not in self:
+            raise unknown_name(self.kind, name, list(self), where=where)
+        return self[name]
+
+    def add(self, name: str, record: Any) -> None:
+        if name in self:
+            raise DuplicateNameError(self.kind, name, self[name].source)
+        self[name] = record
+
+    def withdraw(self, source: str) -> None:
+        for name in [name for name, record in self.items() if record.source == source]:
+            del self[name]
+
+
 def check_name(kind: str, name: Any) -> None:
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ValueError(f"{kind} name {name!r} must be non-empty letters, digits, '_', '-' or '.'")

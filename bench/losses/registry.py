@@ -20,14 +20,13 @@ import torch
 from torch import nn
 
 from bench.config.registry import (
+    Registry,
+    add_registry,
     only_in_this_process,
     BUILTIN,
-    DuplicateNameError,
-    add_registry,
     check_name,
     current_source,
     resolve_parameters,
-    unknown_name,
 )
 from bench.errors import BenchInputError
 from bench.losses.measures import Measure
@@ -58,7 +57,7 @@ class LossInfo:
     measure: Measure | None = None  # the image-quality measure it is (label, direction, design size), if any
 
 
-_LOSSES: dict[str, LossInfo] = {}
+_LOSSES = Registry("loss", lambda: _import_builtin_losses())
 
 
 def register_loss(
@@ -89,10 +88,11 @@ def register_loss(
         raise ValueError(f"measure of loss {name!r} must be a bench.losses.measures.Measure, got {measure!r}")
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _LOSSES:
-            raise DuplicateNameError("loss", name, _LOSSES[name].source)
-        _LOSSES[name] = LossInfo(
-            name, factory, dict(defaults), summary, (low, high), bool(pretrained), current_source(factory), measure
+        _LOSSES.add(
+            name,
+            LossInfo(
+                name, factory, dict(defaults), summary, (low, high), bool(pretrained), current_source(factory), measure
+            ),
         )
         return factory
 
@@ -101,15 +101,11 @@ def register_loss(
 
 def loss_names() -> list[str]:
     """Every registered loss (built-in, and from the plugins loaded so far), sorted."""
-    _import_builtin_losses()
-    return sorted(_LOSSES)
+    return _LOSSES.names()
 
 
 def get_loss_info(name: str, *, where: str = "") -> LossInfo:
-    _import_builtin_losses()
-    if name not in _LOSSES:
-        raise unknown_name("loss", name, list(_LOSSES), where=where)
-    return _LOSSES[name]
+    return _LOSSES.info(name, where=where)
 
 
 def measure_of(name: str) -> Measure | None:
@@ -205,9 +201,5 @@ def _import_builtin_losses() -> None:
     import bench.losses.structural  # noqa: F401
 
 
-def _withdraw(source: str) -> None:
-    for name in [name for name, info in _LOSSES.items() if info.source == source]:
-        del _LOSSES[name]
-
-
-add_registry(_import_builtin_losses, _withdraw)
+# A lambda: the registry is looked up when a plugin fails, so a test may swap in a copy.
+add_registry(_import_builtin_losses, lambda source: _LOSSES.withdraw(source))

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from bench.config.registry import (
-    BUILTIN,
-    DuplicateNameError,
+    Registry,
     add_registry,
+    BUILTIN,
     check_name,
     current_source,
     resolve_parameters,
-    unknown_name,
 )
 from bench.errors import BenchInputError
 
@@ -49,7 +48,7 @@ class ModelInfo:
     source: str = BUILTIN  # "built-in" or the plugin that registered it
 
 
-_MODELS: dict[str, ModelInfo] = {}
+_MODELS = Registry("model", lambda: _import_builtin_models())
 
 
 def register_model(name: str, summary: str, **defaults: Any) -> Callable:
@@ -60,9 +59,7 @@ def register_model(name: str, summary: str, **defaults: Any) -> Callable:
     check_name("model", name)
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS:
-            raise DuplicateNameError("model", name, _MODELS[name].source)
-        _MODELS[name] = ModelInfo(name, factory, dict(defaults), summary, current_source(factory))
+        _MODELS.add(name, ModelInfo(name, factory, dict(defaults), summary, current_source(factory)))
         return factory
 
     return decorator
@@ -70,15 +67,11 @@ def register_model(name: str, summary: str, **defaults: Any) -> Callable:
 
 def model_names() -> list[str]:
     """Every registered model (built-in, and from the plugins loaded so far), sorted."""
-    _import_builtin_models()
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def get_model_info(name: str, *, where: str = "") -> ModelInfo:
-    _import_builtin_models()
-    if name not in _MODELS:
-        raise unknown_name("model", name, list(_MODELS), where=where)
-    return _MODELS[name]
+    return _MODELS.info(name, where=where)
 
 
 def resolve_model_params(name: str, params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
@@ -143,9 +136,5 @@ def _import_builtin_models() -> None:
     import bench.train.model  # noqa: F401 - registration happens on import
 
 
-def _withdraw(source: str) -> None:
-    for name in [name for name, info in _MODELS.items() if info.source == source]:
-        del _MODELS[name]
-
-
-add_registry(_import_builtin_models, _withdraw)
+# A lambda: the registry is looked up when a plugin fails, so a test may swap in a copy.
+add_registry(_import_builtin_models, lambda source: _MODELS.withdraw(source))
