@@ -55,27 +55,7 @@ OTHER_PHOTOS = ("grace_hopper", "motorcycle")
 # then the six colour photographs, then the grayscale ones. The default (data.images = 10) trains on colour
 # photographs only: with the nine grayscale ones as well, most training crops were gray and L1-type losses
 # sat for hundreds of steps, some seeds for the whole CPU run, on gray reconstructions of colour crops.
-PHOTO_ORDER = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "camera",
-    "rocket",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "retina",
-    "grace_hopper",
-    "motorcycle",
-    "moon",
-    "brick",
-    "grass",
-    "gravel",
-    "coins",
-    "cell",
-    "clock",
-    "text",
-    "page",
-)
+PHOTO_ORDER = (*BUNDLED_PHOTOS[:8], *OTHER_PHOTOS, *BUNDLED_PHOTOS[8:])
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 EVAL_CROP_SEED = 20_240_601  # the held-out crops' positions: fixed, whatever the run seed
 EVAL_NOISE_SEED = 1_000_003  # the held-out noisy inputs of the denoise task: the same for every run

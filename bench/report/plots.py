@@ -243,21 +243,26 @@ def training_curves(run: Run, order: list[str], palette: dict) -> str | None:
             )
             ax.set(xlabel="training step" if x == "step" else "training time (s, eval excluded)", ylabel=ylabel)
             if y == "eval_psnr":  # the baselines' held-out PSNR, which a trained entry should clear
-                for name, value in baselines.items():
-                    ax.axhline(value, ls="--", lw=1.2, color=palette.get(name, "0.4"))
-                    ax.annotate(
-                        name[len(BASELINE_PREFIX) :],
-                        (0.01, value),
-                        xycoords=("axes fraction", "data"),
-                        xytext=(0, 2),
-                        textcoords="offset points",
-                        fontsize=7,
-                        color="0.3",
-                    )
+                _baseline_lines(ax, baselines, palette, x=0.01, lw=1.2)
         axes[0].set_yscale("log")
         _entry_legend(fig, present, palette)
 
     return _render(draw, panels=len(panels), cols=len(panels), panel_size=(4.4, 3.6))
+
+
+def _baseline_lines(ax, baselines: pd.Series, palette: dict, *, x: float, lw: float) -> None:
+    """Each baseline's held-out PSNR as a dashed line named at ``x`` (a fraction of the axes' width)."""
+    for name, value in baselines.items():
+        ax.axhline(value, ls="--", lw=lw, color=palette.get(name, "0.4"))
+        ax.annotate(
+            name[len(BASELINE_PREFIX) :],
+            (x, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 2),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.3",
+        )
 
 
 def psnr_curves(run: Run, order: list[str], palette: dict) -> str | None:
@@ -278,17 +283,7 @@ def psnr_curves(run: Run, order: list[str], palette: dict) -> str | None:
         for ax, entry in zip(axes, present):
             for _, runs in evals[evals["entry"] == entry].groupby("seed"):
                 ax.plot(runs["step"], runs["eval_psnr"], color=palette[entry], marker="o", markersize=3, lw=1.5)
-            for name, value in baselines.items():
-                ax.axhline(value, ls="--", lw=1, color=palette.get(name, "0.4"))
-                ax.annotate(
-                    name[len(BASELINE_PREFIX) :],
-                    (0.02, value),
-                    xycoords=("axes fraction", "data"),
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                    fontsize=7,
-                    color="0.3",
-                )
+            _baseline_lines(ax, baselines, palette, x=0.02, lw=1)
             gain = gains.get(entry, np.nan)
             ax.set_title(entry + ("" if pd.isna(gain) else f"  ({gain:+.2f} dB in last 20%)"), fontsize=9)
             ax.set_ylim(low - pad, high + pad)
