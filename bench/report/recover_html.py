@@ -21,7 +21,7 @@ PAGE = "recovery.html"
 FOLDER = "recover"  # results/<suite>/recover/<timestamp>/, beside the suite's run folders
 # Pictures are shown this many pixels wide: smaller ones enlarged (nearest neighbour) so their pixels can be seen,
 # larger ones shrunk (box filter) so that a page of 256 px recoveries stays a few megabytes.
-SHOWN_SIDE = 192
+SHOWN_SIDE = 128
 
 
 def anchor(position: int) -> str:
