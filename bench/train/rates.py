@@ -19,30 +19,23 @@ from pathlib import Path
 import pandas as pd
 
 from bench import results
-from bench.config.suite import Suite, suite_for_device
+from bench.config.suite import Entry, Suite, suite_for_device
 from bench.train.runner import RunOptions, RunOutcome, RunStopped, resolve_device, run_suite
 
 SEARCH, BEST = "rate_search", "best_rate"  # the sub-folders of steps 2 and 4
 TABLE = "rates"
 
 
-def rates_of(suite: Suite) -> tuple[float, ...]:
-    """The rates of ``suite`` as run on its device (a device profile may set train.lr too)."""
-    lr = suite_for_device(suite, resolve_device(suite.device).type).train.lr
-    return lr if isinstance(lr, tuple) else (lr,)
+def _at_rate(entry: Entry, rate: float, name: str) -> Entry:
+    """``entry`` at ``rate``, named ``name`` (an entry's own setting wins over any profile)."""
+    train = {**entry.overrides.get("train", {}), "lr": rate}
+    return dataclasses.replace(entry, name=name, overrides={**entry.overrides, "train": train})
 
 
-def at_rates(suite: Suite, rates: dict[str, float], *, named=lambda entry, rate: entry) -> Suite:
-    """``suite`` with each entry at its rate in ``rates`` (an entry's own setting wins over any profile)."""
-    entries = []
-    for entry in suite.entries:
-        train = {**entry.overrides.get("train", {}), "lr": rates[entry.name]}
-        entries.append(
-            dataclasses.replace(
-                entry, name=named(entry.name, rates[entry.name]), overrides={**entry.overrides, "train": train}
-            )
-        )
-    return dataclasses.replace(suite, entries=tuple(entries))
+def at_rates(suite: Suite, rates: dict[str, float]) -> Suite:
+    """``suite`` with each entry at its rate in ``rates``."""
+    entries = tuple(_at_rate(entry, rates[entry.name], entry.name) for entry in suite.entries)
+    return dataclasses.replace(suite, entries=entries)
 
 
 def search_name(entry: str, rate: float) -> str:
@@ -51,10 +44,7 @@ def search_name(entry: str, rate: float) -> str:
 
 def search_suite(suite: Suite, rates: tuple[float, ...]) -> Suite:
     """Every entry at every rate, the first seed, trained and scored on the validation split."""
-    per_rate = [
-        at_rates(suite, dict.fromkeys([e.name for e in suite.entries], rate), named=search_name) for rate in rates
-    ]
-    entries = tuple(suite_at.entries[index] for index in range(len(suite.entries)) for suite_at in per_rate)
+    entries = tuple(_at_rate(entry, rate, search_name(entry.name, rate)) for entry in suite.entries for rate in rates)
     profiles = {
         device: {**table, "seeds": table["seeds"][:1]} if "seeds" in table else table
         for device, table in suite.profiles.items()
@@ -107,10 +97,10 @@ def run_at_rates(
     log=print,
 ) -> RunOutcome:
     """``run_suite``, and with several rates the four steps above; the outcome is the common rate's run."""
-    rates = rates_of(suite)
+    rates = suite_for_device(suite, resolve_device(suite.device).type).train.lr  # a device profile may set it
     where = dict(results_root=results_root, argv=argv, force=force, log=log)
     first = dict(resume=resume, folder=folder, losses_timed=losses_timed, options=options, **where)
-    if not isinstance(suite_for_device(suite, resolve_device(suite.device).type).train.lr, tuple):
+    if not isinstance(rates, tuple):
         return run_suite(suite, **first)
     common_rates = dict.fromkeys([entry.name for entry in suite.entries], rates[0])
     common = run_suite(at_rates(suite, common_rates), **first)

@@ -331,7 +331,7 @@ def _train(
             if options.fail_fast:
                 break
         else:
-            own = set(str(row.get("trained_on", "")).split()) - {"psnr", "mse"}
+            own = set(str(row.get("trained_on", "")).split()) - {"psnr"}
             flag = (
                 ""
                 if row["psnr"] >= trivial_psnr + LEARNED_MARGIN_DB

@@ -12,6 +12,7 @@ import pandas as pd
 
 from bench import results
 from bench.config.suite import Suite
+from bench.errors import BenchInputError
 from bench.train.rates import run_at_rates
 from bench.train.runner import RunOptions, RunOutcome, RunStopped
 
@@ -47,8 +48,6 @@ def run_tasks(
     else:
         parent = resume
         if not results.task_folders(parent):
-            from bench.errors import BenchInputError
-
             raise BenchInputError(
                 "not the folder of a run of several tasks (its environment.json lists none)",
                 where=str(parent),
@@ -77,15 +76,17 @@ def run_tasks(
             )
         except RunStopped as stopped:
             raise RunStopped(parent, stopped.error) from None
-        references = results.read_table(outcomes[0].folder, "speed_references")
-        if len(outcomes) > 1 and not references.empty and not (folder / "speed_references.csv").is_file():
-            results.write_table(folder, "speed_references", references)
+        if len(outcomes) > 1 and not (folder / "speed_references.csv").is_file():
+            references = results.read_table(outcomes[0].folder, "speed_references")
+            if not references.empty:
+                results.write_table(folder, "speed_references", references)
     for name in TABLES:
         tables = [
             results.read_table(outcome.folder, name).assign(task=suite.task) for suite, outcome in zip(suites, outcomes)
         ]
-        joined = pd.concat([t for t in tables if not t.empty], ignore_index=True)
-        if not joined.empty:
+        tables = [table for table in tables if not table.empty]
+        if tables:
+            joined = pd.concat(tables, ignore_index=True)
             results.write_table(parent, name, joined[["task", *[c for c in joined.columns if c != "task"]]])
     env = results.read_json(parent / "environment.json")
     results.write_json(parent / "environment.json", {**env, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
