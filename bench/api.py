@@ -21,6 +21,8 @@ from bench.config.plugins import load_plugins
 from bench.results import task_folders
 from bench.trackers import check_trackers, export_run
 from bench.config.suite import (
+    LOSS_NETWORK_PRECISIONS,
+    SCHEDULES,
     Suite,
     _parse_seeds,
     load_suite as _load_suite_file,
@@ -92,6 +94,8 @@ def with_overrides(
     only: Sequence[str] | str | None = None,
     seed: int | None = None,
     seeds: int | None = None,
+    schedule: str | None = None,
+    loss_networks: str | None = None,
 ) -> Suite:
     """``suite`` with the command line's overrides applied; they win over device profiles."""
     changes: dict[str, Any] = {}
@@ -118,14 +122,21 @@ def with_overrides(
                 fix=f"entries of this suite: {', '.join(sorted(known))}",
             )
         changes["entries"] = tuple(entry for entry in suite.entries if entry.name in wanted)
-    if steps is not None:
-        if steps < 1:
-            raise BenchInputError(f"--steps must be at least 1, got {steps}", where="--steps", fix="e.g. --steps 50")
+    if steps is not None and steps < 1:
+        raise BenchInputError(f"--steps must be at least 1, got {steps}", where="--steps", fix="e.g. --steps 50")
+    for flag, value, allowed in (
+        ("--schedule", schedule, SCHEDULES),
+        ("--loss-networks", loss_networks, LOSS_NETWORK_PRECISIONS),
+    ):
+        if value is not None and value not in allowed:
+            raise BenchInputError(f"unknown {flag} {value!r}", where=flag, fix=f"use one of {', '.join(allowed)}")
+    train = {"steps": steps, "schedule": schedule, "loss_networks": loss_networks}
+    train = {key: value for key, value in train.items() if value is not None}
+    if train:
         changes["profiles"] = {
-            name: {**table, "train": {**table.get("train", {}), "steps": steps}}
-            for name, table in suite.profiles.items()
+            name: {**table, "train": {**table.get("train", {}), **train}} for name, table in suite.profiles.items()
         }
-        changes["train"] = dataclasses.replace(suite.train, steps=steps)
+        changes["train"] = dataclasses.replace(suite.train, **train)
     return dataclasses.replace(suite, **changes)
 
 

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verdict_options(speed)
     _add_plugin_option(speed)
-    speed.set_defaults(handler=_cmd_speed, seed=None, seeds=None, steps=None)
+    speed.set_defaults(handler=_cmd_speed, seed=None, seeds=None, steps=None, schedule=None, loss_networks=None)
 
     check = commands.add_parser(
         "check",
@@ -329,6 +329,10 @@ def _add_suite_overrides(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("override the suite without editing it")
     group.add_argument("--device", help='"auto", "cpu", "cuda" or "cuda:N" (default: the suite\'s, else auto)')
     group.add_argument("--steps", type=int, help="training steps per entry (after any device profile)")
+    group.add_argument("--schedule", help="learning-rate schedule: constant, cosine or linear (train.schedule)")
+    group.add_argument(
+        "--loss-networks", help="precision of frozen loss networks: auto, bf16 or fp32 (train.loss_networks)"
+    )
     group.add_argument("--only", help="comma-separated entry names to run, e.g. --only mse,ssim")
     group.add_argument("--seed", type=int, help="run this one seed instead of the suite's seeds")
     group.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1 instead of the suite's seeds")
@@ -339,7 +343,16 @@ def load_with_overrides(args: argparse.Namespace):
     from bench.api import load_suite, with_overrides
 
     suite = load_suite(args.suite, plugins=getattr(args, "plugins", ()))
-    return with_overrides(suite, device=args.device, steps=args.steps, only=args.only, seed=args.seed, seeds=args.seeds)
+    return with_overrides(
+        suite,
+        device=args.device,
+        steps=args.steps,
+        only=args.only,
+        seed=args.seed,
+        seeds=args.seeds,
+        schedule=args.schedule,
+        loss_networks=args.loss_networks,
+    )
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:

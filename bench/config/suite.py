@@ -43,6 +43,8 @@ DEFAULT_MODELS = {
     "super_resolution": "upsampler",
 }
 SOURCES = ("bundled", "folder", *DATASETS)  # what data.source and data.eval_source accept
+LOSS_NETWORK_PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("constant", "cosine", "linear")  # train.schedule (bench.train.schedules builds them)
 NA_LIKE_NAMES = {value.lower() for value in STR_NA_VALUES}  # what pandas.read_csv reads back as missing
 
 
@@ -101,6 +103,25 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format for the model and its batches
     checkpoint_every: int = 0  # save model + optimizer every N steps so --resume continues mid-entry (0: never)
     ema: float = 0.0  # evaluate an exponential moving average of the weights with this decay, e.g. 0.99 (0: off)
+    # The learning rate over the steps (bench.train.schedules): "constant", or a "cosine" or "linear" decay from
+    # train.lr to min_lr by the last step; warmup: a linear ramp over this many steps (or this fraction of them).
+    schedule: str = "constant"
+    warmup: float = 0.0
+    min_lr: float = 0.0  # the rate a decay ends at
+    min_lr_rate: float = 0.0  # or: this fraction of the entry's train.lr (not with min_lr)
+    # Frozen loss networks (VGG features, LPIPS): "bf16" runs their forward under bfloat16 autocast, "fp32" in
+    # float32, "auto" picks bf16 on a CPU that computes it natively (oneDNN's check) and fp32 elsewhere.
+    loss_networks: str = "auto"
+
+    @property
+    def warmup_steps(self) -> int:
+        """``warmup`` in steps: a whole number is steps, a number in (0, 1) a fraction of ``steps``."""
+        return round(self.warmup * self.steps) if 0 < self.warmup < 1 else int(self.warmup)
+
+    @property
+    def final_lr(self) -> float:
+        """The rate a decay ends at: ``min_lr``, or ``min_lr_rate`` times the (single) peak rate."""
+        return self.min_lr_rate * self.lr if self.min_lr_rate else self.min_lr
 
 
 @dataclass(frozen=True)
@@ -421,6 +442,13 @@ def validate_settings(suite: Suite, *, where: str) -> None:
             where=f"{where}: train.lr",
             fix="use e.g. 2e-4, or [1e-3, 3e-4, 3e-3] (the first is common)",
         )
+    _validate_schedule(suite.train, rates, where)
+    if suite.train.loss_networks not in LOSS_NETWORK_PRECISIONS:
+        raise BenchInputError(
+            f"unknown train.loss_networks {suite.train.loss_networks!r}",
+            where=f"{where}: train.loss_networks",
+            fix='use "auto" (bf16 where the CPU computes it natively), "bf16" or "fp32"',
+        )
     if data.split not in ("test", "validation"):
         raise BenchInputError(
             f"unknown data.split {data.split!r}",
@@ -482,6 +510,54 @@ def validate_settings(suite: Suite, *, where: str) -> None:
                 where=f"{where}: timing.variants",
                 fix=f"use any of {', '.join(TIMING_VARIANTS)}",
             )
+
+
+def _validate_schedule(train: TrainConfig, rates: tuple[float, ...], where: str) -> None:
+    if train.schedule not in SCHEDULES:
+        hint = did_you_mean(train.schedule, list(SCHEDULES))
+        raise BenchInputError(
+            f"unknown train.schedule {train.schedule!r}",
+            where=f"{where}: train.schedule",
+            fix=f"{hint}use one of {', '.join(SCHEDULES)}",
+        )
+    warmup = train.warmup
+    if not (math.isfinite(warmup) and warmup >= 0 and (warmup < 1 or warmup == int(warmup))):
+        raise BenchInputError(
+            f"train.warmup must be a whole number of steps or a fraction in (0, 1), got {warmup:g}",
+            where=f"{where}: train.warmup",
+            fix="use e.g. 100 (steps) or 0.05 (5% of train.steps), or 0 for none",
+        )
+    if train.warmup_steps >= train.steps:
+        raise BenchInputError(
+            f"train.warmup ({train.warmup_steps} steps) leaves none of train.steps ({train.steps})",
+            where=f"{where}: train.warmup",
+            fix="warm up over fewer steps than the training has, e.g. 0.05",
+        )
+    if train.min_lr and train.min_lr_rate:
+        raise BenchInputError(
+            "train.min_lr and train.min_lr_rate are both set",
+            where=f"{where}: train.min_lr_rate",
+            fix="give the final rate once: min_lr (a rate) or min_lr_rate (a fraction of train.lr)",
+        )
+    if train.schedule == "constant" and (train.min_lr or train.min_lr_rate):
+        key = "min_lr" if train.min_lr else "min_lr_rate"
+        raise BenchInputError(
+            f"train.{key} is set but a constant schedule never decays",
+            where=f"{where}: train.{key}",
+            fix='use schedule = "cosine" or "linear", or drop the key',
+        )
+    if not 0 <= train.min_lr_rate < 1:
+        raise BenchInputError(
+            f"train.min_lr_rate must be in [0, 1), got {train.min_lr_rate:g}",
+            where=f"{where}: train.min_lr_rate",
+            fix="use e.g. 0.01 (the decay ends at 1% of train.lr)",
+        )
+    if not (math.isfinite(train.min_lr) and 0 <= train.min_lr < min(rates)):
+        raise BenchInputError(
+            f"train.min_lr must be at least 0 and below every train.lr ({min(rates):g}), got {train.min_lr:g}",
+            where=f"{where}: train.min_lr",
+            fix="use e.g. 0 (decay to zero) or 1e-6",
+        )
 
 
 def _validate_autoencoder(model: Mapping[str, Any], where: str) -> None:

@@ -59,6 +59,16 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
+def training_scores(reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The held-out scores taken every ``train.eval_every`` steps (history.csv's ``eval_<metric>``): the cheap
+    ones, whose rankings over the steps tell how stable the final ranking is (bench.evaluate.stability)."""
+    x, y = _prepare(reconstruction, target)
+    return {
+        "eval_psnr": psnr(x, y).mean().item(),
+        "eval_ssim": ssim(x, y, data_range=1.0, size_average=False).mean().item(),
+    }
+
+
 def ms_ssim_per_image(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
     """MS-SSIM with as many scales as the image allows (5 from 161 px up; pytorch-msssim refuses smaller
     images outright), its standard weights renormalised; the level count is returned to be reported."""

@@ -69,11 +69,13 @@ def build_entry_loss(entry, context: LossContext) -> WeightedSum:
     return WeightedSum([term.label for term in entry.terms], [term.weight for term in entry.terms], losses)
 
 
-def build_suite_losses(suite, image_size: int, device: torch.device) -> dict[str, WeightedSum | Exception]:
-    """Every entry's loss for images of ``image_size``, built up front so a bad parameter (a factory's
+def build_suite_losses(
+    suite, image_size: int, device: torch.device, precision: str = "fp32"
+) -> dict[str, WeightedSum | Exception]:
+    """Every entry's loss for images of ``image_size``, its loss networks at ``precision``, built up front so a bad parameter (a factory's
     ValueError) stops a run at once. Any other exception a factory raises is a fault of that loss alone: it
     takes the loss's place, traceback included, and fails that entry when it runs."""
-    context = LossContext(image_size=image_size, seed=LOSS_NETWORK_SEED)
+    context = LossContext(image_size=image_size, seed=LOSS_NETWORK_SEED, precision=precision)
     losses: dict[str, WeightedSum | Exception] = {}
     for entry in suite.entries:
         try:

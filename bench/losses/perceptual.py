@@ -17,6 +17,7 @@ from bench.losses.checks import as_rgb, check_image_pair
 from bench.losses.combo import freeze
 from bench.losses.pretrained import LPIPS_MIN_SIDE, MetricLoss, build_lpips, load_backbone
 from bench.losses.measures import DesignSize, Measure
+from bench.losses.precision import InBF16, as_float32, bf16_autocast
 from bench.losses.registry import LossContext, register_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,7 +61,9 @@ class VGGFeatures(nn.Module):
     The network is cut after the deepest requested layer: the rest would cost time and memory for nothing.
     """
 
-    def __init__(self, net: str, layers: Sequence[str], weights: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self, net: str, layers: Sequence[str], weights: str = "auto", seed: int = 0, precision: str = "fp32"
+    ) -> None:
         super().__init__()
         if net not in VGG_NETS:
             raise ValueError(f"net must be one of {', '.join(VGG_NETS)}, got {net!r}")
@@ -76,6 +79,7 @@ class VGGFeatures(nn.Module):
                 f"(conv and pool layers are named alike)"
             )
         self.layers = list(layers)
+        self.bf16 = precision == "bf16"
         self.indices = [names.index(layer) for layer in layers]
         self.min_side = 2 ** sum(name.startswith("pool") for name in names[: max(self.indices) + 1])
         backbone, self.weights_used = load_backbone(net, weights, seed)
@@ -93,11 +97,13 @@ class VGGFeatures(nn.Module):
         """The features at the requested layers, in the order requested."""
         x = on_cpu_channels_last(self.normalize(images))
         taken = {}
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.indices:
-                taken[index] = x
-        return [taken[index] for index in self.indices]
+        with bf16_autocast(x.device.type, self.bf16):
+            for index, layer in enumerate(self.features):
+                x = layer(x)
+                if index in self.indices:
+                    taken[index] = x
+        features = [taken[index] for index in self.indices]
+        return as_float32(features) if self.bf16 else features
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -176,7 +182,7 @@ def lpips_per_image(metric: lpips.LPIPS, reconstruction: torch.Tensor, target: t
 
 def _vgg_features(loss: str, context: LossContext, net, layers, weights) -> VGGFeatures:
     layers = layers or DEFAULT_LAYERS.get(net, [])
-    features = VGGFeatures(net, layers, weights, context.seed)
+    features = VGGFeatures(net, layers, weights, context.seed, context.precision)
     if context.image_size < features.min_side:
         raise ValueError(
             f"{loss} with layers {', '.join(layers)} needs images of at least {features.min_side} px "
@@ -246,4 +252,6 @@ def _make_lpips(context: LossContext, net, weights) -> nn.Module:
             f"{context.image_size} px" + (f"; use net {' or '.join(fitting)}" if fitting else "")
         )
     metric, provenance = build_lpips(net, weights, context.seed)
+    if context.precision == "bf16":
+        metric.net = InBF16(metric.net)  # the trunk only: LPIPS's normalisation and heads stay in float32
     return MetricLoss(metric, lpips_per_image, provenance)

@@ -38,6 +38,7 @@ class LossContext:
 
     image_size: int  # side of the square images the loss will see
     seed: int = 0  # seeds any random fallback initialisation of a loss network
+    precision: str = "fp32"  # of a frozen loss network's forward: "fp32" or "bf16" (bench.losses.precision)
 
 
 IMAGE_RANGE = (0.0, 1.0)  # the range of every image LossBench hands a loss

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from bench.losses import build_suite_losses
+from bench.losses.precision import loss_network_precision
 from bench.data.degrade import input_scale
 from bench.models.registry import ModelContext, build_model
 from bench.config.suite import Suite
@@ -27,7 +28,8 @@ def time_suite(
         f"variants {', '.join(variants)} on {device}"
     )
     losses, rows = {}, []
-    for name, loss in build_suite_losses(suite, timing.resolution, device).items():
+    precision = loss_network_precision(suite.train.loss_networks, device)  # as the trainings run them
+    for name, loss in build_suite_losses(suite, timing.resolution, device, precision).items():
         if isinstance(loss, Exception):
             log(f"  {name}: not timed, its loss could not be built ({type(loss).__name__}: {loss})")
         else:
@@ -51,6 +53,7 @@ def time_suite(
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.insert(1, "loss_weights", frame["entry"].map({name: loss.weights_used for name, loss in losses.items()}))
     frame.insert(2, "loss_config", frame["entry"].map({name: loss.loss_config for name, loss in losses.items()}))
+    frame.insert(3, "loss_networks", precision)
     return frame
 
 

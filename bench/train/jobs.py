@@ -17,6 +17,7 @@ from bench.data.baselines import Baseline
 from bench.data.images import EVAL_NOISE_SEED, ImageSet, load_images
 from bench.errors import BenchInputError
 from bench.losses import LOSS_NETWORK_SEED, WeightedSum, build_suite_losses
+from bench.losses.precision import loss_network_precision
 from bench.evaluate.metrics import QualityMetrics
 from bench.evaluate.design import trained_below_design
 from bench.data.degrade import input_scale
@@ -123,14 +124,19 @@ class Trainer:
             dists_weights=metrics.dists_weights,
             log=log,
         )
-        self._losses: dict[int, dict[str, WeightedSum]] = {}
+        self._losses: dict[tuple[int, str], dict[str, WeightedSum]] = {}
         self._images: dict = {}
         self._initial_models: dict[tuple, torch.nn.Module] = {}
 
-    def losses(self, resolution: int) -> dict[str, WeightedSum]:
-        if resolution not in self._losses:
-            self._losses[resolution] = build_suite_losses(self.suite, resolution, self.device)
-        return self._losses[resolution]
+    def losses(self, resolution: int, loss_networks: str) -> dict[str, WeightedSum]:
+        """Every entry's loss for ``resolution``, with ``train.loss_networks`` resolved on this device."""
+        precision = loss_network_precision(loss_networks, self.device)
+        if (resolution, precision) not in self._losses:
+            self._losses[resolution, precision] = build_suite_losses(self.suite, resolution, self.device, precision)
+        return self._losses[resolution, precision]
+
+    def loss(self, spec: RunSpec) -> WeightedSum | Exception:
+        return self.losses(spec.data.resolution, spec.train.loss_networks)[spec.entry.name]
 
     def images(self, spec: RunSpec) -> ImageSet:
         if spec.data not in self._images:
@@ -222,7 +228,7 @@ class Trainer:
     def row(self, spec: RunSpec) -> dict:
         """The quality.csv columns a training of ``spec`` records whatever its outcome."""
         images = self.images(spec)
-        loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
+        loss_fn = self.loss(spec)
         return {
             "entry": spec.entry.name,
             "seed": spec.seed,
@@ -239,10 +245,14 @@ class Trainer:
             "steps": spec.train.steps,
             "batch_size": spec.train.batch_size,
             "lr": spec.train.lr,
+            "schedule": spec.train.schedule,
+            "warmup_steps": spec.train.warmup_steps,
+            "final_lr": spec.train.final_lr if spec.train.schedule != "constant" else spec.train.lr,
             "ema": spec.train.ema,
             "on_nan": spec.train.on_nan,
             "bf16": spec.train.bf16,
             "channels_last": spec.train.channels_last,
+            "loss_networks": loss_network_precision(spec.train.loss_networks, self.device),
             "deterministic": torch.are_deterministic_algorithms_enabled(),  # --deterministic, in this process
             "loss_weights": getattr(loss_fn, "weights_used", "none"),
             "loss_config": getattr(loss_fn, "loss_config", ""),
@@ -261,7 +271,7 @@ class Trainer:
         and the traceback in the result; a file that cannot be written (BenchInputError), Ctrl-C and
         SystemExit stop the run."""
         images = self.images(spec)
-        loss_fn = self.losses(spec.data.resolution)[spec.entry.name]
+        loss_fn = self.loss(spec)
         row = self.row(spec)
         if isinstance(loss_fn, Exception):  # its factory raised (bench.losses.build_suite_losses), for every seed
             return self._failed(row, loss_fn)

@@ -14,11 +14,12 @@ from torch import nn
 from bench.data.degrade import degrade
 from bench.data.images import EVAL_NOISE_SEED, ImageSet, PhotoPixels, crop_schedule, make_batch
 from bench.losses import WeightedSum
-from bench.evaluate.metrics import psnr
+from bench.evaluate.metrics import training_scores
 from bench.config.plan import RunSpec
 from bench.results import write_atomic
 from bench.train.average import WeightAverage
 from bench.train.progress import step_progress
+from bench.train.schedules import build_scheduler
 
 
 class Diverged(RuntimeError):
@@ -74,6 +75,7 @@ def train(
     # The fused kernel updates every parameter in one pass; the per-parameter loop is the fallback elsewhere.
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam([*model.parameters(), *learnable], lr=spec.train.lr, fused=fused or None)
+    scheduler = build_scheduler(optimizer, spec.train)
     # With train.ema, an exponential moving average of the weights (and buffers) is what gets evaluated.
     averaged = WeightAverage(model, spec.train.ema) if spec.train.ema else None
     evaluated = averaged.module if averaged is not None else model
@@ -88,7 +90,13 @@ def train(
         spec.data.flip,
         spec.data.rotate,
     )
-    stateful = dict(model=model, optimizer=optimizer, learned_loss=loss_fn if learnable else None, averaged=averaged)
+    stateful = dict(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        learned_loss=loss_fn if learnable else None,
+        averaged=averaged,
+    )
     resumed = restore_checkpoint(checkpoint, device, **stateful)
     history, done_steps, skipped_steps = resumed.history, resumed.step, resumed.skipped_steps
     non_finite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log steps only: no per-step host sync
@@ -112,10 +120,13 @@ def train(
                 raise
         if spec.train.on_nan == "skip" and not torch.isfinite(loss).item():
             skipped_steps += 1
+            scheduler.step()  # the rate follows the step count, so the schedule still ends at the last step
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        rate = optimizer.param_groups[0]["lr"]  # this step's, before the scheduler moves on
         optimizer.step()
+        scheduler.step()
         if averaged is not None:
             averaged.update()
         non_finite |= ~torch.isfinite(loss.detach())
@@ -125,11 +136,16 @@ def train(
         if step % spec.train.log_every == 0 or step == 1 or is_last or evaluate:
             if non_finite.item():
                 raise Diverged(step)
-            row = {"step": step, "seconds": time.perf_counter() - started - eval_seconds, "loss": loss.item()}
+            row = {
+                "step": step,
+                "seconds": time.perf_counter() - started - eval_seconds,
+                "loss": loss.item(),
+                "lr": rate,
+            }
             row.update({f"term_{label}": value.item() for label, value in terms.items()})
             if evaluate:
                 eval_started = time.perf_counter()
-                row["eval_psnr"] = psnr(reconstruct(evaluated, spec, eval_images), eval_images).mean().item()
+                row.update(training_scores(reconstruct(evaluated, spec, eval_images), eval_images))
                 eval_seconds += time.perf_counter() - eval_started
             history.append(row)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
@@ -168,16 +184,18 @@ def save_checkpoint(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     learned_loss: nn.Module | None,
     averaged: WeightAverage | None,
 ) -> None:
     """Write (atomically) all that training needs to continue after ``state.step`` as if it had never
-    stopped: the weights, the optimizer's moments, the loss's learned parameters, the weight average."""
+    stopped: the weights, the optimizer's moments, the schedule's place, the loss's learned parameters, the weight average."""
     buffer = io.BytesIO()
     torch.save(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
             "step": state.step,
             "loss": learned_loss.state_dict() if learned_loss is not None else None,
             "averaged": averaged.state_dict() if averaged is not None else None,
@@ -196,6 +214,7 @@ def restore_checkpoint(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     learned_loss: nn.Module | None,
     averaged: WeightAverage | None,
 ) -> CheckpointState:
@@ -208,6 +227,8 @@ def restore_checkpoint(
     if learned_loss is not None:
         learned_loss.load_state_dict(saved["loss"])
     optimizer.load_state_dict(saved["optimizer"])
+    if "scheduler" in saved:  # checkpoints written before schedules existed were all at a constant rate
+        scheduler.load_state_dict(saved["scheduler"])
     if averaged is not None:
         averaged.load_state_dict(saved["averaged"])
     return CheckpointState(

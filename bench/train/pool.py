@@ -91,7 +91,7 @@ def step_seconds(trainer: Trainer, spec: RunSpec) -> float:
     second of two so that one-off set-up is left out; 0 for a loss that could not be built or that raises (its
     training reports why), or for a model that raises (a model LossBench cannot train stopped the run before:
     Trainer.check_models)."""
-    loss_fn = trainer.losses(spec.data.resolution)[spec.entry.name]
+    loss_fn = trainer.loss(spec)
     if isinstance(loss_fn, Exception):
         return 0.0
     try:

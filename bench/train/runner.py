@@ -162,8 +162,8 @@ def _run_suite(
         )
     plan = make_plan(suite, profile)
     trainer = Trainer(suite, str(device), options.show_progress and not options.distributed, log=log)
-    for resolution in {spec.data.resolution for spec in plan}:
-        trainer.losses(resolution)  # a bad loss parameter stops the run here, before any folder exists
+    for resolution, loss_networks in {(spec.data.resolution, spec.train.loss_networks) for spec in plan}:
+        trainer.losses(resolution, loss_networks)  # a bad loss parameter stops the run here, before any folder exists
     trainer.check_models(plan)  # so does a model whose output cannot be trained on
     images = {spec.data: trainer.images(spec) for spec in plan}
     env = _environment(suite, plan, images, device, profile, argv)

@@ -30,7 +30,7 @@ def profile_entry(trainer: Trainer, spec, steps: int, warm: int = 5) -> dict[str
     """Milliseconds per step of each phase, over ``steps`` steps after ``warm`` untimed ones."""
     device = trainer.device
     images = trainer.images(spec)
-    loss_fn = trainer.losses(spec.data.resolution)[spec.entry.name]
+    loss_fn = trainer.loss(spec)
     model = copy.deepcopy(trainer.initial_model(spec)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.lr, fused=True)
     average = WeightAverage(model, spec.train.ema or 0.99)
