@@ -1,5 +1,9 @@
 """`bench compare`: what changed between two runs, and whether the change is larger than the noise.
 
+Rankings are compared too (``bench.evaluate.stability.ranking_agreement``): per metric both runs scored, Kendall's
+tau between the entries' mean scores and whether the verdict's best-or-tied sets agree, in ``.attrs["ranking"]``;
+``bench compare SHORT_RUN REFERENCE`` says how far a short run's answer is from a converged one.
+
 The rule: a quality change (b - a) is flagged when it is larger than the seed-to-seed spread, the larger of
 the two runs' std across finished seeds. With fewer than two finished seeds in either run that spread is
 unknown and nothing is flagged for the entry (said in the notes). A speed change is flagged when the
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.evaluate.stability import ranking_agreement
 from bench.report import Run, load_run
 from bench.results import write_atomic
 
@@ -36,7 +41,8 @@ def compare_runs(run_a: Path, run_b: Path) -> pd.DataFrame:
     speed_spread = pd.concat([stats_a["ms_iqr"], stats_b["ms_iqr"]], axis=1).max(axis=1, skipna=False)
     frame["speed_changed"] = (stats_b["ms"] - stats_a["ms"]).abs() > speed_spread
     frame = frame.rename_axis("entry").reset_index()
-    frame.attrs.update(run_a=str(a.folder), run_b=str(b.folder), notes=_notes(a, b, frame))
+    ranking = ranking_agreement(a.summary, b.summary, [m for m in a.metrics if m in b.metrics])
+    frame.attrs.update(run_a=str(a.folder), run_b=str(b.folder), notes=_notes(a, b, frame), ranking=ranking)
     return frame
 
 
@@ -97,7 +103,27 @@ def format_comparison(frame: pd.DataFrame) -> str:
         "* = larger than the seed spread (quality) or the timing IQR (speed); nan = failed or not timed"
     )
     notes = "".join(f"\nnote: {note}" for note in frame.attrs.get("notes", []))
-    return f"{header}{table.to_string(index=False)}\n{legend}{notes}"
+    return f"{header}{table.to_string(index=False)}\n{legend}{notes}{format_ranking(frame.attrs.get('ranking'))}"
+
+
+def format_ranking(ranking: pd.DataFrame | None) -> str:
+    """The ranking section: per metric, Kendall's tau between the runs' entry means and the best-or-tied sets."""
+    if ranking is None or ranking.empty:
+        return ""
+    table = pd.DataFrame(
+        {
+            "metric": ranking["metric"],
+            "entries": ranking["entries"],
+            "kendall tau": ranking["kendall_tau"].map(lambda tau: f"{tau:.3f}"),
+            "same best-or-tied": ranking["same_best"].map({True: "yes", False: "no"}),
+            "best-or-tied in a": ranking["best_a"],
+            "best-or-tied in b": ranking["best_b"],
+        }
+    )
+    return (
+        "\n\nranking (trained entries in both runs, mean over seeds; tau 1: the same order, -1: reversed):\n"
+        + table.to_string(index=False)
+    )
 
 
 def _marked(text: str, changed: bool) -> str:
@@ -105,7 +131,10 @@ def _marked(text: str, changed: bool) -> str:
 
 
 def write_comparison(run_a: Path, run_b: Path, out_path: Path) -> pd.DataFrame:
-    """compare_runs(run_a, run_b), written to out_path as CSV (atomically); returned for printing."""
+    """compare_runs(run_a, run_b), written to out_path as CSV (atomically), its ranking section beside it
+    (``<stem>_ranking.csv``); returned for printing."""
     frame = compare_runs(run_a, run_b)
-    write_atomic(Path(out_path), frame.to_csv(index=False))
+    out_path = Path(out_path)
+    write_atomic(out_path, frame.to_csv(index=False))
+    write_atomic(out_path.with_name(f"{out_path.stem}_ranking.csv"), frame.attrs["ranking"].to_csv(index=False))
     return frame

@@ -17,6 +17,7 @@ from bench.report import plots
 from bench.data.baselines import LEARNED_MARGIN_DB
 from bench.results import read_json, read_table, task_folders, write_atomic
 from bench.evaluate.design import with_sizes
+from bench.evaluate.stability import rank_stability, stability_lines
 from bench.evaluate.verdicts import headline
 from bench.train.rates import BEST as BEST_RATE, SEARCH as RATE_SEARCH, TABLE as RATES_TABLE
 
@@ -138,6 +139,7 @@ def render(run: Run, sort_by: str = "psnr") -> str:
             "Quality against cost",
             _figure(plots.pareto_chart(run, order, palette), f"{no_timing}, or every entry failed"),
         ),
+        ("rank-stability", "Ranking during training", _rank_stability(run, order, palette)),
         (
             "psnr-curves",
             "Held-out PSNR during training",
@@ -195,8 +197,32 @@ def _number(value) -> str:
     return "" if pd.isna(value) else f"{value:.4g}"
 
 
+def _rank_stability(run: Run, order: list[str], palette: dict) -> str:
+    stability = rank_stability(run.history) if not run.history.empty else pd.DataFrame()
+    if stability.empty:
+        return '<p class="note">fewer than two entries were evaluated during training</p>'
+    rows = "".join(
+        f"<tr><td>{_esc(label(row.metric))}</td><td>{row.fraction:.0%} (step {row.step})</td>"
+        f"<td>{row.kendall_tau:.3f}</td><td>{_esc(row.swapped or 'none')}</td></tr>"
+        for row in stability.itertuples()
+    )
+    how = (
+        "The entries' held-out scores (mean over seeds) at the evaluation nearest below 50% and 75% of the steps, "
+        "ranked against the final evaluation's: Kendall's tau, and the pairs ordered otherwise than at the end "
+        "(a > b: a is ahead at the end). A pair that swaps late is one a longer training might swap again."
+    )
+    table = (
+        "<table><tr><th>metric</th><th>compared at</th><th>Kendall's tau with the final ranking</th>"
+        f"<th>pairs ordered otherwise at the end</th></tr>{rows}</table>"
+    )
+    plot = _figure(plots.ranking_curves(run, order, palette), "no held-out evaluations during training")
+    return f'<p class="note">{_esc(how)}</p>\n{table}\n{plot}'
+
+
 def _verdict(run: Run) -> str:
     lines = headline(run.summary)
+    if lines and not run.history.empty:
+        lines += stability_lines(rank_stability(run.history))
     if not lines:
         return '<p class="note">no verdict: this run has no baselines or no finished entry</p>'
     trained = run.ok[run.ok["kind"] == "trained"] if "kind" in run.ok else run.ok
@@ -446,7 +472,7 @@ def _run_summary(run: Run) -> str:
             "training",
             f"{get('train_resolution')}\u00d7{get('train_resolution')} px crops at scale "
             f"{_plain(first.get('scale', '?'))}, {_plain(first.get('steps', '?'))} steps, batch "
-            f"{_plain(first.get('batch_size', '?'))}, lr {first.get('lr', '?')}, weight average (EMA) "
+            f"{_plain(first.get('batch_size', '?'))}, lr {first.get('lr', '?')}{_schedule(first)}, weight average (EMA) "
             f"{_plain(first.get('ema', 0))}, seeds {seeds}",
         ),
         (
@@ -478,6 +504,18 @@ def _run_summary(run: Run) -> str:
     return f"<table>\n{rows}\n</table>\n" + "\n".join(_warnings(run))
 
 
+def _schedule(row: pd.Series) -> str:
+    """The first trained row's schedule, e.g. " (cosine decay to 0 after 60 warm-up steps)"; "" for runs from
+    before schedules, all at a constant rate."""
+    schedule = row.get("schedule")
+    if not isinstance(schedule, str):
+        return ""
+    warm = f" after {_plain(row['warmup_steps'])} warm-up steps" if row.get("warmup_steps") else ""
+    if schedule == "constant":
+        return f" (constant{warm})"
+    return f" ({schedule} decay to {_plain(row.get('final_lr', 0))}{warm})"
+
+
 def _duration(env: dict) -> str:
     try:
         start, end = dt.datetime.fromisoformat(env["started"]), dt.datetime.fromisoformat(env["finished"])
@@ -502,7 +540,11 @@ def _from(env: dict, key: str) -> str:
 
 def _loss_networks(run: Run) -> str:
     used = {entry: text for entry, text in _weights_by_entry(run).items() if text != "none"}
-    return "; ".join(f"{entry}: {text}" for entry, text in used.items()) or "no entry uses a pretrained network"
+    text = "; ".join(f"{entry}: {text}" for entry, text in used.items()) or "no entry uses a pretrained network"
+    precisions = run.quality.get("loss_networks", pd.Series(dtype=object)).dropna().unique()
+    if used and len(precisions):
+        text += f" (their forward in {', '.join(sorted(map(str, precisions)))}: train.loss_networks)"
+    return text
 
 
 def _timed_config_differs(run: Run) -> dict[str, tuple[str, str]]:

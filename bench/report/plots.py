@@ -293,6 +293,29 @@ def psnr_curves(run: Run, order: list[str], palette: dict) -> str | None:
     return _render(draw, panels=len(present), cols=cols, panel_size=(3.2, 2.4))
 
 
+def ranking_curves(run: Run, order: list[str], palette: dict) -> str | None:
+    """One panel per metric evaluated during training: each entry's held-out score (mean over seeds) against the
+    step, with the steps at 50% and 75% of training marked, where rank stability compares with the end."""
+    metrics = [c for c in run.history if c.startswith("eval_")] if not run.history.empty else []
+    evals = {c: run.history.dropna(subset=[c]) for c in metrics}
+    evals = {c: frame for c, frame in evals.items() if not frame.empty}
+    if not evals:
+        return None
+
+    def draw(fig, axes):
+        for ax, (column, frame) in zip(axes, evals.items()):
+            means = frame.groupby(["entry", "step"])[column].mean()
+            for entry in [e for e in order if e in means.index.get_level_values(0)]:
+                ax.plot(means[entry].index, means[entry].values, color=palette[entry], lw=1.5)
+            last = frame["step"].max()
+            for fraction in (0.5, 0.75):
+                ax.axvline(fraction * last, color="0.4", ls=":", lw=1)
+            ax.set(xlabel="step", ylabel=f"held-out {label(column.removeprefix('eval_'))}")
+        _entry_legend(fig, [e for e in order if e in set(run.history["entry"])], palette)
+
+    return _render(draw, panels=len(evals), cols=len(evals), panel_size=(5.0, 3.6))
+
+
 def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, int | None, str | None]], float]:
     """(name, seed, strip) rows, "original" first, and the zoom factor of the centre crops (0: none).
 

@@ -26,6 +26,7 @@ from bench.speed.suite import MODEL_ENTRY, time_suite, time_training_step
 from bench.evaluate.stats import time_to_quality
 from bench.config.suite import Suite, profile_name, resolve_suite_path, suite_for_device
 from bench.evaluate.tables import metric_table, summarize_with_pairs
+from bench.evaluate.stability import rank_stability, stability_summary
 from bench.evaluate.verdicts import headline
 
 
@@ -375,12 +376,17 @@ def _summarise(folder: Path, suite: Suite, tables: RunTables, log) -> tuple[pd.D
     results.write_table(folder, "metrics", metric_table(quality))
     if not pairs.empty:
         results.write_table(folder, "pairwise", pairs)
+    stability = rank_stability(history) if not history.empty else pd.DataFrame()
+    if not stability.empty:
+        results.write_table(folder, "rank_stability", stability)
     reached = time_to_quality(history, suite.metrics.psnr_targets)
     if not reached.empty:
         results.write_table(folder, "time_to_quality", reached)
     verdict = headline(summary)
     if verdict:
         log("\nverdict:\n" + "\n".join(f"  {line}" for line in verdict))
+    if not stability.empty:
+        log(f"ranking during training (held-out, mean over seeds): {stability_summary(stability)}")
     return summary, quality
 
 
