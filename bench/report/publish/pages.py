@@ -124,8 +124,9 @@ def _figure(files: dict, path: str, png: bytes | None, up: str, alt: str) -> str
 # ----------------------------------------------------------------------------------------------- leaderboards
 
 
-def _entry_cell(row: pd.Series, up: str, linked: bool = True) -> str:
+def _entry_cell(row: pd.Series, up: str, machine: str = "") -> str:
     entry = row["entry"]
+    linked = True
     text = (
         _link(f"{up}losses/{file_stem(entry)}.html", entry) if linked and row.get("kind") != "baseline" else _esc(entry)
     )
@@ -135,6 +136,8 @@ def _entry_cell(row: pd.Series, up: str, linked: bool = True) -> str:
         text += ' <span class="badge dnl">did not learn</span>'
     if _names(row.get("did_not_optimise")):
         text += ' <span class="badge dno">did not optimise its own measure</span>'
+    if machine:  # the column stays in view when the table scrolls: which machine's row it is, too
+        text += f'<br><span class="machine">{_esc(machine)}</span>'
     return _td(text, entry, "entry")
 
 
@@ -189,7 +192,7 @@ def _leaderboard(setting: Setting, members: list[PublishedRun], files: dict) -> 
         for _, row in rows_frame[rows_frame["entry"] == entry].iterrows():
             run = members[int(row["_run"])]
             cells = [
-                _entry_cell(row, up),
+                _entry_cell(row, up, run.machine),
                 _td(f'<span class="machine">{_esc(run.machine)}</span>', run.machine),
                 _td(_link(_run_href(run, up), run.commit), run.label),
                 _num(row.get("seeds"), ".0f"),
