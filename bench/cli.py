@@ -1,5 +1,5 @@
-"""Command line: python -m bench {run, validate, list, speed, check, report, export, compare, doctor, fetch, recover}, a
-thin layer over ``bench.api``.
+"""Command line: python -m bench {run, validate, list, speed, check, report, export, compare, doctor, fetch, recover,
+publish}, a thin layer over ``bench.api``.
 
 Exit codes: 0 success, 1 some entries failed (or a speed regression), 2 bad input (message, no traceback).
 """
@@ -277,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     fetch.set_defaults(handler=_cmd_fetch)
+
+    publish = commands.add_parser(
+        "publish",
+        help="one static leaderboard site from run folders",
+        description="Leaderboards per comparable setting, loss, speed and runs pages from PATHs (run folders, or "
+        "folders holding them); offline, opens from file://.",
+    )
+    publish.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="e.g. results/published my_results/")
+    publish.add_argument("--out", type=Path, default=Path("site"), help="the site folder (default: site)")
+    publish.set_defaults(handler=_cmd_publish)
     return parser
 
 
@@ -635,4 +645,13 @@ def _verdict(table, min_factor: float, alpha: float) -> int:
         print(f"speed check: FAILED: {', '.join(slower)} slower by more than {min_factor:g}x (p < {alpha:g})")
         return 1
     print("speed check: passed")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.report.publish import publish
+
+    site = publish(args.paths, args.out)
+    print(f"{len(site.leaderboards)} leaderboards from {len(site.runs)} runs: {site.folder / 'index.html'}")
+    print(site.size_line())
     return 0

@@ -7,7 +7,8 @@
   its paper and tests from ``LOSS_CHECKS`` below; then the held-out metrics (``bench.evaluate.metrics.METRICS``).
 
 The hooks also point pymdownx.snippets at the repository root (docs pages include sections of README.md) and
-serve the screenshots under ``results/published/`` that the published-run pages show. ``tests/test_docs.py``
+serve the screenshots under ``results/published/`` that the published-run pages show, and the leaderboard site
+that ``python -m bench publish results/published`` builds, under ``leaderboard/``. ``tests/test_docs.py``
 imports this file and pins the two pages against the dataclasses and ``python -m bench list``.
 """
 
@@ -19,6 +20,7 @@ import io
 import math
 import re
 import sys
+import tempfile
 import tokenize
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ PUBLISHED = ROOT / "results" / "published"
 PUBLISHED_SUFFIXES = (".jpg", ".jpeg", ".png", ".svg")
 SUITE_PAGE = "reference/suite.md"
 LOSSES_PAGE = "reference/losses.md"
+LEADERBOARD = "leaderboard"  # where the site holds `bench publish results/published` (docs/runs/ pages link it)
+_leaderboard_tmp: tempfile.TemporaryDirectory | None = None
 NOT_SET = "not set"
 
 # What the code does not record: each loss's paper, what computes it, and what the tests compare it with
@@ -414,7 +418,26 @@ def on_files(files, config, **kwargs):
         if path.suffix.lower() in PUBLISHED_SUFFIXES and "reconstructions" not in path.parts:
             uri = "published/" + path.relative_to(PUBLISHED).as_posix()
             files.append(File.generated(config, uri, abs_src_path=str(path)))
+    for name, path in leaderboard_site():  # the leaderboard of results/published, served as leaderboard/...
+        files.append(File.generated(config, f"{LEADERBOARD}/{name}", abs_src_path=str(path)))
     return files
+
+
+def leaderboard_site() -> list[tuple[str, Path]]:
+    """``python -m bench publish results/published`` into a temporary folder (removed after the build): each
+    file's path in the site and where it lies."""
+    global _leaderboard_tmp
+    _import_bench()
+    from bench.report.publish import publish
+
+    _leaderboard_tmp = tempfile.TemporaryDirectory(prefix="lossbench-leaderboard-")
+    site = publish([PUBLISHED], Path(_leaderboard_tmp.name) / "site")
+    return [(name, site.folder / name) for name in site.files]
+
+
+def on_post_build(config, **kwargs):
+    if _leaderboard_tmp is not None:
+        _leaderboard_tmp.cleanup()
 
 
 _PUBLISHED_LINK = re.compile(r"\]\(((?:\.\./)+)results/published/")

@@ -38,7 +38,9 @@ SECTION_IDS = (
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; padding: 0 16px; color: #222; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
-table { border-collapse: collapse; font-size: 13px; } .wide { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13px; } .wide { overflow-x: auto; max-width: 100%; }
+.wide tr > :first-child { position: sticky; left: 0; z-index: 1; background: #fff; box-shadow: inset -1px 0 #ccc; }
+.wide tr > th:first-child { background: #f4f4f4; } .wide tr.baseline > td:first-child { background: #f3f6fa; }
 th, td { padding: 3px 7px; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
 td.entry { white-space: nowrap; } .ci { color: #777; font-size: 11px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }

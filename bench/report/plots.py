@@ -61,6 +61,17 @@ def _render(
     panel_size: tuple[float, float] = (5.0, 3.5),
 ) -> str:
     """A figure of ``panels`` axes (``cols`` per row) filled by ``draw(fig, axes)``, as a PNG data URI."""
+    return png_uri(figure_png(draw, panels=panels, cols=cols, panel_size=panel_size))
+
+
+def figure_png(
+    draw: Callable[[Figure, np.ndarray], None],
+    *,
+    panels: int = 1,
+    cols: int = 1,
+    panel_size: tuple[float, float] = (5.0, 3.5),
+) -> bytes:
+    """The PNG bytes of ``_render``'s figure (the same style), for pages that link image files."""
     rows = -(-panels // cols)
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
         fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained")
@@ -72,7 +83,7 @@ def _render(
         buffer = io.BytesIO()
         # No "Software" text chunk: matplotlib's would name its web site, and the page must hold no URL at all.
         fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return png_uri(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _entry_legend(fig: Figure, entries: list[str], palette: dict) -> None:
@@ -324,16 +335,23 @@ def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, i
     nearest neighbour, so blur and texture differences between losses stay visible. The lowest seed with a PNG
     stands for each entry; ``strip`` is None where an entry has none (it failed).
     """
+    files, crop = reconstruction_files(run, order)
+    rows = [(name, seed, _strip(path, crop) if path else None) for name, seed, path in files]
+    return rows, (TILE_PX / crop if crop else 0.0)
+
+
+def reconstruction_files(run: Run, order: list[str]) -> tuple[list[tuple[str, int | None, Path | None]], int]:
+    """``reconstruction_strips``' rows as (name, seed, PNG path or None), and the side of the centre crops."""
     folder = run.folder / "reconstructions"
     originals = sorted(folder.glob("original__*px.png"))
     if not originals:
-        return [], 0.0
+        return [], 0
     wanted = folder / f"original__{run.env.get('train_resolution')}px.png"
     original = wanted if wanted in originals else originals[0]
     with Image.open(original) as image:
         side = image.height
     crop = max(side // 4, 1) if side > TILE_PX else 0
-    rows: list[tuple[str, int | None, str | None]] = [("original", None, _strip(original, crop))]
+    rows: list[tuple[str, int | None, Path | None]] = [("original", None, original)]
     for entry in order:
         stem = file_stem(entry)
         seeds = sorted(
@@ -341,11 +359,16 @@ def reconstruction_strips(run: Run, order: list[str]) -> tuple[list[tuple[str, i
             for path in folder.glob(f"{glob.escape(stem)}__seed*.png")
             if (m := re.fullmatch(rf"{re.escape(stem)}__seed(\d+)\.png", path.name))
         )
-        rows.append((entry, seeds[0][0], _strip(seeds[0][1], crop)) if seeds else (entry, None, None))
-    return rows, (TILE_PX / crop if crop else 0.0)
+        rows.append((entry, seeds[0][0], seeds[0][1]) if seeds else (entry, None, None))
+    return rows, crop
 
 
 def _strip(path: Path, crop: int) -> str:
+    return png_uri(strip_png(path, crop))
+
+
+def strip_png(path: Path, crop: int) -> bytes:
+    """The PNG bytes of one reconstruction strip (``reconstruction_strips``)."""
     with Image.open(path) as image:
         image = image.convert("RGB")
     side = image.height
@@ -367,4 +390,4 @@ def _strip(path: Path, crop: int) -> str:
         x += TILE_PX + (divider if index == len(tiles) - 1 else gap)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
-    return png_uri(buffer.getvalue())
+    return buffer.getvalue()
