@@ -57,9 +57,7 @@ def rates(train: TrainConfig) -> list[float]:
 def test_every_step_follows_the_closed_form(schedule, warmup, warmup_steps, min_lr, min_lr_rate, final):
     if schedule == "constant":
         min_lr = min_lr_rate = final = 0.0
-    train = TrainConfig(
-        steps=100, lr=1e-3, schedule=schedule, warmup=warmup, min_lr=min_lr, min_lr_rate=min_lr_rate
-    )
+    train = TrainConfig(steps=100, lr=1e-3, schedule=schedule, warmup=warmup, min_lr=min_lr, min_lr_rate=min_lr_rate)
     expected = [closed_form(schedule, k, 100, 1e-3, warmup_steps, final) for k in range(1, 101)]
     assert rates(train) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
