@@ -16,9 +16,12 @@ import torch
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively, as its own library reports it (oneDNN on a CPU)."""
+    """Whether ``device`` computes bfloat16 natively, as torch reports it. On a CPU: oneDNN runs bfloat16 there
+    and the CPU has bfloat16 instructions (AVX512-BF16 or AMX); oneDNN also accepts plain AVX-512, where it
+    emulates bfloat16 in float32 instructions and gains little."""
     if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        runs = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return bool(runs and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return False
