@@ -343,6 +343,8 @@ def test_a_real_run_records_what_each_entry_trained_on_and_the_console_notes_no_
     assert quality.loc["mse", "trained_on"] == "mse psnr"
     assert quality.loc["ms", "trained_on"] == "ms_ssim" and quality.loc["plain", "trained_on"] == ""
     assert quality.loc["baseline-mean-colour", "trained_on"] == ""
+    owners = pd.read_csv(folder / "metrics.csv", keep_default_na=False).set_index("metric")["trained_on_by"]
+    assert owners["psnr"] == "mse" and owners["ms_ssim"] == "ms" and owners["ssim"] == ""
     trivial = quality.loc["baseline-mean-colour", "psnr"]
     assert (quality.loc[["ms", "mse", "plain"], "psnr"] < trivial + 1).all()  # nothing learned at lr 1e-12
     assert re.search(r"mse seed 0: PSNR .*NO PSNR GAIN \(the verdict weighs its own mse too\)", console)
