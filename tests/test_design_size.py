@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config.suite import Entry, Term
-from bench.evaluate.design import below_design, trained_below_design
+from bench.evaluate.design import below_design, trained_below_design, with_sizes
 from bench.evaluate.tables import metric_table, summarize
 from bench.evaluate.verdicts import headline
 from bench.report import Run
@@ -27,6 +27,23 @@ def test_losses_designed_for_larger_images_than_the_crops_are_named():
     assert trained_below_design(entry("ms_ssim"), 161) == ""
     assert trained_below_design(entry("ms_ssim"), 160) == "ms_ssim"
     assert below_design(["psnr", "l1", "ssim", "vif", "lpips", "dists"], 32) == ["lpips", "dists"]
+    assert with_sizes(["fsim", "ms_ssim", "not_loaded"]) == "fsim (256 px), ms_ssim (161 px), not_loaded"
+
+
+def test_metrics_csv_names_the_trained_entries_that_optimise_each_metric_never_a_baseline():
+    quality = pd.DataFrame(
+        {
+            "entry": ["mse", "fsim", "baseline-claims-psnr"],
+            "kind": ["trained", "trained", "baseline"],
+            "trained_on": ["mse psnr", "fsim", "psnr"],  # a baseline trains on nothing, whatever its row says
+            "resolution": 256,
+            "psnr": 20.0,
+            "fsim": 0.8,
+            "ssim": 0.7,
+        }
+    )
+    owners = metric_table(quality).set_index("metric")["trained_on_by"]
+    assert owners.to_dict() == {"psnr": "mse", "ssim": "", "fsim": "fsim"}
 
 
 def crafted_run(tmp_path: Path, resolution: int) -> Run:

@@ -18,7 +18,8 @@ import bench
 from bench.cli import main
 from bench.config.suite import Entry, Term
 from bench.data.degrade import blurred, jpeg_compressed
-from bench.evaluate.recover import RecoverySettings, recovery_side
+from bench.data.images import ImageSet
+from bench.evaluate.recover import RecoverySettings, recover_entry, recovery_side
 from bench.losses import loss_names, register_loss
 from bench.report import Run
 from bench.report.html import render
@@ -130,3 +131,69 @@ def test_each_task_of_a_run_of_several_links_the_suites_recovery(recovery):
     href = f"../../recover/{result.folder.name}/recovery.html"
     assert f'href="{href}#entry-0">recovery: 3 of 3 starts</a>' in page
     assert (parent / "denoise" / href).resolve() == result.page.resolve()
+
+
+class _Offset(torch.nn.Module):
+    """A loss whose minimum is the target moved by ``offset`` toward mid-grey at every pixel: minimised, the
+    image's PSNR is -20 log10(offset) dB, wherever it starts."""
+
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, reconstruction, target):
+        shifted = torch.where(target < 0.5, target + self.offset, target - self.offset)
+        return (reconstruction - shifted).pow(2).mean()
+
+
+def _register_test_losses():
+    if "test_offset" not in loss_names():
+        register_loss("test_offset", "test only: minimum at the target moved by offset", offset=0.1)(
+            lambda context, offset: _Offset(offset)
+        )
+    if "test_ignores_input" not in loss_names():
+        register_loss("test_ignores_input", "test only: ignores its input")(lambda context: _IgnoresInput())
+
+
+# The PSNR each entry's minimum lies at: around the 30 dB threshold, and at 20 dB (a loss that stops half way).
+FINAL_DB = {"at20": 20.0, "at29": 29.0, "at31": 31.0, "at38": 38.0}
+BETWEEN = 'name = "between"\n[data]\nresolution = 32\n' + "".join(
+    f'[[entry]]\nname = "{name}"\nloss = "test_offset"\noffset = {10 ** (-db / 20)!r}\n'
+    for name, db in FINAL_DB.items()
+)
+
+
+def test_a_start_is_recovered_only_at_a_final_psnr_of_30_db_or_more(tmp_path):
+    """Losses that stop at 20, 29, 31 and 38 dB, from white noise (far below all four): only the last two
+    recover it. The threshold is the settings' default, so a default other than 30 dB fails here too."""
+    _register_test_losses()
+    (tmp_path / "between.toml").write_text(BETWEEN)
+    result = bench.recover(tmp_path / "between.toml", out=tmp_path, steps=300, lr=0.02, log=lambda line: None)
+    table = result.table.set_index(["entry", "start"])
+    written = pd.read_csv(result.folder / "recovery.csv").set_index(["entry", "start"])
+    for name, db in FINAL_DB.items():
+        noise = table.loc[(name, "noise")]
+        assert noise["psnr_start"] < 10 and noise["psnr_final"] == pytest.approx(db, abs=0.05), noise
+        assert bool(noise["recovered"]) == (db >= 30) == bool(written.loc[(name, "noise"), "recovered"]), name
+    for start in ("blur", "jpeg"):  # from starts between 20 and 30 dB, too: recovered at 31 and 38 dB only
+        assert [bool(table.loc[(name, start), "recovered"]) for name in FINAL_DB] == [False, False, True, True]
+
+
+def test_a_start_already_above_30_db_that_does_not_rise_1_db_is_not_recovered():
+    """Smooth references whose blurred (0.5 px) and JPEG (quality 95) copies are well above 30 dB: a loss that
+    ignores its input leaves them there, not recovered; mse, which moves them closer, recovers them."""
+    _register_test_losses()
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    references = torch.stack([0.2 + 0.6 * x, 0.2 + 0.6 * y, 0.5 + 0.3 * x * y])[None]
+    images = ImageSet((), references, (), ("ramp",), ("ramp",), "")
+    settings = RecoverySettings(steps=200, lr=0.02, blur_sigma=0.5, jpeg_quality=95)
+    rows = {}
+    for loss in ("test_ignores_input", "mse"):
+        entry = Entry(loss, (Term(loss, 1.0, {}, loss),))
+        rows[loss] = {row["start"]: row for row in recover_entry(entry, images, 32, settings, torch.device("cpu")).rows}
+    for start in ("blur", "jpeg"):
+        ignored, mse = rows["test_ignores_input"][start], rows["mse"][start]
+        assert ignored["psnr_start"] > 40 and ignored["psnr_final"] == ignored["psnr_start"]
+        assert not ignored["recovered"], ignored
+        assert mse["psnr_final"] >= mse["psnr_start"] + 1 and mse["recovered"], mse
+    assert not rows["test_ignores_input"]["noise"]["recovered"] and rows["mse"]["noise"]["recovered"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import math
 import time
 from pathlib import Path
@@ -286,3 +289,65 @@ def test_one_off_loss_set_up_is_billed_to_no_entry(tmp_path, tiny_suite):
     seconds = pd.read_csv(folder / "quality.csv").set_index("entry")["train_seconds"]
     assert _SetUpOnFirstCall.set_up
     assert seconds["first"] < 1.0, seconds  # two steps of a 32 px model: well under the 1.5 s set-up
+
+
+class _NoRecord(torch.nn.Module):
+    """A loss with no measure record: it optimises no held-out metric of its own."""
+
+    def forward(self, reconstruction, target):
+        return (reconstruction - target).abs().mean()
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory, tiny_suite):
+    """A real run of ms_ssim (designed for 161 px) and mse at 32 px, and a loss with no measure record, at a
+    learning rate so small that no entry gains PSNR over the mean-colour baseline: its folder and console."""
+    from bench.losses import loss_names, register_loss
+
+    if "test_no_record" not in loss_names():
+        register_loss("test_no_record", "test only: L1 without a measure record")(lambda context: _NoRecord())
+    root = tmp_path_factory.mktemp("untrained")
+    entries = [{"name": "ms", "loss": "ms_ssim", "levels": 2}, "mse", {"name": "plain", "loss": "test_no_record"}]
+    (root / "s.toml").write_text(tiny_suite(entries, **{**TINY, "train": {**TINY["train"], "lr": 1e-12}}))
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert main(["run", str(root / "s.toml"), "--out", str(root / "out"), "--no-progress", "--no-timing"]) == 0
+    (folder,) = (root / "out" / "tiny").iterdir()
+    return folder, console.getvalue()
+
+
+def test_a_real_run_records_the_losses_trained_below_their_design_size(untrained_run):
+    folder, console = untrained_run
+    quality = pd.read_csv(folder / "quality.csv", keep_default_na=False).set_index("entry")
+    assert (quality.loc[["ms", "mse", "plain"], "resolution"] == 32).all()
+    # MS-SSIM's 5 scales of an 11 px window need 161 px (Wang et al. 2003); mse is per pixel.
+    assert quality.loc["ms", "trained_below_design"] == "ms_ssim"
+    assert quality.loc["mse", "trained_below_design"] == "" and quality.loc["plain", "trained_below_design"] == ""
+    summary = pd.read_csv(folder / "summary.csv", keep_default_na=False).set_index("entry")
+    assert summary.loc["ms", "trained_below_design"] == "ms_ssim"
+    assert "trained on crops smaller than their loss was designed for: ms: ms_ssim (161 px)" in console
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    table = re.search(r'<section id="summary-table">(.*?)</section>', page, re.S).group(1)
+    rows = {
+        name: next(r for r in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S) if f"</span>{name}" in r)
+        for name in ("ms", "mse", "plain")
+    }
+    assert "trained below design size: ms_ssim (161 px)" in rows["ms"]
+    assert "trained below design size" not in rows["mse"] + rows["plain"]
+
+
+def test_a_real_run_records_what_each_entry_trained_on_and_the_console_notes_no_psnr_gain(untrained_run):
+    folder, console = untrained_run
+    quality = pd.read_csv(folder / "quality.csv", keep_default_na=False).set_index("entry")
+    # PSNR is a function of each image's MSE, so mse optimises both; a loss without a record optimises none.
+    assert quality.loc["mse", "trained_on"] == "mse psnr"
+    assert quality.loc["ms", "trained_on"] == "ms_ssim" and quality.loc["plain", "trained_on"] == ""
+    assert quality.loc["baseline-mean-colour", "trained_on"] == ""
+    owners = pd.read_csv(folder / "metrics.csv", keep_default_na=False).set_index("metric")["trained_on_by"]
+    assert owners["psnr"] == "mse" and owners["ms_ssim"] == "ms" and owners["ssim"] == ""
+    trivial = quality.loc["baseline-mean-colour", "psnr"]
+    assert (quality.loc[["ms", "mse", "plain"], "psnr"] < trivial + 1).all()  # nothing learned at lr 1e-12
+    assert re.search(r"mse seed 0: PSNR .*NO PSNR GAIN \(the verdict weighs its own mse too\)", console)
+    assert re.search(r"ms seed 0: PSNR .*NO PSNR GAIN \(the verdict weighs its own ms_ssim too\)", console)
+    assert re.search(r"plain seed 0: PSNR .*DID NOT LEARN", console)
+    assert not re.search(r"(mse|ms) seed 0: PSNR .*DID NOT LEARN", console)

@@ -18,6 +18,14 @@ def test_t_interval_matches_hand_computation():
     assert low == pytest.approx(2 - half, rel=1e-9) and high == pytest.approx(2 + half, rel=1e-9)
 
 
+def test_t_interval_of_two_values_matches_hand_computation():
+    # values 1, 3: mean 2, sd sqrt(2), n 2; t(0.975, 1) = 12.706204736174698, so the half-width is 12.7062...
+    mean, low, high = t_interval([1.0, 3.0])
+    assert mean == 2.0
+    assert low == pytest.approx(2 - 12.706204736174698, rel=1e-9)
+    assert high == pytest.approx(2 + 12.706204736174698, rel=1e-9)
+
+
 def test_t_interval_needs_two_values():
     mean, low, high = t_interval([5.0])
     assert mean == 5.0 and math.isnan(low) and math.isnan(high)
