@@ -87,7 +87,9 @@ def tau_b_by_hand(x: list[float], y: list[float]) -> float:
             concordant += 1
         else:
             discordant += 1
-    return (concordant - discordant) / math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / math.sqrt(
+        (concordant + discordant + ties_x) * (concordant + discordant + ties_y)
+    )
 
 
 def summary(scores: dict[str, float], best: dict[str, str]) -> pd.DataFrame:
