@@ -160,3 +160,17 @@ def test_a_constant_schedule_reproduces_the_tables_of_the_code_before_schedules(
         pd.testing.assert_frame_equal(now, golden, check_exact=exact, rtol=1e-5)
     quality = pd.read_csv(run / "quality.csv")
     assert set(quality.loc[quality["kind"] == "trained", "schedule"]) == {"constant"}
+
+
+def test_the_rate_search_trains_every_rate_on_the_suites_schedule(tmp_path, tiny_suite):
+    from bench.train.rates import search_suite
+
+    text = tiny_suite(["mse", "l1"], train={"lr": [1e-3, 3e-3], "schedule": "linear", "min_lr_rate": 0.1})
+    suite = parse_suite(tomllib.loads(text), path=tmp_path / "s.toml")
+    plan = make_plan(search_suite(suite, (1e-3, 3e-3)), "none")
+    assert len(plan) == 4
+    assert {(spec.train.schedule, spec.train.min_lr_rate) for spec in plan} == {("linear", 0.1)}
+    rates = sorted((spec.train.lr, spec.train.final_lr) for spec in plan)
+    assert [value for pair in rates for value in pair] == pytest.approx(
+        [1e-3, 1e-4, 1e-3, 1e-4, 3e-3, 3e-4, 3e-3, 3e-4]
+    )

@@ -97,7 +97,7 @@ class TrainConfig:
     # also at the rate of the list that gives it the lowest loss on validation crops (bench.train.rates).
     lr: float | tuple[float, ...] = 2e-4
     log_every: int = 10
-    eval_every: int = 50  # eval PSNR on the held-out images every this many steps (0: never during training)
+    eval_every: int = 50  # held-out PSNR and SSIM every this many steps (0: never during training)
     on_nan: str = "stop"  # a NaN/inf loss: "stop" fails the entry; "skip" drops that step (a host sync per step)
     bf16: bool = False  # bf16 autocast for the model's forward (losses that need float32 keep it themselves)
     channels_last: bool = False  # channels-last memory format for the model and its batches
