@@ -103,7 +103,7 @@ def summary(scores: dict[str, float], best: dict[str, str]) -> pd.DataFrame:
 
 def test_agreement_is_kendalls_tau_b_with_ties_over_the_entries_in_both():
     short = {"a": 30.0, "b": 29.0, "c": 29.0, "d": 27.0, "e": 26.0, "only_short": 1.0}
-    reference = {"e": 25.0, "d": 28.0, "c": 31.0, "b": 29.0, "a": 31.0}  # other row order, ties elsewhere
+    reference = {"e": 25.0, "d": 30.0, "c": 31.0, "b": 29.0, "a": 31.0}  # other row order, ties elsewhere
     agreement = ranking_agreement(
         summary(short, {"a": "best"}), summary(reference, {"a": "tied", "c": "tied"}), ["psnr", "ssim"]
     )
@@ -113,6 +113,8 @@ def test_agreement_is_kendalls_tau_b_with_ties_over_the_entries_in_both():
     assert row["kendall_tau"] == pytest.approx(expected) and row["entries"] == 5
     assert not math.isclose(expected, 1.0)
     assert (row["best_a"], row["best_b"], row["same_best"]) == ("a", "a, c", False)
+    # d passes b in the reference; ties (b and c in the short run, a and c in the reference) order nothing
+    assert row["flipped"] == "d > b"
 
 
 def test_agreement_of_a_run_with_itself(tmp_path, tiny_suite, capsys):

@@ -127,8 +127,8 @@ def stability_summary(stability: pd.DataFrame) -> str:
 
 def ranking_agreement(summary_a: pd.DataFrame, summary_b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Per metric both summaries scored, over the trained entries in both: Kendall's tau-b between their mean
-    scores, and the best-or-tied sets of each (from the verdict's ``best_<metric>`` columns) and whether they
-    are the same."""
+    scores, the pairs that ``summary_a`` orders otherwise than ``summary_b`` ("x > y": x ahead in b), and the
+    best-or-tied sets of each (from the verdict's ``best_<metric>`` columns) and whether they are the same."""
     trained = lambda summary: summary[summary["kind"] != "baseline"].set_index("entry")
     a, b = trained(summary_a), trained(summary_b)
     common = [entry for entry in a.index if entry in set(b.index)]
@@ -138,6 +138,7 @@ def ranking_agreement(summary_a: pd.DataFrame, summary_b: pd.DataFrame, metrics:
             continue
         pairs = pd.DataFrame({"a": a.loc[common, metric], "b": b.loc[common, metric]}).dropna()
         tau = kendalltau(pairs["a"], pairs["b"]).statistic if len(pairs) >= 2 else np.nan
+        flipped = swapped_pairs(pairs["a"], pairs["b"], METRICS[metric].higher_is_better)
         best = {}
         for name, summary in (("a", a), ("b", b)):
             marks = summary.get(f"best_{metric}", pd.Series("", index=summary.index)).reindex(common).fillna("")
@@ -147,9 +148,10 @@ def ranking_agreement(summary_a: pd.DataFrame, summary_b: pd.DataFrame, metrics:
                 "metric": metric,
                 "entries": len(pairs),
                 "kendall_tau": float(tau),
+                "flipped": "; ".join(f"{x} > {y}" for x, y in flipped),
                 "best_a": ", ".join(best["a"]),
                 "best_b": ", ".join(best["b"]),
                 "same_best": best["a"] == best["b"],
             }
         )
-    return pd.DataFrame(rows, columns=["metric", "entries", "kendall_tau", "best_a", "best_b", "same_best"])
+    return pd.DataFrame(rows, columns=["metric", "entries", "kendall_tau", "flipped", "best_a", "best_b", "same_best"])

@@ -118,6 +118,7 @@ def format_ranking(ranking: pd.DataFrame | None) -> str:
             "same best-or-tied": ranking["same_best"].map({True: "yes", False: "no"}),
             "best-or-tied in a": ranking["best_a"],
             "best-or-tied in b": ranking["best_b"],
+            "pairs ordered otherwise (x > y: x ahead in b)": ranking["flipped"],
         }
     )
     return (

@@ -42,7 +42,7 @@ table { border-collapse: collapse; font-size: 13px; } .wide { overflow-x: auto; 
 .wide tr > :first-child { position: sticky; left: 0; z-index: 1; background: #fff; box-shadow: inset -1px 0 #ccc; }
 .wide tr > th:first-child { background: #f4f4f4; } .wide tr.baseline > td:first-child { background: #f3f6fa; }
 th, td { padding: 3px 7px; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
-td.entry { white-space: nowrap; } .ci { color: #777; font-size: 11px; }
+td.entry { min-width: 10em; max-width: 20em; } .ci { color: #777; font-size: 11px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th { background: #f4f4f4; } th.sorted { background: #e2e8f0; }
 td.best { background: #d9f2d9; font-weight: bold; }
