@@ -114,7 +114,13 @@ def test_agreement_is_kendalls_tau_b_with_ties_over_the_entries_in_both():
     assert not math.isclose(expected, 1.0)
     assert (row["best_a"], row["best_b"], row["same_best"]) == ("a", "a, c", False)
     # d passes b in the reference; ties (b and c in the short run, a and c in the reference) order nothing
-    assert row["flipped"] == "d > b"
+    assert row["flipped"] == "d > b" and row["flipped_beyond_noise"] == ""  # no pairwise verdicts given
+    for verdict, beyond_noise in (("a better", "d > b"), ("tie (within noise)", "")):
+        pairwise = pd.DataFrame(
+            {"metric": ["psnr", "psnr"], "a": ["b", "a"], "b": ["d", "b"], "verdict": [verdict, "a better"]}
+        )
+        agreement = ranking_agreement(summary(short, {}), summary(reference, {}), ["psnr"], pairwise)
+        assert agreement["flipped_beyond_noise"].tolist() == [beyond_noise]
 
 
 def test_agreement_of_a_run_with_itself(tmp_path, tiny_suite, capsys):

@@ -125,10 +125,13 @@ def stability_summary(stability: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def ranking_agreement(summary_a: pd.DataFrame, summary_b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def ranking_agreement(
+    summary_a: pd.DataFrame, summary_b: pd.DataFrame, metrics: list[str], pairwise_b: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per metric both summaries scored, over the trained entries in both: Kendall's tau-b between their mean
-    scores, the pairs that ``summary_a`` orders otherwise than ``summary_b`` ("x > y": x ahead in b), and the
-    best-or-tied sets of each (from the verdict's ``best_<metric>`` columns) and whether they are the same."""
+    scores, the pairs that ``summary_a`` orders otherwise than ``summary_b`` ("x > y": x ahead in b), of those
+    the ones run b's verdict separates beyond noise (``pairwise_b``, its pairwise.csv: a verdict other than a
+    tie), and the best-or-tied sets of each (the verdicts' ``best_<metric>`` columns) and whether they agree."""
     trained = lambda summary: summary[summary["kind"] != "baseline"].set_index("entry")
     a, b = trained(summary_a), trained(summary_b)
     common = [entry for entry in a.index if entry in set(b.index)]
@@ -149,9 +152,21 @@ def ranking_agreement(summary_a: pd.DataFrame, summary_b: pd.DataFrame, metrics:
                 "entries": len(pairs),
                 "kendall_tau": float(tau),
                 "flipped": "; ".join(f"{x} > {y}" for x, y in flipped),
+                "flipped_beyond_noise": "; ".join(
+                    f"{x} > {y}" for x, y in flipped if _separated(pairwise_b, metric, x, y)
+                ),
                 "best_a": ", ".join(best["a"]),
                 "best_b": ", ".join(best["b"]),
                 "same_best": best["a"] == best["b"],
             }
         )
-    return pd.DataFrame(rows, columns=["metric", "entries", "kendall_tau", "flipped", "best_a", "best_b", "same_best"])
+    columns = ["metric", "entries", "kendall_tau", "flipped", "flipped_beyond_noise", "best_a", "best_b", "same_best"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _separated(pairwise: pd.DataFrame | None, metric: str, x: str, y: str) -> bool:
+    """Whether a run's pairwise verdicts hold ``x`` and ``y`` apart on ``metric`` beyond noise."""
+    if pairwise is None or pairwise.empty:
+        return False
+    pair = pairwise[(pairwise["metric"] == metric) & pairwise[["a", "b"]].apply(set, axis=1).eq({x, y})]
+    return bool(len(pair)) and not str(pair["verdict"].iloc[0]).startswith("tie")

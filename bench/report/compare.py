@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.evaluate.stability import ranking_agreement
 from bench.report import Run, load_run
+from bench.results import read_table
 from bench.results import write_atomic
 
 
@@ -41,7 +42,8 @@ def compare_runs(run_a: Path, run_b: Path) -> pd.DataFrame:
     speed_spread = pd.concat([stats_a["ms_iqr"], stats_b["ms_iqr"]], axis=1).max(axis=1, skipna=False)
     frame["speed_changed"] = (stats_b["ms"] - stats_a["ms"]).abs() > speed_spread
     frame = frame.rename_axis("entry").reset_index()
-    ranking = ranking_agreement(a.summary, b.summary, [m for m in a.metrics if m in b.metrics])
+    metrics = [m for m in a.metrics if m in b.metrics]
+    ranking = ranking_agreement(a.summary, b.summary, metrics, read_table(b.folder, "pairwise"))
     frame.attrs.update(run_a=str(a.folder), run_b=str(b.folder), notes=_notes(a, b, frame), ranking=ranking)
     return frame
 
@@ -119,6 +121,7 @@ def format_ranking(ranking: pd.DataFrame | None) -> str:
             "best-or-tied in a": ranking["best_a"],
             "best-or-tied in b": ranking["best_b"],
             "pairs ordered otherwise (x > y: x ahead in b)": ranking["flipped"],
+            "of which b holds apart beyond noise": ranking["flipped_beyond_noise"],
         }
     )
     return (
