@@ -109,24 +109,33 @@ def format_comparison(frame: pd.DataFrame) -> str:
 
 
 def format_ranking(ranking: pd.DataFrame | None) -> str:
-    """The ranking section: per metric, Kendall's tau between the runs' entry means and the best-or-tied sets."""
+    """The ranking section: per metric, Kendall's tau between the runs' entry means, the best-or-tied sets, how
+    many pairs a orders otherwise than b, and then those of them b's verdict holds apart beyond noise."""
     if ranking is None or ranking.empty:
         return ""
+    count = lambda pairs: pairs.map(lambda text: text.count(";") + 1 if text else 0)
     table = pd.DataFrame(
         {
             "metric": ranking["metric"],
             "entries": ranking["entries"],
             "kendall tau": ranking["kendall_tau"].map(lambda tau: f"{tau:.3f}"),
+            "pairs flipped": count(ranking["flipped"]),
+            "beyond noise in b": count(ranking["flipped_beyond_noise"]),
             "same best-or-tied": ranking["same_best"].map({True: "yes", False: "no"}),
-            "best-or-tied in a": ranking["best_a"],
-            "best-or-tied in b": ranking["best_b"],
-            "pairs ordered otherwise (x > y: x ahead in b)": ranking["flipped"],
-            "of which b holds apart beyond noise": ranking["flipped_beyond_noise"],
+            "best-or-tied in a | in b": ranking["best_a"] + " | " + ranking["best_b"],
         }
+    )
+    flips = "".join(
+        f"\n  {row.metric}: {row.flipped_beyond_noise}" for row in ranking.itertuples() if row.flipped_beyond_noise
     )
     return (
         "\n\nranking (trained entries in both runs, mean over seeds; tau 1: the same order, -1: reversed):\n"
         + table.to_string(index=False)
+        + (
+            "\npairs run a orders otherwise than run b, which b holds apart beyond noise (x > y: x ahead in b):" + flips
+            if flips
+            else ""
+        )
     )
 
 
