@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bench.losses import LossContext, build_loss, get_loss_info, loss_names
+from bench.losses.precision import native_bf16
 from bench.speed.timing import scalar_loss
 
 RESOLUTION = int(os.environ.get("LOSSBENCH_BENCH_RES", "128"))
@@ -45,10 +46,7 @@ def params_for(name: str) -> dict:
     return params
 
 
-@pytest.mark.filterwarnings("ignore:MS-SSIM:UserWarning")  # levels="auto" below 161 px warns by design
-@pytest.mark.parametrize("name", loss_names())
-def test_loss_forward_backward(benchmark, name):
-    loss = build_loss(name, params_for(name), LossContext(image_size=RESOLUTION))
+def time_forward_backward(benchmark, loss, group: str, **extra) -> None:
     generator = torch.Generator().manual_seed(0)
     shape = (BATCH, 3, RESOLUTION, RESOLUTION)
 
@@ -58,8 +56,25 @@ def test_loss_forward_backward(benchmark, name):
     def forward_backward(reconstruction, target):
         scalar_loss(loss(reconstruction, target)).backward()
 
-    benchmark.group = f"loss fwd+bwd, {BATCH} x 3 x {RESOLUTION} x {RESOLUTION}"
-    benchmark.extra_info.update(
-        batch_size=BATCH, resolution=RESOLUTION, threads=torch.get_num_threads(), params=params_for(name)
-    )
+    benchmark.group = group
+    benchmark.extra_info.update(batch_size=BATCH, resolution=RESOLUTION, threads=torch.get_num_threads(), **extra)
     benchmark.pedantic(forward_backward, setup=fresh_inputs, rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.filterwarnings("ignore:MS-SSIM:UserWarning")  # levels="auto" below 161 px warns by design
+@pytest.mark.parametrize("name", loss_names())
+def test_loss_forward_backward(benchmark, name):
+    loss = build_loss(name, params_for(name), LossContext(image_size=RESOLUTION))
+    group = f"loss fwd+bwd, {BATCH} x 3 x {RESOLUTION} x {RESOLUTION}"
+    time_forward_backward(benchmark, loss, group, params=params_for(name))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["perceptual", "style", "lpips"])
+def test_loss_network_precision(benchmark, name, precision):
+    """The frozen loss networks in float32 and in bfloat16 (train.loss_networks), side by side per loss."""
+    if precision == "bf16" and not native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no bf16 instructions: train.loss_networks = 'auto' keeps fp32 here")
+    loss = build_loss(name, params_for(name), LossContext(image_size=RESOLUTION, precision=precision))
+    group = f"{name} fwd+bwd by loss-network precision, {BATCH} x 3 x {RESOLUTION} x {RESOLUTION}"
+    time_forward_backward(benchmark, loss, group, precision=precision)
