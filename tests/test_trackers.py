@@ -73,7 +73,7 @@ def expected_scalars(folder: Path) -> dict[str, dict[str, list[tuple[int, float]
             f"history/{column}": [
                 (int(step), float(value)) for step, value in zip(rows["step"], rows[column]) if pd.notna(value)
             ]
-            for column in ("loss", "term_mse", "term_l1", "eval_psnr")
+            for column in ("loss", "lr", "term_mse", "term_l1", "eval_psnr", "eval_ssim")
             if column in rows and rows[column].notna().any()
         }
         scalars.update(
