@@ -133,3 +133,61 @@ def installed_distribution(monkeypatch):
         return module
 
     return install
+
+
+def tiny_training(tmp_path: Path, loss: str, train: str):
+    """(spec, model, loss, images) of one 16 px training of ``loss`` on random images, ``train``: the [train]
+    table's lines (steps, checkpoint_every, schedule, ...), for tests that call ``bench.train.loop.train``."""
+    import tomllib
+
+    import torch
+
+    from bench.config.plan import make_plan
+    from bench.config.suite import parse_suite
+    from bench.data.images import ImageSet
+    from bench.losses import LossContext, WeightedSum, build_loss
+    from bench.models import ModelContext, build_model
+
+    text = (
+        "[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n[train]\nbatch_size = 2\neval_every = 0\n"
+        f'{train}\n[[entry]]\nname = "{loss}"\nloss = "{loss}"\n'
+    )
+    (spec,) = make_plan(parse_suite(tomllib.loads(text), path=tmp_path / "s.toml"), "none")
+    generator = torch.Generator().manual_seed(0)
+    images = ImageSet(
+        train=tuple(torch.rand(3, 24, 24, generator=generator) for _ in range(2)),
+        eval=torch.rand(1, 3, 16, 16, generator=generator),
+        train_names=("a", "b"),
+        eval_names=("c@0,0",),
+        eval_photos=("c",),
+        images_sha256="",
+    )
+    loss_fn = WeightedSum([loss], [1.0], [build_loss(loss, {}, LossContext(16))])
+    model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)
+    return spec, model, loss_fn, images
+
+
+def interrupted_and_resumed(monkeypatch, checkpoint: Path, spec, model, loss, images):
+    """(uninterrupted, resumed): ``spec`` trained whole, and trained again stopped right after its first
+    checkpoint (saved to ``checkpoint``) and resumed from it."""
+    import torch
+
+    import bench.train.loop as loop
+
+    cpu = torch.device("cpu")
+    whole = loop.train(spec, model, loss, images, cpu, show_progress=False)
+
+    class Stop(Exception):
+        pass
+
+    real_save = loop.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise Stop
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    return whole, loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)

@@ -392,48 +392,12 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path, rel_suite):
 def test_a_checkpoint_restores_the_weight_average_and_a_loss_that_learns(tmp_path, monkeypatch):
     """In one process: training stopped right after its first checkpoint and resumed from it ends with the
     weights, weight average, learned loss parameters and history of a training never stopped."""
-    import tomllib
+    from conftest import interrupted_and_resumed, tiny_training
 
-    import bench.train.loop as loop
-    from bench.config.plan import make_plan
-    from bench.config.suite import parse_suite
-    from bench.data.images import ImageSet
-    from bench.losses import LossContext, WeightedSum, build_loss
-    from bench.models import ModelContext, build_model
-
-    text = (
-        "[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n[train]\nsteps = 12\nbatch_size = 2\n"
-        "log_every = 2\neval_every = 0\nema = 0.9\ncheckpoint_every = 4\n"
-        '[[entry]]\nname = "adaptive"\nloss = "robust_adaptive"\n'
-    )
-    (spec,) = make_plan(parse_suite(tomllib.loads(text), path=tmp_path / "s.toml"), "none")
-    generator = torch.Generator().manual_seed(0)
-    images = ImageSet(
-        train=tuple(torch.rand(3, 24, 24, generator=generator) for _ in range(2)),
-        eval=torch.rand(1, 3, 16, 16, generator=generator),
-        train_names=("a", "b"),
-        eval_names=("c@0,0",),
-        eval_photos=("c",),
-        images_sha256="",
-    )
-    loss = WeightedSum(["robust_adaptive"], [1.0], [build_loss("robust_adaptive", {}, LossContext(16))])
-    model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)
-    cpu = torch.device("cpu")
-    whole = loop.train(spec, model, loss, images, cpu, show_progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise Stop
-
-    real_save, checkpoint = loop.save_checkpoint, tmp_path / "adaptive.pt"
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
-    with pytest.raises(Stop):
-        loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
-    resumed = loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
+    train = "steps = 12\nlog_every = 2\nema = 0.9\ncheckpoint_every = 4"
+    training = tiny_training(tmp_path, "robust_adaptive", train)
+    checkpoint = tmp_path / "adaptive.pt"
+    whole, resumed = interrupted_and_resumed(monkeypatch, checkpoint, *training)
     assert resumed.resumed_from_step == 4 and not checkpoint.exists()
     for name, a, b in ((name, whole, resumed) for name in ("model", "loss")):
         for (key, x), (_, y) in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().items()):

@@ -16,10 +16,9 @@ import bench.train.loop as loop
 from bench.cli import main
 from bench.config.plan import make_plan
 from bench.config.suite import TrainConfig, parse_suite
-from bench.data.images import ImageSet
-from bench.losses import LossContext, WeightedSum, build_loss
-from bench.models import ModelContext, build_model
 from bench.train.schedules import build_scheduler
+
+from conftest import interrupted_and_resumed, tiny_training
 
 GOLDEN = Path(__file__).parent / "data" / "constant_schedule"
 
@@ -63,24 +62,10 @@ def test_every_step_follows_the_closed_form(schedule, warmup, warmup_steps, min_
 
 
 def _tiny_training(tmp_path, schedule: str):
-    text = (
-        "[data]\nresolution = 16\n[model]\nwidth = 16\nlatent_dim = 64\n[train]\nsteps = 12\nbatch_size = 2\n"
-        f'log_every = 1\neval_every = 0\nema = 0.9\ncheckpoint_every = 5\nschedule = "{schedule}"\n'
-        'warmup = 3\nlr = 3e-3\n[[entry]]\nname = "mse"\nloss = "mse"\n'
+    train = (
+        f'steps = 12\nlog_every = 1\nema = 0.9\ncheckpoint_every = 5\nschedule = "{schedule}"\nwarmup = 3\nlr = 3e-3'
     )
-    (spec,) = make_plan(parse_suite(tomllib.loads(text), path=tmp_path / "s.toml"), "none")
-    generator = torch.Generator().manual_seed(0)
-    images = ImageSet(
-        train=tuple(torch.rand(3, 24, 24, generator=generator) for _ in range(2)),
-        eval=torch.rand(1, 3, 16, 16, generator=generator),
-        train_names=("a", "b"),
-        eval_names=("c@0,0",),
-        eval_photos=("c",),
-        images_sha256="",
-    )
-    loss = WeightedSum(["mse"], [1.0], [build_loss("mse", {}, LossContext(16))])
-    model = build_model("autoencoder", {"latent_dim": 64, "width": 16}, ModelContext(16, 3, "autoencode"), 0)
-    return spec, model, loss, images
+    return tiny_training(tmp_path, "mse", train)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
@@ -92,23 +77,8 @@ def test_training_logs_the_scheduled_rate(tmp_path, schedule):
 
 
 def test_resuming_mid_schedule_gives_the_uninterrupted_training(tmp_path, monkeypatch):
-    spec, model, loss, images = _tiny_training(tmp_path, "cosine")
-    cpu = torch.device("cpu")
-    whole = loop.train(spec, model, loss, images, cpu, show_progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise Stop
-
-    real_save, checkpoint = loop.save_checkpoint, tmp_path / "mse.pt"
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
-    with pytest.raises(Stop):  # stopped after step 5, in the decay
-        loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
-    resumed = loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
+    # stopped after step 5, in the decay
+    whole, resumed = interrupted_and_resumed(monkeypatch, tmp_path / "mse.pt", *_tiny_training(tmp_path, "cosine"))
     assert resumed.resumed_from_step == 5
     for (key, x), (_, y) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(x, y), key
