@@ -133,3 +133,10 @@ def installed_distribution(monkeypatch):
         return module
 
     return install
+
+
+@pytest.fixture(autouse=True)
+def _own_store(tmp_path_factory, monkeypatch):
+    """Every test has a store of finished trainings of its own (never the user's cache), empty at its start, so
+    that no test reuses another's trainings."""
+    monkeypatch.setenv("LOSSBENCH_STORE", str(tmp_path_factory.mktemp("store")))

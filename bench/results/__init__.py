@@ -174,6 +174,11 @@ def copy_suite(suite, folder: Path) -> None:
 
 def save_png(path: Path, images: torch.Tensor) -> None:
     """Images (N x 3 x H x W in [0, 1]) side by side in one PNG, written atomically."""
+    write_atomic(path, png_bytes(images))
+
+
+def png_bytes(images: torch.Tensor) -> bytes:
+    """Images (N x 3 x H x W in [0, 1]) side by side, as a PNG file's bytes."""
     import io
 
     from PIL import Image
@@ -182,4 +187,4 @@ def save_png(path: Path, images: torch.Tensor) -> None:
     array = (row.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
