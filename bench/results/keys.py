@@ -166,7 +166,11 @@ def device_kind(device: torch.device) -> dict[str, str]:
     GPU's name."""
     from bench.results import device_name
 
-    return {"type": device.type, "name": device_name(device)}
+    return {"type": _device_type(device), "name": device_name(device)}
+
+
+def _device_type(device: torch.device) -> str:
+    return device.type
 
 
 def eval_set_sha256(eval_images: torch.Tensor, eval_names) -> str:
