@@ -150,7 +150,8 @@ def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tm
     suite.write_text(rel_suite(40, "mse:mse", "l1:l1", "bce:bce"))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
 
-    assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
+    full_run = [*base, "--out", str(tmp_path / "full"), "--no-store"]  # else the run cut below would reuse it
+    assert subprocess.run(full_run, cwd=REPO, capture_output=True).returncode == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
 
     process = subprocess.Popen(
@@ -353,7 +354,8 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path, rel_suite):
     suite = tmp_path / "s.toml"
     suite.write_text(rel_suite(400, "mse:mse", seeds=[0], eval_every=100, checkpoint_every=20))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
-    assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
+    full_run = [*base, "--out", str(tmp_path / "full"), "--no-store"]  # else the run cut below would reuse it
+    assert subprocess.run(full_run, cwd=REPO, capture_output=True).returncode == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
     assert not list(full.glob("checkpoints/*.pt"))  # removed once the entry finished
 

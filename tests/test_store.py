@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -271,6 +272,10 @@ def test_a_reusing_run_gives_a_fresh_runs_tables(tiny_file, tmp_path):
     row = reused.quality.iloc[0]
     assert row["reused_from"].endswith(f"from {fresh.folder}")
     assert json.loads((reused.folder / "environment.json").read_text())["reused"] == 4
+    from bench.report import write_report
+
+    assert "4 of 4 trainings reused from earlier runs" in write_report(reused.folder).read_text()
+    assert "reused from earlier runs" not in write_report(fresh.folder).read_text()
 
 
 def test_fresh_retrains_everything_and_still_stores(tiny_file, tmp_path):
@@ -388,6 +393,7 @@ def test_two_runs_at_once_complete_with_a_consistent_index(tmp_path, tiny_suite)
         subprocess.Popen(
             [*command, "--out", str(tmp_path / f"results{index}"), "--store", str(store)],
             cwd=REPO,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -426,8 +432,6 @@ def test_store_list_prune_and_clear(tiny_file, tmp_path, capsys):
 
 
 def test_tests_never_touch_the_users_store():
-    import os
-
     from bench.results.store import default_root
 
     assert default_root() != Path.home() / ".cache" / "lossbench"

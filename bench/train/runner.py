@@ -246,6 +246,7 @@ def _run(
         fresh=options.fresh,
         log=log,
     )
+    running = len(todo)  # what this run adds to its folder, whether trained now or taken from the store
     hits, todo = reuse.look_up(todo)
     if packing is not None:
         packing = fewer_at_once(packing, len(todo))
@@ -253,7 +254,7 @@ def _run(
     env.update(store=str(store.root) if store else None, fresh=options.fresh)
     results.write_json(folder / "environment.json", env)
     log(
-        f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
+        f"running {running} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
         f"on {env['device_name']} ({trainer.device}); results -> {folder}"
     )
     if store is not None:
