@@ -588,3 +588,88 @@ def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(
 
 def _without_wall_clock(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[c for c in frame if c in TIMING_COLUMNS])
+
+
+def _csv_text(folder: Path, name: str) -> str:
+    """A table's text, wall-clock columns left out: every cell as written."""
+    table = pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False)
+    return table.drop(columns=[c for c in table if c in TIMING_COLUMNS or "seconds" in c]).to_csv(index=False)
+
+
+def test_a_truncated_checkpoint_on_resume_restarts_that_training(tmp_path, rel_suite, monkeypatch):
+    """A checkpoint damaged on disk after a crash (truncated) is set aside with a one-line warning and its
+    training starts again from step 0: the tables are an uninterrupted run's."""
+    import bench
+    import bench.train.loop as loop
+    from bench.train.runner import RunStopped
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(rel_suite(40, "mse:mse", seeds=[0], checkpoint_every=10))
+    options = dict(progress=False, timing=False, report=False, concurrent=1, store=False)
+    full = bench.run(suite, out=tmp_path / "full", **options).folder
+
+    save = loop.save_checkpoint
+
+    def save_then_stop(path, state, **stateful):  # a crash right after the first checkpoint
+        save(path, state, **stateful)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(RunStopped) as stopped:
+        bench.run(suite, out=tmp_path / "cut", **options)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    cut = stopped.value.folder
+    checkpoint = cut / "checkpoints" / "mse__seed0.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+
+    lines: list[str] = []
+    with pytest.warns(UserWarning, match="cannot be read .*set aside as mse__seed0.pt.damaged, this training starts"):
+        bench.run(suite, resume=cut, log=lines.append, **options)
+    quality = pd.read_csv(cut / "quality.csv")
+    assert (quality["status"] == "ok").all()
+    assert (cut / "checkpoints" / "mse__seed0.pt.damaged").is_file()
+    assert not any("continued from its checkpoint" in line for line in lines)
+    for name in ("quality", "history", "per_image"):
+        assert _csv_text(cut, name) == _csv_text(full, name), name
+
+
+FAILS_ONCE = """
+from pathlib import Path
+
+from bench import register_loss
+
+MARK = Path({mark!r})
+
+
+@register_loss("fails_once", "mse, but it fails while a marker file exists (a worker killed for memory)")
+def fails_once(context):
+    def loss(reconstruction, target):
+        if MARK.exists():
+            raise MemoryError("killed")
+        return ((reconstruction - target) ** 2).mean()
+
+    return loss
+"""
+
+
+@pytest.mark.usefixtures("clean_plugins")
+def test_a_resumed_run_with_a_failed_row_writes_the_text_of_an_uninterrupted_one(tmp_path, rel_suite):
+    """A training that failed once (its worker killed) and trained on resume: every table, as text, is an
+    uninterrupted run's, whole numbers written whole (ms_ssim_levels 2, not 2.0)."""
+    import bench
+
+    mark = tmp_path / "mark"
+    plugin = tmp_path / "fails_once.py"
+    plugin.write_text(FAILS_ONCE.format(mark=str(mark)))
+    suite = tmp_path / "s.toml"
+    suite.write_text(rel_suite(10, "mse:mse", "once:fails_once", seeds=[0]))
+    options = dict(progress=False, timing=False, report=False, concurrent=1, store=False, plugins=[str(plugin)])
+    full = bench.run(suite, out=tmp_path / "full", **options).folder
+    mark.touch()
+    cut = bench.run(suite, out=tmp_path / "cut", **options).folder
+    assert bench.open_run(cut).failed == ["once"]
+    mark.unlink()
+    bench.run(suite, resume=cut, **options)
+    assert "ms_ssim_levels" in pd.read_csv(full / "quality.csv")
+    for name in ("quality", "history", "per_image", "metrics", "summary"):
+        assert _csv_text(cut, name) == _csv_text(full, name), name

@@ -278,6 +278,30 @@ def test_a_reusing_run_gives_a_fresh_runs_tables(tiny_file, tmp_path):
     assert "reused from earlier runs" not in write_report(fresh.folder).read_text()
 
 
+def test_a_resumed_run_takes_what_its_folder_lacks_from_the_store(tiny_file, tmp_path):
+    first, _ = _run(tiny_file, tmp_path / "results")
+    before = {name: _table(first, name).to_csv(index=False) for name in ("quality", "history", "per_image")}
+    for name in ("quality", "history", "per_image"):  # as if stopped before l1 trained
+        table = pd.read_csv(first.folder / f"{name}.csv", dtype=str, keep_default_na=False)
+        table[table["entry"] != "l1"].to_csv(first.folder / f"{name}.csv", index=False)
+    resumed, log = _run(tiny_file, tmp_path / "results", resume=first.folder)
+    assert "running 2 of 4 trainings" in log and "2 of 4 trainings reused from earlier runs" in log
+    assert _reused(resumed) == {"mse 0": False, "l1 0": True, "mse 1": False, "l1 1": True}
+    for name in ("quality", "history", "per_image"):
+        assert _table(resumed, name).to_csv(index=False) == before[name], name
+
+
+def test_losses_are_timed_in_a_reusing_run(tmp_path, tiny_suite):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(tiny_suite(("mse", "l1")))
+    bench.run(suite, out=tmp_path / "results", progress=False, report=False, concurrent=1, log=lambda line: None)
+    again = bench.run(
+        suite, out=tmp_path / "results", progress=False, report=False, concurrent=1, log=lambda line: None
+    )
+    assert all(_reused(again).values())
+    assert {"mse", "l1"} <= set(again.speed["entry"])
+
+
 def test_fresh_retrains_everything_and_still_stores(tiny_file, tmp_path):
     _run(tiny_file, tmp_path / "results")
     store = Store(tmp_path / "own")

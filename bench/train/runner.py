@@ -174,6 +174,9 @@ def _run_suite(
     trainer.check_models(plan)  # so does a model whose output cannot be trained on
     images = {spec.data: trainer.images(spec) for spec in plan}
     store = open_store(options.store)  # a store that cannot be used stops the run here, before its folder exists
+    if store is not None and options.ray_address is not None:
+        log("the store of finished trainings is left out: a Ray cluster's machines may differ from this one")
+        store = None
     env = _environment(suite, plan, images, device, profile, argv)
     tables = RunTables({(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)})
     if resume is None:
@@ -461,17 +464,24 @@ def _completed(
         else quality
     )
     done = set(zip(ok.get("entry", []), ok.get("seed", []))) & planned
-    kept = lambda frame: (
-        frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
-    )
-    records = lambda frame: frame.to_dict("records")
+
+    def kept(name: str, frame: pd.DataFrame) -> list[dict]:
+        """The rows of ``done`` trainings, typed as if the table held only them: a column whose other rows were
+        empty (a failed training's) reads back as numbers with a decimal point, and would be rewritten so."""
+        if frame.empty:
+            return []
+        wanted = [(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]
+        if name == "quality":
+            wanted = [keep and ok_row for keep, ok_row in zip(wanted, frame.index.isin(ok.index))]
+        return results.records_from_text(results.read_table(folder, name, text=True)[wanted])
+
     speed = results.read_table(folder, "speed")
     if not speed.empty:  # the entries still planned, and the model's training step
         speed = speed[speed["entry"].isin({entry for entry, _ in planned} | {MODEL_ENTRY})]
     return (
-        records(kept(ok)),
-        records(kept(results.read_table(folder, "history"))),
-        records(kept(results.read_table(folder, "per_image"))),
+        kept("quality", quality),
+        kept("history", results.read_table(folder, "history")),
+        kept("per_image", results.read_table(folder, "per_image")),
         speed,
         previous.get("resumes", []),
     )
