@@ -673,3 +673,22 @@ def test_a_resumed_run_with_a_failed_row_writes_the_text_of_an_uninterrupted_one
     assert "ms_ssim_levels" in pd.read_csv(full / "quality.csv")
     for name in ("quality", "history", "per_image", "metrics", "summary"):
         assert _csv_text(cut, name) == _csv_text(full, name), name
+
+
+def test_tables_read_back_and_written_again_keep_their_text(tmp_path):
+    """Whole numbers are written whole whichever rows lack them, and rows read back from a table's text (as a
+    resumed run keeps them) are written again as the same text, even where some of them lack a whole number."""
+    from bench import results
+
+    rows = [
+        {"entry": "1", "seed": 0, "levels": 2, "x": 1.5, "failed_step": None},
+        {"entry": "b", "seed": 0, "levels": 3, "failed_step": 7},
+        {"entry": "c", "seed": 1, "x": 2.0, "failed_step": None},
+    ]
+    results.write_table(tmp_path, "t", rows)
+    written = (tmp_path / "t.csv").read_text()
+    assert written.splitlines()[1:] == ["1,0,2,1.5,", "b,0,3,,7", "c,1,,2.0,"]
+    kept = results.records_from_text(results.read_table(tmp_path, "t", text=True).iloc[[0, 2]])
+    assert kept[0]["entry"] == "1" and kept[0]["levels"] == 2 and isinstance(kept[0]["levels"], int)
+    results.write_table(tmp_path, "again", kept + [rows[1]])
+    assert (tmp_path / "again.csv").read_text().splitlines()[1:] == ["1,0,2,1.5,", "c,1,,2.0,", "b,0,3,,7"]
