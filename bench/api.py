@@ -204,6 +204,8 @@ def run(
     deterministic: bool = False,
     concurrent: int | None = None,
     threads: int | None = None,
+    store: str | Path | bool | None = None,
+    fresh: bool = False,
     report: bool = True,
     model: Callable[..., Any] | None = None,
     log_to: Sequence[str] | None = None,
@@ -220,6 +222,9 @@ def run(
     ``concurrent``: trainings at once on this machine's device, each in a worker process (None: chosen from the
     device, its memory and each entry's measured step); ``threads``: CPU threads per training (None: the cores
     shared out evenly). Results depend on ``threads``, not on ``concurrent``.
+    ``store``: the store of finished trainings, which a run asks before it trains and fills after (None: the
+    default, ``$LOSSBENCH_STORE`` or the user's cache folder; a path: that folder; False: no store; see
+    ``bench.results.store``); ``fresh``: train every entry again, reusing nothing (and store the results).
     ``model``: a factory ``model(context, **params)`` returning the ``nn.Module`` every entry trains instead of
     the suite's model (``context``: a ``bench.ModelContext``; its keyword parameters' defaults are its
     parameters), registered under its function's name; single-process runs only.
@@ -282,6 +287,8 @@ def run(
         deterministic=deterministic,
         concurrent=concurrent,
         threads=threads,
+        store=store,
+        fresh=fresh,
     )
     where = dict(
         results_root=Path(out),

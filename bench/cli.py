@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
     scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    reuse = run.add_argument_group(
+        "reuse finished trainings (the store: docs/usage.md#the-store-of-finished-trainings)"
+    )
+    _add_store_option(reuse)
+    reuse.add_argument("--no-store", action="store_true", help="neither reuse nor store trainings")
+    reuse.add_argument(
+        "--fresh", action="store_true", help="train every entry again, reusing nothing (the results are stored)"
+    )
     _add_tracker_options(
         run,
         "--log-to",
@@ -287,7 +295,36 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="e.g. results/published my_results/")
     publish.add_argument("--out", type=Path, default=Path("site"), help="the site folder (default: site)")
     publish.set_defaults(handler=_cmd_publish)
+
+    store = commands.add_parser(
+        "store",
+        help="list, prune or clear the store of finished trainings",
+        description="The store of finished trainings that `bench run` reuses (default: $LOSSBENCH_STORE, else "
+        "$XDG_CACHE_HOME/lossbench or ~/.cache/lossbench).",
+    )
+    actions = store.add_subparsers(title="actions", required=True, metavar="ACTION")
+    listing_store = actions.add_parser("list", help="the stored trainings, oldest first")
+    listing_store.add_argument("--suite", help="only this suite's")
+    listing_store.add_argument("--entry", help="only this entry's")
+    prune = actions.add_parser("prune", help="remove old trainings, or the oldest beyond a size")
+    prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove trainings stored over DAYS ago")
+    prune.add_argument(
+        "--max-size", metavar="SIZE", help="then remove the oldest until the store holds SIZE (500M, 2G)"
+    )
+    clear = actions.add_parser("clear", help="remove every stored training")
+    for action, handler in ((listing_store, _cmd_store_list), (prune, _cmd_store_prune), (clear, _cmd_store_clear)):
+        _add_store_option(action)
+        action.set_defaults(handler=handler)
     return parser
+
+
+def _add_store_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="the store of finished trainings (default: $LOSSBENCH_STORE, else ~/.cache/lossbench)",
+    )
 
 
 def _add_verdict_options(command: argparse.ArgumentParser) -> None:
@@ -394,6 +431,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             deterministic=args.deterministic,
             concurrent=args.concurrent,
             threads=args.threads,
+            store=False if args.no_store else args.store,
+            fresh=args.fresh,
             log_to=trackers,
             tracking_uri=args.tracking_uri,
             argv=argv,
@@ -654,4 +693,39 @@ def _cmd_publish(args: argparse.Namespace, argv: list[str]) -> int:
     site = publish(args.paths, args.out)
     print(f"{len(site.leaderboards)} leaderboards from {len(site.runs)} runs: {site.folder / 'index.html'}")
     print(site.size_line())
+    return 0
+
+
+def _cmd_store_list(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.results.store import human_size, open_store
+
+    store = open_store(args.store)
+    listed = store.listed(suite=args.suite, entry=args.entry)
+    for item in listed:
+        print(
+            f"{item.key[:12]}  {item.created.replace('T', ' ')}  {item.suite}  {item.entry} seed {item.seed}  "
+            f"{human_size(item.size)}  {item.settings}  from {item.source_run}"
+        )
+    print(f"{len(listed)} shown; {store.size_line()}")
+    return 0
+
+
+def _cmd_store_prune(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.results.store import open_store, parse_size
+
+    if args.older_than is None and args.max_size is None:
+        raise BenchInputError(
+            "prune needs --older-than DAYS or --max-size SIZE", where="bench store prune", fix="e.g. --older-than 30"
+        )
+    store = open_store(args.store)
+    gone = store.prune(args.older_than, parse_size(args.max_size) if args.max_size else None)
+    print(f"removed {len(gone)} trainings; {store.size_line()}")
+    return 0
+
+
+def _cmd_store_clear(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.results.store import open_store
+
+    store = open_store(args.store)
+    print(f"removed {store.clear()} trainings; {store.size_line()}")
     return 0

@@ -191,3 +191,17 @@ def interrupted_and_resumed(monkeypatch, checkpoint: Path, spec, model, loss, im
         loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     return whole, loop.train(spec, model, loss, images, cpu, show_progress=False, checkpoint=checkpoint)
+
+
+def _own_store(tmp_path_factory):
+    """A store of finished trainings of its own (never the user's cache), empty at first."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOSSBENCH_STORE", str(tmp_path_factory.mktemp("store")))
+        yield
+
+
+# Every test has a store of its own, so that no test reuses another's trainings; so do the runs of module- and
+# session-scoped fixtures (set up before a test's own store), each scope's apart from the others'.
+_session_store = pytest.fixture(scope="session", autouse=True)(_own_store)
+_module_store = pytest.fixture(scope="module", autouse=True)(_own_store)
+_test_store = pytest.fixture(autouse=True)(_own_store)

@@ -192,6 +192,7 @@ def test_deterministic_runs_give_bit_identical_tables(tmp_path, tiny_suite):
             "--deterministic",
             "--no-timing",
             "--no-progress",
+            "--no-store",  # both train: the test compares trainings
             "--out",
             str(tmp_path / attempt),
         )

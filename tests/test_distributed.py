@@ -22,7 +22,12 @@ needs_ray = pytest.mark.skipif(
 def run(tmp_path: Path, *flags: str) -> Path:
     out = tmp_path / "_".join(flags or ("single",))
     assert (
-        main(["run", str(REPO / "suites" / "smoke.toml"), "--out", str(out), "--no-progress", "--no-timing", *flags])
+        main(
+            [
+                *("run", str(REPO / "suites" / "smoke.toml"), "--out", str(out), "--no-progress", "--no-timing"),
+                *("--no-store", *flags),  # each run trains: these tests compare trainings
+            ]
+        )
         == 0
     )
     (folder,) = (out / "smoke").iterdir()

@@ -297,8 +297,8 @@ def test_ray_workers_load_the_plugins_and_match_one_process(tmp_path, write_suit
     (tmp_path / "my_losses.py").write_text(PLUGIN)
     suite = write_suite(tmp_path, entry("cubic"), MIX)
     flags = ["--no-progress", "--no-timing", "--plugin", str(tmp_path / "my_losses.py")]
-    assert main(["run", str(suite), "--out", str(tmp_path / "single"), *flags]) == 0
-    assert main(["run", str(suite), "--out", str(tmp_path / "ray"), "--workers", "2", *flags]) == 0
+    assert main(["run", str(suite), "--out", str(tmp_path / "single"), "--no-store", *flags]) == 0
+    assert main(["run", str(suite), "--out", str(tmp_path / "ray"), "--workers", "2", "--no-store", *flags]) == 0
     single, parallel = run_folder(tmp_path / "single"), run_folder(tmp_path / "ray")
     for table in ("quality", "history"):
         a, b = (pd.read_csv(folder / f"{table}.csv") for folder in (single, parallel))

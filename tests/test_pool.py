@@ -34,8 +34,8 @@ def without_times(table: pd.DataFrame) -> pd.DataFrame:
 def test_packed_trainings_give_the_tables_of_one_by_one(tmp_path):
     """Two trainings at once, one thread each, against all of them in this process with one thread: every
     column of every table but the wall-clock times is identical, and so are the reconstructions."""
-    packed = run_folder(tmp_path / "packed", "--concurrent", "2", "--threads", "1")
-    alone = run_folder(tmp_path / "alone", "--concurrent", "1", "--threads", "1")
+    packed = run_folder(tmp_path / "packed", "--concurrent", "2", "--threads", "1", "--no-store")
+    alone = run_folder(tmp_path / "alone", "--concurrent", "1", "--threads", "1", "--no-store")
     env = json.loads((packed / "environment.json").read_text())
     assert (env["trainings_at_once"], env["threads_per_training"]) == (2, 1)
     assert "2 trainings at once, 1 thread(s) each" in (packed / "report.html").read_text()

@@ -150,7 +150,8 @@ def test_sigkill_then_resume_keeps_finished_entries_and_gives_the_same_tables(tm
     suite.write_text(rel_suite(40, "mse:mse", "l1:l1", "bce:bce"))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
 
-    assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
+    full_run = [*base, "--out", str(tmp_path / "full"), "--no-store"]  # else the run cut below would reuse it
+    assert subprocess.run(full_run, cwd=REPO, capture_output=True).returncode == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
 
     process = subprocess.Popen(
@@ -353,7 +354,8 @@ def test_checkpoint_lets_resume_continue_mid_entry(tmp_path, rel_suite):
     suite = tmp_path / "s.toml"
     suite.write_text(rel_suite(400, "mse:mse", seeds=[0], eval_every=100, checkpoint_every=20))
     base = [sys.executable, "-m", "bench", "run", str(suite), "--no-progress", "--no-timing"]
-    assert subprocess.run([*base, "--out", str(tmp_path / "full")], cwd=REPO, capture_output=True).returncode == 0
+    full_run = [*base, "--out", str(tmp_path / "full"), "--no-store"]  # else the run cut below would reuse it
+    assert subprocess.run(full_run, cwd=REPO, capture_output=True).returncode == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
     assert not list(full.glob("checkpoints/*.pt"))  # removed once the entry finished
 
@@ -550,3 +552,107 @@ def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(
 
 def _without_wall_clock(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[c for c in frame if c in TIMING_COLUMNS])
+
+
+def _csv_text(folder: Path, name: str) -> str:
+    """A table's text, wall-clock columns left out: every cell as written."""
+    table = pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False)
+    return table.drop(columns=[c for c in table if c in TIMING_COLUMNS or "seconds" in c]).to_csv(index=False)
+
+
+def test_a_truncated_checkpoint_on_resume_restarts_that_training(tmp_path, rel_suite, monkeypatch):
+    """A checkpoint damaged on disk after a crash (truncated) is set aside with a one-line warning and its
+    training starts again from step 0: the tables are an uninterrupted run's."""
+    import bench
+    import bench.train.loop as loop
+    from bench.train.runner import RunStopped
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(rel_suite(40, "mse:mse", seeds=[0], checkpoint_every=10))
+    options = dict(progress=False, timing=False, report=False, concurrent=1, store=False)
+    full = bench.run(suite, out=tmp_path / "full", **options).folder
+
+    save = loop.save_checkpoint
+
+    def save_then_stop(path, state, **stateful):  # a crash right after the first checkpoint
+        save(path, state, **stateful)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(RunStopped) as stopped:
+        bench.run(suite, out=tmp_path / "cut", **options)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    cut = stopped.value.folder
+    checkpoint = cut / "checkpoints" / "mse__seed0.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+
+    lines: list[str] = []
+    with pytest.warns(UserWarning, match="cannot be read .*set aside as mse__seed0.pt.damaged, this training starts"):
+        bench.run(suite, resume=cut, log=lines.append, **options)
+    quality = pd.read_csv(cut / "quality.csv")
+    assert (quality["status"] == "ok").all()
+    assert (cut / "checkpoints" / "mse__seed0.pt.damaged").is_file()
+    assert not any("continued from its checkpoint" in line for line in lines)
+    for name in ("quality", "history", "per_image"):
+        assert _csv_text(cut, name) == _csv_text(full, name), name
+
+
+FAILS_ONCE = """
+from pathlib import Path
+
+from bench import register_loss
+
+MARK = Path({mark!r})
+
+
+@register_loss("fails_once", "mse, but it fails while a marker file exists (a worker killed for memory)")
+def fails_once(context):
+    def loss(reconstruction, target):
+        if MARK.exists():
+            raise MemoryError("killed")
+        return ((reconstruction - target) ** 2).mean()
+
+    return loss
+"""
+
+
+@pytest.mark.usefixtures("clean_plugins")
+def test_a_resumed_run_with_a_failed_row_writes_the_text_of_an_uninterrupted_one(tmp_path, rel_suite):
+    """A training that failed once (its worker killed) and trained on resume: every table, as text, is an
+    uninterrupted run's, whole numbers written whole (ms_ssim_levels 2, not 2.0)."""
+    import bench
+
+    mark = tmp_path / "mark"
+    plugin = tmp_path / "fails_once.py"
+    plugin.write_text(FAILS_ONCE.format(mark=str(mark)))
+    suite = tmp_path / "s.toml"
+    suite.write_text(rel_suite(10, "mse:mse", "once:fails_once", seeds=[0]))
+    options = dict(progress=False, timing=False, report=False, concurrent=1, store=False, plugins=[str(plugin)])
+    full = bench.run(suite, out=tmp_path / "full", **options).folder
+    mark.touch()
+    cut = bench.run(suite, out=tmp_path / "cut", **options).folder
+    assert bench.open_run(cut).failed == ["once"]
+    mark.unlink()
+    bench.run(suite, resume=cut, **options)
+    assert "ms_ssim_levels" in pd.read_csv(full / "quality.csv")
+    for name in ("quality", "history", "per_image", "metrics", "summary"):
+        assert _csv_text(cut, name) == _csv_text(full, name), name
+
+
+def test_tables_read_back_and_written_again_keep_their_text(tmp_path):
+    """Whole numbers are written whole whichever rows lack them, and rows read back from a table's text (as a
+    resumed run keeps them) are written again as the same text, even where some of them lack a whole number."""
+    from bench import results
+
+    rows = [
+        {"entry": "1", "seed": 0, "levels": 2, "x": 1.5, "failed_step": None},
+        {"entry": "b", "seed": 0, "levels": 3, "failed_step": 7},
+        {"entry": "c", "seed": 1, "x": 2.0, "failed_step": None},
+    ]
+    results.write_table(tmp_path, "t", rows)
+    written = (tmp_path / "t.csv").read_text()
+    assert written.splitlines()[1:] == ["1,0,2,1.5,", "b,0,3,,7", "c,1,,2.0,"]
+    kept = results.records_from_text(results.read_table(tmp_path, "t", text=True).iloc[[0, 2]])
+    assert kept[0]["entry"] == "1" and kept[0]["levels"] == 2 and isinstance(kept[0]["levels"], int)
+    results.write_table(tmp_path, "again", kept + [rows[1]])
+    assert (tmp_path / "again.csv").read_text().splitlines()[1:] == ["1,0,2,1.5,", "c,1,,2.0,", "b,0,3,,7"]

@@ -469,6 +469,7 @@ def _run_summary(run: Run) -> str:
         ("software", f"torch {get('torch')}, CUDA {get('cuda')}, Python {get('python')}, {get('platform')}"),
         ("git commit", get("git_commit")),
         ("time", f"{started} to {finished}: {_duration(env)}"),
+        *_reuse(env, trained),
         ("profile", get("profile")),
         (
             "training",
@@ -504,6 +505,27 @@ def _run_summary(run: Run) -> str:
     ]
     rows = "\n".join(f"<tr><th>{_esc(key)}</th><td>{_esc(value)}</td></tr>" for key, value in items)
     return f"<table>\n{rows}\n</table>\n" + "\n".join(_warnings(run))
+
+
+def _reuse(env: dict, trained: pd.DataFrame) -> list[tuple[str, str]]:
+    """How many trainings came from the store of finished trainings (bench.results.store), as a summary row."""
+    if "reused_from" not in trained:
+        return []
+    reused = int(trained["reused_from"].map(lambda value: isinstance(value, str) and bool(value)).sum())
+    if not reused:
+        return []
+    sample = (
+        "; on a GPU a reused training is a sample of the same settings, not bit for bit the one this run would train"
+        if env.get("device_type") == "cuda"
+        else "; on a CPU, bit for bit the trainings this run would have done"
+    )
+    return [
+        (
+            "reused",
+            f"{reused} of {len(trained)} trainings reused from earlier runs (quality.csv's reused_from names each "
+            f"one's key and run){sample}",
+        )
+    ]
 
 
 def _schedule(row: pd.Series) -> str:

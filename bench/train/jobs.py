@@ -37,6 +37,8 @@ class JobResult:
     per_image: list[dict] = field(default_factory=list)  # per_image.csv rows: every metric of every eval crop
     traceback: str = ""  # the full traceback of the exception that failed the entry, if one did
     resumed_from_step: int = 0  # the step of the mid-entry checkpoint this training continued from (0: none)
+    png: bytes | None = None  # the reconstructions as the run folder's PNG, for a training taken from the store
+    reused_from: str = ""  # "KEY from RUN": the stored training this result was copied from ("": trained now)
 
 
 def data_columns(spec: RunSpec, images: ImageSet) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import time
+import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -219,10 +220,23 @@ def restore_checkpoint(
     averaged: WeightAverage | None,
 ) -> CheckpointState:
     """Load what ``save_checkpoint`` wrote at ``path`` into the same objects and return where training stood;
-    a fresh start (step 0) when there is no such file."""
+    a fresh start (step 0) when there is no such file, or (with a one-line warning, the file set aside as
+    ``*.damaged``) when it cannot be read: a file damaged on disk after a crash, truncated or corrupt."""
     if path is None or not path.is_file():
         return CheckpointState()
-    saved = torch.load(path, map_location=device, weights_only=True)
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(saved, dict) or not {"model", "optimizer"} <= set(saved):
+            raise ValueError("not a LossBench checkpoint")
+    except Exception as error:  # noqa: BLE001 - whatever a damaged file makes torch.load raise
+        aside = path.with_name(path.name + ".damaged")
+        path.replace(aside)
+        warnings.warn(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            f"set aside as {aside.name}, this training starts again from step 0",
+            stacklevel=2,
+        )
+        return CheckpointState()
     model.load_state_dict(saved["model"])
     if learned_loss is not None:
         learned_loss.load_state_dict(saved["loss"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 import warnings
@@ -20,6 +21,8 @@ from bench.errors import BenchInputError
 from bench.config.plugins import command_line_plugins
 from bench.train.jobs import Trainer
 from bench.train.pool import plan_packing, train_all
+from bench.train.reuse import Reuse, fewer_at_once, key_threads
+from bench.results.store import Store, open_store
 from bench.config.names import entry_file
 from bench.config.plan import RunSpec, make_plan
 from bench.speed.suite import MODEL_ENTRY, time_suite, time_training_step
@@ -103,6 +106,9 @@ class RunOptions:
     deterministic: bool = False
     concurrent: int | None = None  # trainings at once on this machine's device (None: chosen, bench.train.pool)
     threads: int | None = None  # CPU threads per training (None: chosen)
+    # The store of finished trainings (bench.results.store): None the default folder, a path another, False none.
+    store: str | Path | bool | None = None
+    fresh: bool = False  # train everything again (and store it), reusing nothing
 
     @property
     def distributed(self) -> bool:
@@ -167,6 +173,10 @@ def _run_suite(
         trainer.losses(resolution, loss_networks)  # a bad loss parameter stops the run here, before any folder exists
     trainer.check_models(plan)  # so does a model whose output cannot be trained on
     images = {spec.data: trainer.images(spec) for spec in plan}
+    store = open_store(options.store)  # a store that cannot be used stops the run here, before its folder exists
+    if store is not None and options.ray_address is not None:
+        log("the store of finished trainings is left out: a Ray cluster's machines may differ from this one")
+        store = None
     env = _environment(suite, plan, images, device, profile, argv)
     tables = RunTables({(spec.entry.name, spec.seed): index for index, spec in enumerate(plan)})
     if resume is None:
@@ -182,7 +192,7 @@ def _run_suite(
             {"started": env["started"], "kept": [f"{row['entry']} seed {row['seed']}" for row in quality]}
         ]
     try:
-        return _run(folder, suite, plan, trainer, images, env, tables, options, log)
+        return _run(folder, suite, plan, trainer, images, env, tables, options, store, log)
     except KeyboardInterrupt:
         raise RunStopped(folder) from None
     except results.WriteFailed as error:
@@ -217,35 +227,57 @@ def _run(
     env: dict,
     tables: RunTables,
     options: RunOptions,
+    store: Store | None,
     log,
 ) -> RunOutcome:
-    """Trains what ``folder`` lacks of ``plan``, rewriting its tables after each training, then times the losses
-    and writes the summary tables."""
+    """Trains what ``folder`` lacks of ``plan`` and ``store`` does not hold, rewriting its tables after each
+    training, then times the losses and writes the summary tables."""
     results.copy_suite(suite, folder)
     done = {(row["entry"], row["seed"]) for row in tables.quality}
     todo = [spec for spec in plan if (spec.entry.name, spec.seed) not in done]
     packing = None
     if not options.distributed:
         packing, todo = plan_packing(todo, trainer, options.concurrent, options.threads)
+    deterministic = options.deterministic or torch.are_deterministic_algorithms_enabled()
+    reuse = Reuse(
+        store,
+        trainer,
+        suite_name=suite.name,
+        run_folder=folder,
+        threads=key_threads(packing),
+        deterministic=deterministic,
+        fresh=options.fresh,
+        log=log,
+    )
+    running = len(todo)  # what this run adds to its folder, whether trained now or taken from the store
+    hits, todo = reuse.look_up(todo)
+    if packing is not None:
+        packing = fewer_at_once(packing, len(todo))
         env.update(trainings_at_once=packing.trainings, threads_per_training=packing.threads)
+    env.update(store=str(store.root) if store else None, fresh=options.fresh)
     results.write_json(folder / "environment.json", env)
     log(
-        f"running {len(todo)} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
+        f"running {running} of {len(plan)} trainings ({len(suite.entries)} entries x {len(suite.seeds)} seeds) "
         f"on {env['device_name']} ({trainer.device}); results -> {folder}"
     )
+    if store is not None:
+        log(f"  {reuse.summary(len(plan))}")
     if packing is not None and packing.trainings > 1:
         log(f"  {packing.trainings} at once, {packing.threads} thread(s) each ({packing.reason})")
     for data, image_set in images.items():
         results.save_png(folder / "reconstructions" / f"original__{data.resolution}px.png", image_set.eval)
     started = time.perf_counter()
     trivial_psnr = _score_baselines(folder, suite, plan, trainer, tables, log)
-    _train(folder, suite, todo, trainer, packing, env, tables, options, trivial_psnr, log)
+    _train(folder, suite, todo, hits, reuse, trainer, packing, env, tables, options, trivial_psnr, log)
     tables.write(folder)  # again: a resumed run may have had nothing to train
     if options.timing:
         _time_losses(folder, suite, trainer.device, tables, log)
     summary, quality = _summarise(folder, suite, tables, log)
     env.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), train_wall_seconds=round(time.perf_counter() - started, 1))
+    env["reused"] = reuse.reused
     results.write_json(folder / "environment.json", env)
+    if store is not None:
+        log(store.size_line())
     failed = sorted(set(quality.loc[quality["status"] != "ok", "entry"])) if not quality.empty else []
     return RunOutcome(folder=folder, failed=failed, summary=summary)
 
@@ -276,6 +308,8 @@ def _train(
     folder: Path,
     suite: Suite,
     todo: list[RunSpec],
+    hits: list,
+    reuse: Reuse,
     trainer: Trainer,
     packing,
     env: dict,
@@ -284,7 +318,8 @@ def _train(
     trivial_psnr: float,
     log,
 ) -> None:
-    """Trains ``todo`` (here, packed, or on Ray), writing every table after each training."""
+    """Takes ``hits`` (trainings found in the store) and trains ``todo`` (here, packed, or on Ray), writing every
+    table after each training; ``reuse`` stores each that finishes."""
     if options.distributed:
         from bench.train.distributed import run_on_ray
 
@@ -307,9 +342,13 @@ def _train(
             deterministic=options.deterministic,
             checkpoints=folder / "checkpoints",
         )
-    for outcome in outcomes:
+    for outcome in itertools.chain(hits, reuse.storing(outcomes)):
         row = outcome.row
-        if outcome.reconstructions is not None:
+        if outcome.png is not None:
+            results.write_atomic(
+                folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"), outcome.png
+            )
+        elif outcome.reconstructions is not None:
             results.save_png(
                 folder / "reconstructions" / entry_file(row["entry"], row["seed"], ".png"), outcome.reconstructions
             )
@@ -340,7 +379,8 @@ def _train(
                 if own
                 else "  DID NOT LEARN"
             )
-            log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({row['train_seconds']:.1f} s){flag}")
+            took = f"reused {outcome.reused_from}" if outcome.reused_from else f"{row['train_seconds']:.1f} s"
+            log(f"  {row['entry']} seed {row['seed']}: {_scores(row)} ({took}){flag}")
 
 
 def _time_losses(folder: Path, suite: Suite, device: torch.device, tables: RunTables, log) -> None:
@@ -424,17 +464,24 @@ def _completed(
         else quality
     )
     done = set(zip(ok.get("entry", []), ok.get("seed", []))) & planned
-    kept = lambda frame: (
-        frame[[(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]] if not frame.empty else frame
-    )
-    records = lambda frame: frame.to_dict("records")
+
+    def kept(name: str, frame: pd.DataFrame) -> list[dict]:
+        """The rows of ``done`` trainings, typed as if the table held only them: a column whose other rows were
+        empty (a failed training's) reads back as numbers with a decimal point, and would be rewritten so."""
+        if frame.empty:
+            return []
+        wanted = [(e, s) in done for e, s in zip(frame["entry"], frame["seed"])]
+        if name == "quality":
+            wanted = [keep and ok_row for keep, ok_row in zip(wanted, frame.index.isin(ok.index))]
+        return results.records_from_text(results.read_table(folder, name, text=True)[wanted])
+
     speed = results.read_table(folder, "speed")
     if not speed.empty:  # the entries still planned, and the model's training step
         speed = speed[speed["entry"].isin({entry for entry, _ in planned} | {MODEL_ENTRY})]
     return (
-        records(kept(ok)),
-        records(kept(results.read_table(folder, "history"))),
-        records(kept(results.read_table(folder, "per_image"))),
+        kept("quality", quality),
+        kept("history", results.read_table(folder, "history")),
+        kept("per_image", results.read_table(folder, "per_image")),
         speed,
         previous.get("resumes", []),
     )

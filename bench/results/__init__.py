@@ -60,21 +60,66 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 
 
 def write_table(folder: Path, name: str, rows: Iterable[dict[str, Any]] | pd.DataFrame) -> Path:
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    frame = rows if isinstance(rows, pd.DataFrame) else _frame(list(rows))
     path = folder / f"{name}.csv"
     write_atomic(path, frame.to_csv(index=False))
     return path
 
 
-def read_table(folder: Path, name: str) -> pd.DataFrame:
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``rows`` as a table in which a column of whole numbers stays whole where some rows lack it (pandas would
+    make it a float column, written ``2.0``), so that the text of a table does not depend on which entries
+    failed."""
+    import numbers
+
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        if frame[column].dtype.kind != "f":
+            continue
+        values = [row[column] for row in rows if column in row and not _missing(row[column])]
+        if values and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def read_table(folder: Path, name: str, *, text: bool = False) -> pd.DataFrame:
+    """A table of the run folder (empty if there is none); ``text``: every cell as the text written."""
     path = folder / f"{name}.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
     try:
+        if text:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
         # Entry names stay text (an entry named "1"); numbers read back to the bit, so kept rows stay exact.
         return pd.read_csv(path, dtype={"entry": str}, **ROUND_TRIP)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+
+
+def records_from_text(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows read as text (``read_table(..., text=True)``) as the records that were written: numbers read back to
+    the bit, whole numbers as ints (``write_table`` writes a column of ints as ints, empty cells and all; pandas
+    would read such a column back as floats, and a resumed run would then write ``2.0`` for ``2``), empty cells
+    as NaN."""
+    import io
+    import re
+
+    if rows.empty:
+        return []
+    typed = pd.read_csv(io.StringIO(rows.to_csv(index=False)), dtype={"entry": str}, **ROUND_TRIP)
+    whole = re.compile(r"-?[0-9]+")
+    for column in typed.columns:
+        cells = [cell for cell in rows[column] if cell != ""]
+        if typed[column].dtype.kind == "f" and cells and all(whole.fullmatch(cell) for cell in cells):
+            typed[column] = pd.array([int(cell) if cell != "" else None for cell in rows[column]], dtype=object)
+    return [
+        {key: float("nan") if value is None else value for key, value in record.items()}
+        for record in typed.to_dict("records")
+    ]
 
 
 def new_run_folder(results_root: Path, suite_name: str, folder: Path | None = None) -> Path:
@@ -174,6 +219,11 @@ def copy_suite(suite, folder: Path) -> None:
 
 def save_png(path: Path, images: torch.Tensor) -> None:
     """Images (N x 3 x H x W in [0, 1]) side by side in one PNG, written atomically."""
+    write_atomic(path, png_bytes(images))
+
+
+def png_bytes(images: torch.Tensor) -> bytes:
+    """Images (N x 3 x H x W in [0, 1]) side by side, as a PNG file's bytes."""
     import io
 
     from PIL import Image
@@ -182,4 +232,4 @@ def save_png(path: Path, images: torch.Tensor) -> None:
     array = (row.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
