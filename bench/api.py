@@ -282,6 +282,9 @@ def run(
         deterministic=deterministic,
         concurrent=concurrent,
         threads=threads,
+        log_to=tuple(trackers),
+        tracking_uri=tracking_uri or suite.tracking_uri,
+        tracking_root=Path(out),
     )
     where = dict(
         results_root=Path(out),

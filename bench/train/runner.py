@@ -19,7 +19,9 @@ from bench.data.datasets import DATASETS, cache_root
 from bench.errors import BenchInputError
 from bench.config.plugins import command_line_plugins
 from bench.train.jobs import Trainer
+from bench.train.live_trackers import LiveTrackers
 from bench.train.pool import plan_packing, train_all
+from bench.train.progress import RunDisplay
 from bench.config.names import entry_file
 from bench.config.plan import RunSpec, make_plan
 from bench.speed.suite import MODEL_ENTRY, time_suite, time_training_step
@@ -103,6 +105,9 @@ class RunOptions:
     deterministic: bool = False
     concurrent: int | None = None  # trainings at once on this machine's device (None: chosen, bench.train.pool)
     threads: int | None = None  # CPU threads per training (None: chosen)
+    log_to: tuple[str, ...] = ()  # trackers each training writes its curves to as it trains
+    tracking_uri: str | None = None  # MLflow's (None: the results root's store)
+    tracking_root: Path | None = None  # the results root, whose store is the default (None: the run folder's)
 
     @property
     def distributed(self) -> bool:
@@ -284,7 +289,14 @@ def _train(
     trivial_psnr: float,
     log,
 ) -> None:
-    """Trains ``todo`` (here, packed, or on Ray), writing every table after each training."""
+    """Trains ``todo`` (here, packed, or on Ray), writing every table after each training, with the run's one
+    progress display and its live trackers."""
+    display = RunDisplay(
+        todo, packing.trainings if packing else options.workers, log=log, enabled=options.show_progress
+    )
+    log, root = display.log, options.tracking_root or folder.parents[1]
+    live = LiveTrackers(options.log_to, folder, suite.name, root, options.tracking_uri) if options.log_to else None
+    live = live.prepare(log) if live else None
     if options.distributed:
         from bench.train.distributed import run_on_ray
 
@@ -297,6 +309,8 @@ def _train(
             gpus=options.gpus,
             deterministic=options.deterministic,
             log=log,
+            tell=display.tell,
+            live=live,
         )
     else:
         outcomes = train_all(
@@ -306,8 +320,10 @@ def _train(
             plugins=command_line_plugins(),
             deterministic=options.deterministic,
             checkpoints=folder / "checkpoints",
+            tell=display.tell,
+            live=live,
         )
-    for outcome in outcomes:
+    for outcome in display.follow(outcomes):
         row = outcome.row
         if outcome.reconstructions is not None:
             results.save_png(
