@@ -39,7 +39,7 @@ from bench.config.suite import Suite
 from bench.train.jobs import JobResult, Trainer
 from bench.train.live_trackers import LiveTrackers
 from bench.train.loop import model_inputs
-from bench.train.watch import Event, ignore, watched_run
+from bench.train.watch import Event, Note, forward_warnings, ignore, watched_run
 
 # Packing pays once the trainings outlast the workers' start-up: a worker imports torch and builds every loss
 # network of the suite again, 6-8 s on a 2-core VM (the CPU profiles of all_losses.toml and of its miniature).
@@ -324,16 +324,20 @@ def _serve(
     from bench.config.plugins import load_plugins
     from bench.train.process import make_deterministic
 
+    def tell(event: Event) -> None:
+        try:
+            message = pickle.dumps(("progress", event))
+        except Exception:  # noqa: BLE001 - a warning of a class only this process knows
+            message = pickle.dumps(("progress", Note(str(event))))
+        connection.send_bytes(message)
+
+    forward_warnings(tell)  # the driver prints them, once a run, between the lines of its display
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver ends us
     torch.set_num_threads(threads)
     load_plugins(plugins)
     if deterministic:
         make_deterministic()
     trainer = Trainer(suite, device, show_progress=False, log=lambda message: None)
-
-    def tell(event: Event) -> None:
-        connection.send_bytes(pickle.dumps(("progress", event)))
-
     while True:
         try:
             spec = pickle.loads(connection.recv_bytes())

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from statistics import mean
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 from tqdm.auto import tqdm
 
 from bench.config.plan import RunSpec
-from bench.train.watch import Event, Note, Progress
+from bench.train.watch import Event, Note, Progress, Warned
 
 LINES_PER_TRAINING = 10
 
@@ -151,6 +152,13 @@ class RunDisplay:
         if isinstance(event, Note):
             self.log(event.text)
             return
+        if isinstance(event, Warned):
+            if self.overall is not None:
+                with tqdm.external_write_mode(file=sys.stderr):
+                    warnings.warn_explicit(event.message, event.category, event.filename, event.lineno)
+            else:
+                warnings.warn_explicit(event.message, event.category, event.filename, event.lineno)
+            return
         key = (event.entry, event.seed)
         if not self.enabled or key in self.done:
             return
@@ -212,7 +220,7 @@ class RunDisplay:
     def _draw(self, key: Key, event: Progress) -> None:
         bar = self.bars.get(key)
         if bar is None:
-            taken = {bar.pos for bar in self.bars.values()}
+            taken = {abs(bar.pos) for bar in self.bars.values()}  # tqdm keeps a position it was given negated
             position = next(p for p in range(1, len(self.bars) + 2) if p not in taken)
             bar = self.bars[key] = tqdm(
                 total=event.steps,

@@ -9,6 +9,7 @@ the rows the loop has logged: the training and its results are the same with or 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Union
@@ -42,7 +43,27 @@ class Note:
     text: str
 
 
-Event = Union[Progress, Note]
+@dataclass(frozen=True)
+class Warned:
+    """A warning a worker process raised: the driver shows it as one of its own (so once a run, however many
+    workers raise it), between the lines of its display."""
+
+    message: str
+    category: type[Warning]
+    filename: str
+    lineno: int
+
+
+Event = Union[Progress, Note, Warned]
+
+
+def forward_warnings(tell: Callable[[Event], None]) -> None:
+    """In a worker process: each warning it would print is told to the driver instead."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        tell(Warned(str(message), category, filename, lineno))
+
+    warnings.showwarning = show
 
 
 def ignore(event: Event) -> None:
