@@ -9,6 +9,7 @@ tracker's files can be read mid-run, deterministically."""
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import io
 import os
 import pty
@@ -150,6 +151,29 @@ def test_a_redirected_packed_run_logs_periodic_lines_of_both_trainings_without_c
     counts = [line for line in lines if re.match(r"\[\d/2\] (first|second) seed 0 finished", line)]
     assert len(counts) == 2 and counts[0].startswith("[1/2]") and "left" in counts[0], text
     assert counts[1].startswith("[2/2]"), text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is the optional extra")
+def test_ray_workers_progress_reaches_the_run_s_display(tmp_path, tiny_suite):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(tiny_suite(["mse", "l1"], train={"steps": 10, "log_every": 1}, timing=None))
+    log = tmp_path / "run.log"
+    with log.open("wb") as file:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-timing"]
+            + ["--workers", "2"],
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            timeout=600,
+        )
+    text = log.read_bytes().decode()
+    assert done.returncode == 0, text
+    for entry in ("mse", "l1"):  # through the Ray queue: every step is a tenth of 10
+        steps = re.findall(rf"^{entry} seed 0: step (\d+)/10 ", text, flags=re.MULTILINE)
+        assert steps == [str(step) for step in range(1, 11)], text
+    assert re.search(r"^\[1/2\] (mse|l1) seed 0 finished", text, flags=re.MULTILINE), text
 
 
 def tensorboard_steps(run: Path) -> dict[str, list[int]]:
