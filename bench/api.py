@@ -228,9 +228,11 @@ def run(
     ``model``: a factory ``model(context, **params)`` returning the ``nn.Module`` every entry trains instead of
     the suite's model (``context``: a ``bench.ModelContext``; its keyword parameters' defaults are its
     parameters), registered under its function's name; single-process runs only.
-    ``log_to``: trackers ("tensorboard", "mlflow") the finished run is also written to, instead of the suite's
-    ``log_to``; ``tracking_uri``: MLflow's, instead of the suite's (see ``bench.trackers``). A tracker that
-    fails is reported through ``log``; the run's tables stay complete.
+    ``log_to``: trackers ("tensorboard", "mlflow") each training writes its curves to as it trains and the
+    finished run is also written to, instead of the suite's ``log_to``; ``tracking_uri``: MLflow's, instead of
+    the suite's (see ``bench.trackers`` and ``bench.train.live_trackers``). A tracker that fails is reported
+    through ``log``; the run's tables stay complete. ``progress``: the run's progress display
+    (bench.train.progress.RunDisplay); off, only the result lines are logged.
     ``deterministic``: Ray workers turn on deterministic kernels (call
     ``bench.train.process.make_deterministic()`` for this process, as ``--deterministic`` does).
     Raises ``BenchInputError`` on bad input and ``bench.train.runner.RunStopped`` on Ctrl-C or a file that cannot
@@ -289,6 +291,9 @@ def run(
         threads=threads,
         store=store,
         fresh=fresh,
+        log_to=tuple(trackers),
+        tracking_uri=tracking_uri or suite.tracking_uri,
+        tracking_root=Path(out),
     )
     where = dict(
         results_root=Path(out),

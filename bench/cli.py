@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--gpus", help="with --workers: which GPUs to use, e.g. 0,1")
     scale.add_argument("--ray-address", help="send the trainings to an existing Ray cluster (e.g. auto or HOST:6379)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress display (bars, periodic lines); results still print"
+    )
     reuse = run.add_argument_group(
         "reuse finished trainings (the store: docs/usage.md#the-store-of-finished-trainings)"
     )
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracker_options(
         run,
         "--log-to",
-        "also write the finished run to these trackers, e.g. tensorboard,mlflow (instead of the suite's log_to)",
+        "also write each training's curves as it trains, and the finished run, to these trackers, e.g. "
+        "tensorboard,mlflow (instead of the suite's log_to)",
     )
     _add_plugin_option(run)
     run.set_defaults(handler=_cmd_run)

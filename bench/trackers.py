@@ -11,14 +11,14 @@ Written from the run folder's tables alone, so ``--log-to`` (at the end of a run
 TensorBoard event files go to ``RUN_DIR/tensorboard/<entry>__seed<seed>/``. MLflow runs go to the tracking URI
 given, or else to a local SQLite store beside the run folders (``results/mlflow.db``; MLflow 3 refuses its old
 plain-file store): an experiment per suite, runs tagged with their run folder. An export replaces what an earlier
-export of the same run folder wrote. The trackers are optional extras, imported only when asked for.
+export of the same run folder wrote, and what its trainings wrote live while they trained
+(bench.train.live_trackers). The trackers are optional extras, imported only when asked for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +28,18 @@ import pandas as pd
 
 from bench.config.names import entry_file
 from bench.errors import BenchInputError
+from bench.train.live_trackers import (
+    NOT_CURVES,
+    RUN_DIR_TAG,
+    TENSORBOARD_FOLDER,
+    mlflow_experiment,
+    store_uri,
+    tag as _tag,
+)
 
 TRACKERS = ("tensorboard", "mlflow")
 INSTALL = 'pip install -e ".[trackers]"'
-TENSORBOARD_FOLDER = "tensorboard"
-MLFLOW_STORE = "mlflow.db"  # the default store's database and artifact folder, in the results root
-MLFLOW_ARTIFACTS = "mlartifacts"
 MLFLOW_BATCH = {"metrics": 1000, "params": 100}  # the most MLflow's log_batch takes in one call
-RUN_DIR_TAG = "lossbench.run_dir"  # the run folder an MLflow run came from: an export replaces its runs
-NOT_CURVES = ("entry", "seed", "step", "seconds")  # history.csv columns that are not curves
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def export_run(
 
 def default_tracking_uri(folder: Path) -> str:
     """The local MLflow store of the results root (``results/<suite>/<timestamp>/`` -> ``results/mlflow.db``)."""
-    return f"sqlite:///{(folder.resolve().parents[1] / MLFLOW_STORE).as_posix()}"
+    return store_uri(folder.resolve().parents[1])
 
 
 def _trainings(run) -> list[Training]:
@@ -138,11 +141,6 @@ def _trainings(run) -> list[Training]:
     return trainings
 
 
-def _tag(name: str) -> str:
-    """``name`` in the characters MLflow allows in a metric's name (a repeated loss's label is ``mse#2``)."""
-    return re.sub(r"[^\w./\- ]", "_", name)
-
-
 def _settings_markdown(settings: dict[str, str]) -> str:
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in settings.items())
 
@@ -176,12 +174,7 @@ def _to_mlflow(folder: Path, suite: str, trainings: list[Training], suite_file: 
 
     uri = tracking_uri or default_tracking_uri(folder)
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(suite)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:  # the default store keeps its artifacts beside its database; a server given by URI decides for itself
-        artifacts = None if tracking_uri else (folder.resolve().parents[1] / MLFLOW_ARTIFACTS).as_uri()
-        experiment_id = client.create_experiment(suite, artifact_location=artifacts)
+    experiment_id = mlflow_experiment(client, suite, folder.resolve().parents[1], tracking_uri)
     run_dir = str(folder.resolve())
     for earlier in client.search_runs([experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"):
         client.delete_run(earlier.info.run_id)

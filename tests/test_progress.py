@@ -17,7 +17,7 @@ def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp
             name="tiny_log",
             seeds=None,
             data={"eval_crops": 2},
-            train={"steps": 20, "log_every": 5, "eval_every": 0},
+            train={"steps": 20, "log_every": 2, "eval_every": 0},
             timing=None,
         )
     )
@@ -35,5 +35,8 @@ def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp
     assert done.returncode == 0, text
     assert "\r" not in text
     steps = [line for line in text.splitlines() if line.startswith("mse seed 0: step ")]
-    assert [line.split()[4] for line in steps] == [f"{step}/20" for step in range(2, 21, 2)]
+    # a line at the logged steps (1, 2, 4, ...), one per tenth of the steps at most (the run's display:
+    # bench.train.progress.RunDisplay), then the training's count
+    assert [line.split()[4] for line in steps] == ["1/20"] + [f"{step}/20" for step in range(2, 21, 2)]
     assert all("loss=" in line for line in steps)
+    assert "\n[1/1] mse seed 0 finished\n" in text

@@ -3,6 +3,11 @@
 Each Ray actor loads the driver's loss plugins (``bench.config.plugins``), holds one ``bench.train.jobs.Trainer`` (loss
 networks, images and initial models built once per actor) and returns plain ``JobResult`` records; the driver alone writes the run folder, so files stay atomic
 and resume works as in a single-process run. Ray is an optional extra: ``pip install -e ".[distributed]"``.
+
+While they train, the actors put their progress events (bench.train.watch) on a Ray queue, which the driver
+empties into the run's display twice a second while it waits for results; they write their live tracker curves
+themselves (on a cluster, the run folder's TensorBoard files land on the worker's machine, so an MLflow server
+is the tracker to watch there).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import torch
 
 from bench.errors import BenchInputError
 from bench.train.jobs import JobResult
+from bench.train.live_trackers import LiveTrackers
+from bench.train.watch import Event, ignore, watched_run
 from bench.config.plan import RunSpec
 from bench.config.plugins import command_line_plugins, load_plugins
 from bench.config.suite import Suite
@@ -41,9 +48,12 @@ def run_on_ray(
     gpus: str | None,
     deterministic: bool = False,
     log: Callable[[str], None] = print,
+    tell: Callable[[Event], None] = ignore,
+    live: LiveTrackers | None = None,
 ) -> Iterator[JobResult]:
     """Yields each job's result as it finishes (in completion order; the driver sorts rows by plan).
-    ``deterministic``: each worker turns on deterministic kernels, as `--deterministic` does in the driver."""
+    ``deterministic``: each worker turns on deterministic kernels, as `--deterministic` does in the driver.
+    ``tell``: gets the trainings' progress events; ``live``: the trackers they write their curves to."""
     ray = _import_ray()
     on_gpu = device.startswith("cuda")
     if gpus is not None:
@@ -70,11 +80,24 @@ def run_on_ray(
         for _ in range(max(1, workers))
     ]
     log(f"Ray: {len(actors)} workers ({'1 GPU' if on_gpu else '1 CPU'} each) on {address or 'a local instance'}")
+    from ray.util.queue import Queue
+
+    events = Queue(actor_options={"num_cpus": 0})  # takes no CPU a training would need
     pool = ray.util.ActorPool(actors)
+    for spec in specs:
+        pool.submit(lambda actor, spec: actor.run.remote(spec, events, live), spec)
     try:
-        yield from pool.map_unordered(lambda actor, spec: actor.run.remote(spec), list(specs))
+        while pool.has_next():
+            try:
+                result = pool.get_next_unordered(timeout=0.5)
+            except TimeoutError:
+                result = None
+            for event in events.get_nowait_batch(events.qsize()):  # all of a finished training's, before it
+                tell(event)
+            if result is not None:
+                yield result
     finally:
-        for actor in actors:
+        for actor in [*actors, events.actor]:
             ray.kill(actor)
 
 
@@ -89,5 +112,6 @@ class _TrainerActor:
             make_deterministic()
         self.trainer = Trainer(suite, device, show_progress=False)
 
-    def run(self, spec: RunSpec) -> JobResult:
-        return self.trainer.run(spec)
+    def run(self, spec: RunSpec, events=None, live: LiveTrackers | None = None) -> JobResult:
+        tell = events.put if events is not None else ignore
+        return watched_run(self.trainer, spec, tell=tell, live=live)

@@ -266,8 +266,10 @@ class Trainer:
         crash in native code) with ``reason``."""
         return JobResult({**self.row(spec), **failed(reason, None)}, [], None)
 
-    def run(self, spec: RunSpec, checkpoints: Path | None = None) -> JobResult:
+    def run(self, spec: RunSpec, checkpoints: Path | None = None, on_log=None) -> JobResult:
         """``checkpoints``: a folder for mid-entry checkpoints (single-process runs; see train.checkpoint_every).
+        ``on_log``: called with each history row as it is logged (bench.train.watch), in place of the training's
+        own progress bar.
 
         Whatever the entry's loss (or its factory) raises fails this entry alone, with the message in ``error``
         and the traceback in the result; a file that cannot be written (BenchInputError), Ctrl-C and
@@ -280,7 +282,8 @@ class Trainer:
         try:
             checkpoint = checkpoints / entry_file(spec.entry.name, spec.seed, ".pt") if checkpoints else None
             warm_up(loss_fn, spec, images.eval.shape[1], self.device)
-            result = train(spec, self.initial_model(spec), loss_fn, images, self.device, self.show_progress, checkpoint)
+            bar = self.show_progress and on_log is None
+            result = train(spec, self.initial_model(spec), loss_fn, images, self.device, bar, checkpoint, on_log)
         except Diverged as error:
             return JobResult({**row, **failed(str(error), error.step)}, [], None)
         except BenchInputError:

@@ -8,6 +8,7 @@ import time
 import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -63,9 +64,11 @@ def train(
     device: torch.device,
     show_progress: bool = True,
     checkpoint: Path | None = None,
+    on_log: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """``checkpoint``: where to save model and optimizer state every ``train.checkpoint_every`` steps; if the
-    file exists, training continues from it, exactly as if it had never stopped."""
+    file exists, training continues from it, exactly as if it had never stopped. ``on_log``: called with each
+    history row as it is logged (live progress and trackers: bench.train.watch); it must not change the row."""
     memory_format = torch.channels_last if spec.train.channels_last else torch.contiguous_format
     model = copy.deepcopy(initial_model).to(device, memory_format=memory_format).train()
     # A loss with parameters of its own (Barron's adaptive loss: its shape and scale) learns them with the model,
@@ -149,6 +152,8 @@ def train(
                 row.update(training_scores(reconstruct(evaluated, spec, eval_images), eval_images))
                 eval_seconds += time.perf_counter() - eval_started
             history.append(row)
+            if on_log is not None:
+                on_log(row)
             progress.set_postfix(loss=f"{row['loss']:.4g}")
         if checkpoint and spec.train.checkpoint_every and step % spec.train.checkpoint_every == 0 and not is_last:
             if non_finite.item():

@@ -37,7 +37,9 @@ from bench.losses.registry import get_loss_info
 from bench.models.registry import get_model_info
 from bench.config.suite import Suite
 from bench.train.jobs import JobResult, Trainer
+from bench.train.live_trackers import LiveTrackers
 from bench.train.loop import model_inputs
+from bench.train.watch import Event, Note, forward_warnings, ignore, watched_run
 
 # Packing pays once the trainings outlast the workers' start-up: a worker imports torch and builds every loss
 # network of the suite again, 6-8 s on a 2-core VM (the CPU profiles of all_losses.toml and of its miniature).
@@ -193,8 +195,12 @@ def train_all(
     plugins: Sequence[str],
     deterministic: bool,
     checkpoints: Path | None,
+    tell: Callable[[Event], None] = ignore,
+    live: LiveTrackers | None = None,
 ) -> Iterator[JobResult]:
-    """Every training of ``specs``, in this process or packed into workers; results in completion order."""
+    """Every training of ``specs``, in this process or packed into workers; results in completion order.
+    ``tell``: gets each training's progress events (bench.train.watch) in this process; ``live``: the trackers
+    each training writes its curves to as it trains."""
     if packing.trainings > 1:
         yield from run_packed(
             specs,
@@ -205,13 +211,15 @@ def train_all(
             deterministic=deterministic,
             checkpoints=checkpoints,
             lost=trainer.lost,
+            tell=tell,
+            live=live,
         )
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(packing.threads)  # for the trainings alone: loss timing keeps the process's threads
     try:
         for spec in specs:
-            yield trainer.run(spec, checkpoints)
+            yield watched_run(trainer, spec, checkpoints, tell=tell, live=live)
     finally:
         torch.set_num_threads(threads)
 
@@ -226,11 +234,14 @@ def run_packed(
     deterministic: bool,
     checkpoints: Path | None,
     lost: Callable[[RunSpec, str], JobResult],
+    tell: Callable[[Event], None] = ignore,
+    live: LiveTrackers | None = None,
 ) -> Iterator[JobResult]:
     """Yields each training's result as it finishes (in completion order; the driver sorts rows by plan).
-    ``lost(spec, reason)`` makes the failed result of a training whose worker died."""
+    ``lost(spec, reason)`` makes the failed result of a training whose worker died. The workers' progress events
+    arrive on the same pipes as their results, in the order sent, and go to ``tell`` as they come."""
     context = multiprocessing.get_context("spawn")  # a forked child would inherit torch's thread pools
-    settings = (suite, device, packing.threads, tuple(plugins), deterministic, checkpoints)
+    settings = (suite, device, packing.threads, tuple(plugins), deterministic, checkpoints, live)
     waiting = list(reversed(specs))
     workers: list[_Worker] = []
     try:
@@ -243,19 +254,24 @@ def run_packed(
             for index, worker in enumerate(workers):
                 if worker.spec is None or not {worker.connection, worker.process.sentinel} & ready:
                     continue
-                spec, worker.spec = worker.spec, None
                 try:
                     kind, payload = pickle.loads(worker.connection.recv_bytes())
                 except EOFError:
                     worker.close()
-                    payload = lost(
-                        spec,
-                        f"its training process exited with code {worker.process.exitcode} "
-                        "(killed for memory, or a crash in native code)",
+                    kind, payload = (
+                        "lost",
+                        lost(
+                            worker.spec,
+                            f"its training process exited with code {worker.process.exitcode} "
+                            "(killed for memory, or a crash in native code)",
+                        ),
                     )
-                else:
-                    if kind == "raised":  # what stops a one-process run stops this one (a file it cannot write)
-                        raise payload
+                if kind == "progress":  # the training goes on
+                    tell(payload)
+                    continue
+                if kind == "raised":  # what stops a one-process run stops this one (a file it cannot write)
+                    raise payload
+                worker.spec = None
                 yield payload
                 if waiting:
                     if not worker.process.is_alive():
@@ -301,11 +317,21 @@ def _serve(
     plugins: Sequence[str],
     deterministic: bool,
     checkpoints: Path | None,
+    live: LiveTrackers | None,
 ) -> None:
-    """A worker: trains each RunSpec it is sent and sends back ("done", JobResult) or ("raised", error)."""
+    """A worker: trains each RunSpec it is sent, sending ("progress", event) as it trains (bench.train.watch),
+    then ("done", JobResult) or ("raised", error)."""
     from bench.config.plugins import load_plugins
     from bench.train.process import make_deterministic
 
+    def tell(event: Event) -> None:
+        try:
+            message = pickle.dumps(("progress", event))
+        except Exception:  # noqa: BLE001 - a warning of a class only this process knows
+            message = pickle.dumps(("progress", Note(str(event))))
+        connection.send_bytes(message)
+
+    forward_warnings(tell)  # the driver prints them, once a run, between the lines of its display
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver ends us
     torch.set_num_threads(threads)
     load_plugins(plugins)
@@ -318,7 +344,7 @@ def _serve(
         except EOFError:  # the driver is gone
             return
         try:
-            reply = ("done", trainer.run(spec, checkpoints))
+            reply = ("done", watched_run(trainer, spec, checkpoints, tell=tell, live=live))
         except Exception as error:  # noqa: BLE001 - Trainer.run lets through only what stops the run
             reply = ("raised", error)
         connection.send_bytes(pickle.dumps(reply))

@@ -20,7 +20,9 @@ from bench.data.datasets import DATASETS, cache_root
 from bench.errors import BenchInputError
 from bench.config.plugins import command_line_plugins
 from bench.train.jobs import Trainer
+from bench.train.live_trackers import LiveTrackers
 from bench.train.pool import plan_packing, train_all
+from bench.train.progress import RunDisplay
 from bench.train.reuse import Reuse, fewer_at_once, key_threads
 from bench.results.store import Store, open_store
 from bench.config.names import entry_file
@@ -109,6 +111,9 @@ class RunOptions:
     # The store of finished trainings (bench.results.store): None the default folder, a path another, False none.
     store: str | Path | bool | None = None
     fresh: bool = False  # train everything again (and store it), reusing nothing
+    log_to: tuple[str, ...] = ()  # trackers each training writes its curves to as it trains
+    tracking_uri: str | None = None  # MLflow's (None: the results root's store)
+    tracking_root: Path | None = None  # the results root, whose store is the default (None: the run folder's)
 
     @property
     def distributed(self) -> bool:
@@ -319,7 +324,14 @@ def _train(
     log,
 ) -> None:
     """Takes ``hits`` (trainings found in the store) and trains ``todo`` (here, packed, or on Ray), writing every
-    table after each training; ``reuse`` stores each that finishes."""
+    table after each training, with the run's one progress display and its live trackers; ``reuse`` stores each
+    training that finishes."""
+    display = RunDisplay(
+        todo, packing.trainings if packing else options.workers, log=log, enabled=options.show_progress
+    )
+    log, root = display.log, options.tracking_root or folder.parents[1]
+    live = LiveTrackers(options.log_to, folder, suite.name, root, options.tracking_uri) if options.log_to else None
+    live = live.prepare(log) if live else None
     if options.distributed:
         from bench.train.distributed import run_on_ray
 
@@ -332,6 +344,8 @@ def _train(
             gpus=options.gpus,
             deterministic=options.deterministic,
             log=log,
+            tell=display.tell,
+            live=live,
         )
     else:
         outcomes = train_all(
@@ -341,8 +355,10 @@ def _train(
             plugins=command_line_plugins(),
             deterministic=options.deterministic,
             checkpoints=folder / "checkpoints",
+            tell=display.tell,
+            live=live,
         )
-    for outcome in itertools.chain(hits, reuse.storing(outcomes)):
+    for outcome in itertools.chain(hits, reuse.storing(display.follow(outcomes))):
         row = outcome.row
         if outcome.png is not None:
             results.write_atomic(
