@@ -230,7 +230,7 @@ class FakeTerminal(io.StringIO):
 
 
 def run_tables(out: Path, suite: Path, *options: str) -> dict[str, pd.DataFrame]:
-    assert main(["run", str(suite), "--out", str(out), "--no-timing", "--concurrent", "1", *options]) == 0
+    assert main(["run", str(suite), "--out", str(out), "--no-timing", "--concurrent", "1", "--no-store", *options]) == 0
     (folder,) = (out / "tiny").iterdir()
     return {table: pd.read_csv(folder / f"{table}.csv") for table in ("quality", "history", "per_image", "summary")}
 

@@ -106,7 +106,8 @@ def test_quality_columns_keep_one_order_whichever_entry_failed(tmp_path, rel_sui
         out = tmp_path / str(len(columns))
         suite = tmp_path / "s.toml"
         suite.write_text(rel_suite(2, *order))
-        assert main(["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--seed", "0"]) == 1
+        run = ["run", str(suite), "--out", str(out), "--no-progress", "--no-timing", "--seed", "0", "--no-store"]
+        assert main(run) == 1
         (folder,) = (out / "rel").iterdir()
         columns.append(list(pd.read_csv(folder / "quality.csv").columns))
     assert columns[0] == columns[1]
@@ -512,7 +513,7 @@ def test_a_write_failing_mid_run_keeps_every_table_whole_and_the_run_resumes(
 
     suite = tmp_path / "s.toml"
     suite.write_text(rel_suite(3, "mse:mse", "l1:l1", "bce:bce", seeds=[0]))
-    run = ["run", str(suite), "--no-progress", "--no-timing"]
+    run = ["run", str(suite), "--no-progress", "--no-timing", "--no-store"]  # the resumed run trains bce again
     assert main([*run, "--out", str(tmp_path / "full")]) == 0
     (full,) = (tmp_path / "full" / "rel").iterdir()
     capsys.readouterr()
