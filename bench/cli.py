@@ -714,7 +714,7 @@ def _cmd_store_list(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_store_prune(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.results.store import open_store, parse_size
+    from bench.results.store import open_store, parse_size, trainings
 
     if args.older_than is None and args.max_size is None:
         raise BenchInputError(
@@ -722,13 +722,13 @@ def _cmd_store_prune(args: argparse.Namespace, argv: list[str]) -> int:
         )
     store = open_store(args.store)
     gone = store.prune(args.older_than, parse_size(args.max_size) if args.max_size else None)
-    print(f"removed {len(gone)} trainings; {store.size_line()}")
+    print(f"removed {trainings(len(gone))}; {store.size_line()}")
     return 0
 
 
 def _cmd_store_clear(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.results.store import open_store
+    from bench.results.store import open_store, trainings
 
     store = open_store(args.store)
-    print(f"removed {store.clear()} trainings; {store.size_line()}")
+    print(f"removed {trainings(store.clear())}; {store.size_line()}")
     return 0

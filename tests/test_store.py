@@ -447,11 +447,11 @@ def test_store_list_prune_and_clear(tiny_file, tmp_path, capsys):
     assert "removed 0 trainings" in capsys.readouterr().out
     newest = Store(store).listed()[-1]  # the oldest go first
     assert main(["store", "prune", "--store", str(store), "--max-size", str(newest.size)]) == 0
-    assert "removed 3 trainings; store: 1 trainings" in capsys.readouterr().out
+    assert "removed 3 trainings; store: 1 training," in capsys.readouterr().out
     assert [folder.name for folder in Store(store).trainings.iterdir()] == [newest.key]
     assert main(["store", "prune", "--store", str(store)]) == 2
     assert main(["store", "clear", "--store", str(store)]) == 0
-    assert "removed 1 trainings; store: 0 trainings" in capsys.readouterr().out
+    assert "removed 1 training; store: 0 trainings," in capsys.readouterr().out
     assert not list(Store(store).trainings.iterdir())
 
 

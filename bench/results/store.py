@@ -277,7 +277,7 @@ class Store:
 
     def size_line(self) -> str:
         count, total = self.size()
-        return f"store: {count} trainings, {human_size(total)} in {self.root}"
+        return f"store: {trainings(count)}, {human_size(total)} in {self.root}"
 
 
 def _write(path: Path, content: bytes) -> None:
@@ -318,6 +318,10 @@ def parse_size(text: str) -> int:
         raise BenchInputError(
             f"not a size: {text!r}", where="--max-size", fix="e.g. --max-size 500M or --max-size 2G"
         ) from None
+
+
+def trainings(count: int) -> str:
+    return f"{count} training{'' if count == 1 else 's'}"
 
 
 def human_size(size: int) -> str:
