@@ -197,3 +197,20 @@ def test_a_start_already_above_30_db_that_does_not_rise_1_db_is_not_recovered():
         assert not ignored["recovered"], ignored
         assert mse["psnr_final"] >= mse["psnr_start"] + 1 and mse["recovered"], mse
     assert not rows["test_ignores_input"]["noise"]["recovered"] and rows["mse"]["noise"]["recovered"]
+
+
+def test_a_start_above_30_db_is_recovered_by_a_rise_of_1_db_and_not_by_less(monkeypatch):
+    """From a start at exactly 35 dB (a grey crop moved by a constant), a loss that stops at 36.5 dB recovers it (a
+    1.5 dB rise) and one that stops at 35.5 dB does not (0.5 dB): the rise rule alone decides, above 30 dB."""
+    _register_test_losses()
+    references = torch.full((1, 3, 32, 32), 0.5)
+    start = references + 10 ** (-35 / 20)
+    monkeypatch.setattr("bench.evaluate.recover.starting_points", lambda references, settings: {"near": start})
+    images = ImageSet((), references, (), ("grey",), ("grey",), "")
+    settings = RecoverySettings(steps=300, lr=0.005)
+    for final_db, recovered in ((36.5, True), (35.5, False)):
+        entry = Entry("offset", (Term("test_offset", 1.0, {"offset": 10 ** (-final_db / 20)}, "test_offset"),))
+        (row,) = recover_entry(entry, images, 32, settings, torch.device("cpu")).rows
+        assert row["psnr_start"] == pytest.approx(35, abs=0.01), row
+        assert row["psnr_final"] == pytest.approx(final_db, abs=0.05), row
+        assert row["recovered"] is recovered, row

@@ -144,3 +144,10 @@ def test_the_rate_search_trains_every_rate_on_the_suites_schedule(tmp_path, tiny
     assert [value for pair in rates for value in pair] == pytest.approx(
         [1e-3, 1e-4, 1e-3, 1e-4, 3e-3, 3e-4, 3e-3, 3e-4]
     )
+
+
+def test_a_schedule_the_suite_did_not_check_is_refused_by_name():
+    """Suites are validated first; a ``TrainConfig`` made in Python reaches ``build_scheduler`` unchecked."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    with pytest.raises(ValueError, match=r"^schedule must be one of constant, cosine, linear, got 'cosin'$"):
+        build_scheduler(optimizer, TrainConfig(steps=10, schedule="cosin"))

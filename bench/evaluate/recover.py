@@ -29,7 +29,6 @@ from bench.evaluate.metrics import psnr
 from bench.losses import LOSS_NETWORK_SEED, LossContext, build_entry_loss
 from bench.losses.registry import measure_of
 
-STARTS = ("noise", "blur", "jpeg")
 RISE_DB = 1.0  # a start already near the reference does not count as recovered by staying there
 
 
