@@ -5,6 +5,7 @@ starts match independent computations; the run report links each loss's result."
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -17,6 +18,7 @@ from scipy import ndimage
 import bench
 from bench.cli import main
 from bench.config.suite import Entry, Term
+from bench.errors import BenchInputError
 from bench.data.degrade import blurred, jpeg_compressed
 from bench.data.images import ImageSet
 from bench.evaluate.recover import RecoverySettings, recover_entry, recovery_side
@@ -119,6 +121,28 @@ def test_bad_settings_are_one_clear_error(tmp_path, capsys):
     assert main(["recover", str(tmp_path / "recovery.toml"), "--steps", "0", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "--steps" in error and "at least 1" in error
+
+
+@pytest.mark.parametrize(
+    "option, accepted, refused, fix",
+    [
+        ("--steps", [1], [0], "use at least 1, e.g. 2000"),
+        ("--images", [1], [0], "use at least 1"),
+        ("--lr", [1e-9], [0.0, math.inf], "use a positive number, e.g. 0.01"),
+        ("--jpeg-quality", [1, 95], [0, 96], "use 1 to 95, e.g. 10"),
+        ("--blur-sigma", [1e-9], [0.0, math.nan], "use e.g. 2.0"),
+        ("--side", [0], [-1], "use 0 for each loss's design size, or a side in pixels"),
+    ],
+)
+def test_each_recovery_setting_is_refused_just_past_its_range_by_its_option(option, accepted, refused, fix):
+    name = option[2:].replace("-", "_")
+    for value in accepted:
+        RecoverySettings(**{name: value}).validate()
+    for value in refused:
+        with pytest.raises(BenchInputError) as raised:
+            RecoverySettings(**{name: value}).validate()
+        assert (raised.value.where, raised.value.fix) == (option, fix)
+        assert raised.value.message == f"recovery setting {name} is out of range: {value!r}"
 
 
 def test_each_task_of_a_run_of_several_links_the_suites_recovery(recovery):
