@@ -21,7 +21,7 @@ from bench.config.suite import Entry, Term
 from bench.errors import BenchInputError
 from bench.data.degrade import blurred, jpeg_compressed
 from bench.data.images import ImageSet
-from bench.evaluate.recover import RecoverySettings, recover_entry, recovery_side
+from bench.evaluate.recover import RecoverySettings, recover_entry, recovery_side, starting_points
 from bench.losses import loss_names, register_loss
 from bench.report import Run
 from bench.report.html import render
@@ -143,6 +143,16 @@ def test_each_recovery_setting_is_refused_just_past_its_range_by_its_option(opti
             RecoverySettings(**{name: value}).validate()
         assert (raised.value.where, raised.value.fix) == (option, fix)
         assert raised.value.message == f"recovery setting {name} is out of range: {value!r}"
+
+
+def test_the_noise_start_is_drawn_from_the_settings_seed_alone():
+    """A recovery is reproducible: its white-noise start depends on ``seed``, not on the global random state."""
+    references = torch.full((1, 3, 8, 8), 0.5)
+    torch.manual_seed(1)
+    first = starting_points(references, RecoverySettings(seed=0))["noise"]
+    torch.manual_seed(2)
+    assert torch.equal(starting_points(references, RecoverySettings(seed=0))["noise"], first)
+    assert not torch.equal(starting_points(references, RecoverySettings(seed=1))["noise"], first)
 
 
 def test_each_task_of_a_run_of_several_links_the_suites_recovery(recovery):
