@@ -41,6 +41,46 @@ def test_holm_matches_hand_computation():
     # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 -> max(0.06, 0.04) = 0.06
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
     np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+    np.testing.assert_allclose(holm([0.6, 0.9]), [1.0, 1.0])  # 0.6 * 2 = 1.2: an adjusted p-value stops at 1
+
+
+def test_the_paired_p_value_at_its_edges():
+    """No spread: the same answers give p = 1 and a constant offset p = 0; two differences are scipy's paired
+    t-test; one difference is no test."""
+    p = lambda a, b: pairwise(per_image({"a": a, "b": b}), "psnr", True, ["a", "b"]).iloc[0]["p_value"]  # noqa: E731
+    b = np.array([[20.0, 21.0, 22.0]])
+    assert p(b.copy(), b) == 1.0 and p(b + 0.5, b) == 0.0
+    two, moved = np.array([[20.0, 21.0]]), np.array([[20.5, 21.7]])
+    assert p(moved, two) == pytest.approx(stats.ttest_rel(moved.ravel(), two.ravel()).pvalue)
+    assert np.isnan(p(np.array([[20.5]]), np.array([[20.0]])))
+
+
+def test_an_entry_is_still_improving_from_a_gain_of_0_2_db_over_the_last_fifth_of_its_steps():
+    """Held-out PSNR at steps 50, 80 (the last evaluation at 80% of 100) and 100: a gains 0.25 dB after step
+    80, b 0.15 dB."""
+    from bench.evaluate.verdicts import add_verdicts
+
+    curves = {"a": (20.0, 20.75, 21.0), "b": (20.0, 20.85, 21.0)}
+    history = pd.DataFrame(
+        [
+            {"entry": e, "seed": 0, "step": s, "eval_psnr": v}
+            for e, c in curves.items()
+            for s, v in zip((50, 80, 100), c)
+        ]
+    )
+    crops = np.array([[21.0, 21.1, 21.2, 21.3]])
+    scores = per_image({"a": crops, "b": crops, "baseline-mean-colour": crops - 6})
+    summary = pd.DataFrame(
+        {
+            "entry": ["a", "b", "baseline-mean-colour"],
+            "kind": ["trained", "trained", "baseline"],
+            "psnr": [21.15, 21.15, 15.15],
+        }
+    )
+    judged, _ = add_verdicts(summary, scores, history, {"psnr": True})
+    judged = judged.set_index("entry")
+    assert judged.loc[["a", "b"], "psnr_gain_last20"].tolist() == pytest.approx([0.25, 0.15])
+    assert judged.loc[["a", "b"], "still_improving"].tolist() == [True, False]
 
 
 def test_pairwise_is_scipys_paired_t_test_over_seeds_and_crops():
