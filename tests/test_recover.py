@@ -161,23 +161,25 @@ class _NaNGradient(torch.nn.Module):
 
 
 def test_a_nan_gradient_fails_each_start_on_its_own_and_a_failing_loss_fails_once():
-    if "test_nan_gradient" not in loss_names():
-        register_loss("test_nan_gradient", "test only: a finite loss with a NaN gradient")(lambda c: _NaNGradient())
-    if "test_bad_factory" not in loss_names():
-        register_loss("test_bad_factory", "test only: cannot be built", power=1.0)(
+    if "test_recover_nan_gradient" not in loss_names():
+        register_loss("test_recover_nan_gradient", "test only: a finite loss with a NaN gradient")(
+            lambda c: _NaNGradient()
+        )
+    if "test_recover_bad_factory" not in loss_names():
+        register_loss("test_recover_bad_factory", "test only: cannot be built", power=1.0)(
             lambda context, power: (_ for _ in ()).throw(ValueError(f"power {power} refused"))
         )
     images = ImageSet((), torch.full((1, 3, 16, 16), 0.5), (), ("grey",), ("grey",), "")
     settings = RecoverySettings(steps=3, lr=0.01)
     nan = recover_entry(
-        Entry("nan", (Term("test_nan_gradient", 1.0, {}, "n"),)), images, 16, settings, torch.device("cpu")
+        Entry("nan", (Term("test_recover_nan_gradient", 1.0, {}, "n"),)), images, 16, settings, torch.device("cpu")
     )
     assert [row["start"] for row in nan.rows] == ["noise", "blur", "jpeg"]  # every start tried
     for row in nan.rows:
         assert row["recovered"] is False and row["steps"] == 3, row
         assert row["error"] == "FloatingPointError: non-finite loss or gradient at step 0", row
     bad = recover_entry(
-        Entry("bad", (Term("test_bad_factory", 1.0, {}, "b"),)), images, 16, settings, torch.device("cpu")
+        Entry("bad", (Term("test_recover_bad_factory", 1.0, {}, "b"),)), images, 16, settings, torch.device("cpu")
     )
     assert bad.rows == [{"entry": "bad", "side": 16, "steps": 3, "start": "", "error": "ValueError: power 1.0 refused"}]
 
@@ -185,8 +187,8 @@ def test_a_nan_gradient_fails_each_start_on_its_own_and_a_failing_loss_fails_onc
 def test_pixels_stay_in_the_image_range_while_they_are_optimised(monkeypatch):
     """A loss whose minimum lies above white (a 0.9 reference + 0.3) stops at white: 20 dB, and the loss there
     (1 - 1.2)^2 = 0.04, not 0."""
-    if "test_above_white" not in loss_names():
-        register_loss("test_above_white", "test only: minimum at the target + 0.3")(
+    if "test_recover_above_white" not in loss_names():
+        register_loss("test_recover_above_white", "test only: minimum at the target + 0.3")(
             lambda context: lambda reconstruction, target: (reconstruction - target - 0.3).square().mean()
         )
     references = torch.full((1, 3, 16, 16), 0.9)
@@ -194,7 +196,7 @@ def test_pixels_stay_in_the_image_range_while_they_are_optimised(monkeypatch):
         "bench.evaluate.recover.starting_points", lambda references, settings: {"grey": references - 0.4}
     )
     images = ImageSet((), references, (), ("light",), ("light",), "")
-    entry = Entry("above", (Term("test_above_white", 1.0, {}, "test_above_white"),))
+    entry = Entry("above", (Term("test_recover_above_white", 1.0, {}, "test_recover_above_white"),))
     (row,) = recover_entry(entry, images, 16, RecoverySettings(steps=300, lr=0.02), torch.device("cpu")).rows
     assert row["psnr_final"] == pytest.approx(20.0, abs=0.05), row
     assert row["loss_final"] == pytest.approx(0.04, rel=1e-3), row
