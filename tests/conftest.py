@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -133,6 +135,23 @@ def installed_distribution(monkeypatch):
         return module
 
     return install
+
+
+def logged_run(command: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Runs ``command`` from the repository with stdout and stderr both the file ``log``, as ``python -m bench run
+    ... > run.log 2>&1``; its exit code and all it wrote. ``env``: the environment (default: this one, plugins
+    not loaded automatically)."""
+    env = {**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"} if env is None else env
+    with log.open("wb") as file:
+        done = subprocess.run(
+            list(command),
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            timeout=600,
+        )
+    return done.returncode, log.read_bytes().decode()
 
 
 def tiny_training(tmp_path: Path, loss: str, train: str):

@@ -31,6 +31,7 @@ from bench.cli import main
 from bench.train.live_trackers import Curves, LiveTrackers
 from bench.train.progress import RunDisplay, seconds_left
 from bench.train.watch import Progress
+from conftest import logged_run
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD_STEP = 6  # a worker's training waits before this step, having logged steps 1, 2 and 4
@@ -131,11 +132,8 @@ def test_a_packed_run_on_a_terminal_shows_each_training_s_line_before_any_traini
 
 def test_a_redirected_packed_run_logs_periodic_lines_of_both_trainings_without_carriage_returns(packed, tmp_path):
     command, env = packed("both")
-    log = tmp_path / "run.log"
-    with log.open("wb") as file:  # as `python -m bench run ... > run.log 2>&1`
-        done = subprocess.run(command, stdout=file, stderr=subprocess.STDOUT, cwd=REPO, env=env, timeout=600)
-    text = log.read_bytes().decode()
-    assert done.returncode == 0, text
+    code, text = logged_run(command, tmp_path / "run.log", env)  # as `python -m bench run ... > run.log 2>&1`
+    assert code == 0, text
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
     ends = [index for index, line in enumerate(lines) if re.match(r"  (first|second) seed 0: PSNR", line)]
@@ -157,19 +155,9 @@ def test_a_redirected_packed_run_logs_periodic_lines_of_both_trainings_without_c
 def test_ray_workers_progress_reaches_the_run_s_display(tmp_path, tiny_suite):
     suite = tmp_path / "tiny.toml"
     suite.write_text(tiny_suite(["mse", "l1"], train={"steps": 10, "log_every": 1}, timing=None))
-    log = tmp_path / "run.log"
-    with log.open("wb") as file:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-timing"]
-            + ["--workers", "2"],
-            stdout=file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"},
-            timeout=600,
-        )
-    text = log.read_bytes().decode()
-    assert done.returncode == 0, text
+    run = [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-timing"]
+    code, text = logged_run([*run, "--workers", "2"], tmp_path / "run.log")
+    assert code == 0, text
     for entry in ("mse", "l1"):  # through the Ray queue: every step is a tenth of 10
         steps = re.findall(rf"^{entry} seed 0: step (\d+)/10 ", text, flags=re.MULTILINE)
         assert steps == [str(step) for step in range(1, 11)], text

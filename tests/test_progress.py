@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import logged_run
 
 
 def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp_path, tiny_suite):
@@ -21,18 +18,11 @@ def test_a_redirected_run_logs_plain_progress_lines_without_carriage_returns(tmp
             timing=None,
         )
     )
-    log = tmp_path / "run.log"
-    with log.open("wb") as file:  # stdout and stderr both a file, as `python -m bench run ... > run.log 2>&1`
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-timing"],
-            stdout=file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env={**os.environ, "LOSSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"},
-            timeout=600,
-        )
-    text = log.read_bytes().decode()
-    assert done.returncode == 0, text
+    code, text = logged_run(  # stdout and stderr both a file, as `python -m bench run ... > run.log 2>&1`
+        [sys.executable, "-m", "bench", "run", str(suite), "--out", str(tmp_path / "out"), "--no-timing"],
+        tmp_path / "run.log",
+    )
+    assert code == 0, text
     assert "\r" not in text
     steps = [line for line in text.splitlines() if line.startswith("mse seed 0: step ")]
     # a line at the logged steps (1, 2, 4, ...), one per tenth of the steps at most (the run's display:
