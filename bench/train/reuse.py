@@ -9,6 +9,7 @@ a failed training never is. ``fresh``: nothing is looked up, everything trains a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from pathlib import Path
@@ -78,11 +79,8 @@ class Reuse:
             key = self.key(spec)
             found = None
             if key is not None and not self.fresh:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", StoreWarning)
+                with self._warnings_logged():
                     found = self.store.get(key)
-                for warning in caught:
-                    self.log(f"  warning: {warning.message}")
             if found is None:
                 misses.append(spec)
                 continue
@@ -114,8 +112,7 @@ class Reuse:
         key = self.keys.get((row["entry"], row["seed"]))
         if key is None:
             return
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", StoreWarning)
+        with self._warnings_logged():
             self.store.put(
                 key,
                 suite=self.suite_name,
@@ -126,6 +123,13 @@ class Reuse:
                 source_run=self.run_folder,
                 replace=self.fresh,
             )
+
+    @contextlib.contextmanager
+    def _warnings_logged(self) -> Iterator[None]:
+        """The store's warnings (a damaged folder set aside, a write that failed) as the run's own lines."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StoreWarning)
+            yield
         for warning in caught:
             self.log(f"  warning: {warning.message}")
 
