@@ -155,7 +155,38 @@ def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
 
 def test_headline_says_when_every_metric_is_some_entrys_own(marked):
     (summary, _), _ = marked
-    assert headline(summary)[0].startswith("every metric ranked here is some entry's own loss")
+    assert headline(summary)[0] == (
+        "every metric ranked here is some entry's own loss: add one no entry trains on to [metrics] compute "
+        "(e.g. fsim, gmsd, haarpsi) for a neutral ranking"
+    )
+
+
+def test_headline_has_no_note_on_neutrality_when_no_entry_trained_on_any_ranked_metric():
+    quality, images = crafted({"a": (25, 0.9), "b": (20, 0.8), "baseline-mean-colour": (12, 0.5)}, {}, noise_seed=1)
+    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    lines = headline(summary)
+    assert lines[:2] == [
+        "PSNR: best is a (ahead of every other entry beyond noise)",
+        "FSIM: best is a (ahead of every other entry beyond noise)",
+    ]
+
+
+def test_headline_of_a_summary_read_back_from_its_csv_is_the_one_printed(tmp_path):
+    quality, images = crafted(
+        {"mse": (25, 0.9), "robust": (20, 0.8), "baseline-mean-colour": (12, 0.5)}, {"mse": "mse psnr"}, noise_seed=1
+    )
+    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    read_back = pd.read_csv(tmp_path / "summary.csv")
+    assert read_back["trained_on"].isna().any()  # an entry trained on no metric is an empty cell in the file
+    assert headline(read_back) == headline(summary)
+    assert headline(summary.drop(columns="kind")) == []  # a table without the kind column cannot say who trained
+
+
+def test_the_best_trained_entry_is_named_even_where_a_baseline_scores_higher():
+    quality, images = crafted({"mse": (20, 0.9), "l1": (18, 0.8), "baseline-bicubic": (30, 0.95)}, {}, noise_seed=2)
+    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    assert headline(summary)[-1] == "held-out PSNR of the baselines: bicubic 30.00 dB, best trained entry mse 20.00 dB"
 
 
 def test_trained_on_covers_the_new_measures():

@@ -132,6 +132,18 @@ def test_rank_intervals_count_significant_wins_and_losses():
     assert ranks.loc["x"].tolist() == [1, 1] and ranks.loc["y"].tolist() == [2, 3] and ranks.loc["z"].tolist() == [2, 3]
 
 
+def test_an_entry_behind_two_others_beyond_noise_ranks_no_higher_than_third():
+    pairs = pd.DataFrame(
+        [
+            {"a": "x", "b": "y", "verdict": "x better"},
+            {"a": "x", "b": "z", "verdict": "x better"},
+            {"a": "y", "b": "z", "verdict": "y better"},
+        ]
+    )
+    ranks = rank_intervals(pairs, ["x", "y", "z"]).set_index("entry")
+    assert ranks.loc["x"].tolist() == [1, 1] and ranks.loc["y"].tolist() == [2, 2] and ranks.loc["z"].tolist() == [3, 3]
+
+
 def test_psnr_gain_is_over_the_last_fifth_of_the_steps():
     rows = [
         {"entry": "e", "seed": seed, "step": step, "eval_psnr": 10 + step / 10 + seed}
