@@ -183,6 +183,19 @@ def test_headline_of_a_summary_read_back_from_its_csv_is_the_one_printed(tmp_pat
     assert headline(summary.drop(columns="kind")) == []  # a table without the kind column cannot say who trained
 
 
+def test_headline_names_every_entry_trained_on_a_metric():
+    quality, images = crafted(
+        {"mse": (25, 0.9), "perceptual+mse": (22, 0.8), "l1": (20, 0.85), "baseline-mean-colour": (12, 0.5)},
+        {"mse": "mse psnr", "perceptual+mse": "mse psnr"},
+        noise_seed=1,
+    )
+    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    assert headline(summary)[2] == (
+        "PSNR (trained on by mse, perceptual+mse: their wins here are expected): best is mse (ahead of every other "
+        "entry beyond noise)"
+    )
+
+
 def test_the_best_trained_entry_is_named_even_where_a_baseline_scores_higher():
     quality, images = crafted({"mse": (20, 0.9), "l1": (18, 0.8), "baseline-bicubic": (30, 0.95)}, {}, noise_seed=2)
     summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
