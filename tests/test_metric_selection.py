@@ -199,7 +199,51 @@ def test_headline_names_every_entry_trained_on_a_metric():
 def test_the_best_trained_entry_is_named_even_where_a_baseline_scores_higher():
     quality, images = crafted({"mse": (20, 0.9), "l1": (18, 0.8), "baseline-bicubic": (30, 0.95)}, {}, noise_seed=2)
     summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
-    assert headline(summary)[-1] == "held-out PSNR of the baselines: bicubic 30.00 dB, best trained entry mse 20.00 dB"
+    assert headline(summary) == [
+        "did not learn (held-out PSNR not 1 dB above bicubic, 30.00 dB, nor significantly better than it on its own "
+        "measure): mse, l1",
+        "held-out PSNR of the baselines: bicubic 30.00 dB, best trained entry mse 20.00 dB",
+    ]
+
+
+@pytest.fixture
+def three_entries():
+    quality, images = crafted(
+        {"mse": (25, 0.9), "b": (22, 0.8), "c": (20, 0.85), "baseline-mean-colour": (12, 0.5)},
+        {"mse": "mse psnr"},
+        noise_seed=1,
+    )
+    return summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())[0]
+
+
+NEUTRAL_LINES = [
+    "ranked on held-out metrics no entry trained on: FSIM",
+    "FSIM: best is mse (ahead of every other entry beyond noise)",
+    "PSNR (trained on by mse: their wins here are expected): best is mse (ahead of every other entry beyond noise)",
+]
+
+
+def test_headline_names_each_entry_with_the_own_measures_it_did_not_optimise_or_learned(three_entries):
+    summary = three_entries.set_index("entry")
+    summary.loc[["b", "c"], "own_measure_reference"] = "mse"
+    summary.loc["b", "did_not_optimise"] = "l1 ms_ssim"
+    summary.loc["c", "did_not_optimise"] = "ssim"
+    summary.loc["c", "learned_on_own_measure"] = "ssim l1"
+    summary.loc["b", "learned"] = np.nan  # unknown (its trainings failed): neither learned nor did not learn
+    assert headline(summary.reset_index()) == NEUTRAL_LINES + [
+        "did not optimise its own measure (significantly worse on it than mse, which did not train on it): "
+        "b on l1, MS-SSIM, c on SSIM",
+        "learned its own measure but not PSNR (held-out PSNR not 1 dB above mean-colour; ranked): c on SSIM, L1",
+        "held-out PSNR of the baselines: mean-colour 12.00 dB, best trained entry mse 25.00 dB",
+    ]
+
+
+def test_headline_of_a_summary_without_the_later_verdict_columns_says_what_it_can(three_entries):
+    baselines = "held-out PSNR of the baselines: mean-colour 12.00 dB, best trained entry mse 25.00 dB"
+    assert headline(three_entries.drop(columns=["did_not_optimise", "learned_on_own_measure"])) == NEUTRAL_LINES + [
+        baselines
+    ]
+    assert headline(three_entries.drop(columns="learned")) == NEUTRAL_LINES
 
 
 def test_trained_on_covers_the_new_measures():
