@@ -57,3 +57,29 @@ def test_time_to_quality_finds_the_first_evaluation_reaching_each_target():
     table = time_to_quality(history, [20.0, 30.0]).set_index("psnr_target")
     assert table.loc[20.0, "step"] == 30 and table.loc[20.0, "seconds"] == 3.0
     assert math.isnan(table.loc[30.0, "step"])
+
+
+def test_time_to_quality_per_entry_and_seed_in_the_plans_order():
+    from bench.evaluate.stats import time_to_quality
+
+    history = pd.DataFrame(
+        {
+            "entry": ["mse", "mse", "mse", "l1", "l1", "l1"],
+            "seed": [1, 1, 1, 0, 0, 0],
+            "step": [10, 20, 30, 10, 20, 30],
+            "seconds": [1.0, 2.0, 3.0, 1.5, 2.5, 3.5],
+            "eval_psnr": [19.0, 20.0, 22.0, 20.5, 20.0, 23.0],
+            "eval_ssim": [float("nan"), 0.5, 0.6, float("nan"), 0.5, 0.6],  # not evaluated at every step
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "entry": ["mse", "l1"],
+            "seed": [1, 0],
+            "psnr_target": [20.0, 20.0],
+            "step": [20, 10],  # a score equal to the target reaches it
+            "seconds": [2.0, 1.5],
+        }
+    )
+    pd.testing.assert_frame_equal(time_to_quality(history, [20.0]), expected)
+    assert time_to_quality(history, []).empty and time_to_quality(history.drop(columns="eval_psnr"), [20.0]).empty
