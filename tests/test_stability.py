@@ -116,8 +116,13 @@ def test_agreement_is_kendalls_tau_b_with_ties_over_the_entries_in_both():
     # d passes b in the reference; ties (b and c in the short run, a and c in the reference) order nothing
     assert row["flipped"] == "d > b" and row["flipped_beyond_noise"] == ""  # no pairwise verdicts given
     for verdict, beyond_noise in (("a better", "d > b"), ("tie (within noise)", "")):
-        pairwise = pd.DataFrame(
-            {"metric": ["psnr", "psnr"], "a": ["b", "a"], "b": ["d", "b"], "verdict": [verdict, "a better"]}
+        pairwise = pd.DataFrame(  # b and d's own verdict on PSNR decides, not another pair's nor another metric's
+            {
+                "metric": ["psnr", "ssim", "psnr"],
+                "a": ["a", "b", "b"],
+                "b": ["b", "d", "d"],
+                "verdict": ["a better", "b better", verdict],
+            }
         )
         agreement = ranking_agreement(summary(short, {}), summary(reference, {}), ["psnr"], pairwise)
         assert agreement["flipped_beyond_noise"].tolist() == [beyond_noise]
