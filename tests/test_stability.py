@@ -58,6 +58,13 @@ def test_a_stable_ranking_says_since_when_and_a_tie_is_no_swap():
     assert stability_summary(stability) == "PSNR stable since step 60 of 100"
 
 
+def test_the_console_line_gives_every_metric_in_the_tables_order():
+    stability = rank_stability(crafted_history())
+    ssim = stability.assign(metric="ssim", swapped=["a > b", "a > b; c > d"])
+    line = stability_summary(pd.concat([ssim, stability], ignore_index=True))
+    assert line == "SSIM: 2 pair(s) swapped after 75% (a > b; c > d); PSNR: 1 pair(s) swapped after 75% (b > c)"
+
+
 def test_scores_are_means_over_seeds():
     # seed 1 puts d ahead of everyone at step 50; the mean over seeds does too (a > b > c > d is reversed there)
     history = crafted_history(seeds=(0, 1))
@@ -126,6 +133,14 @@ def test_agreement_is_kendalls_tau_b_with_ties_over_the_entries_in_both():
         )
         agreement = ranking_agreement(summary(short, {}), summary(reference, {}), ["psnr"], pairwise)
         assert agreement["flipped_beyond_noise"].tolist() == [beyond_noise]
+
+
+def test_agreement_skips_a_metric_either_run_lacks_and_needs_two_entries_for_a_tau():
+    a, b = summary({"x": 30.0, "y": 29.0}, {}), summary({"x": 31.0, "y": 28.0}, {})
+    agreement = ranking_agreement(a.assign(ssim=0.5), b, ["ssim", "psnr"])
+    assert agreement["metric"].tolist() == ["psnr"] and agreement["kendall_tau"].tolist() == [1.0]
+    alone = ranking_agreement(summary({"x": 30.0}, {}), summary({"x": 31.0, "z": 1.0}, {}), ["psnr"])
+    assert alone["entries"].tolist() == [1] and math.isnan(alone["kendall_tau"].iloc[0])
 
 
 def test_agreement_of_a_run_with_itself(tmp_path, tiny_suite, capsys):
