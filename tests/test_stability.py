@@ -143,6 +143,18 @@ def test_agreement_skips_a_metric_either_run_lacks_and_needs_two_entries_for_a_t
     assert alone["entries"].tolist() == [1] and math.isnan(alone["kendall_tau"].iloc[0])
 
 
+def test_agreement_lists_every_flip_and_best_entry_in_both_runs_only():
+    a = summary({"x": 30.0, "y": 29.8, "z": 29.0, "only_a": 35.0}, {"x": "tied", "y": "tied", "only_a": "best"})
+    b = summary({"z": 31.0, "y": 30.5, "x": 30.0}, {}).drop(columns="best_psnr")  # a run without verdict marks
+    (row,) = ranking_agreement(a, b, ["psnr"]).to_dict("records")
+    assert row["flipped"] == "y > x; z > x; z > y" and row["best_a"] == "x, y" and row["best_b"] == ""
+    pairwise = pd.DataFrame({"metric": "psnr", "a": ["x", "x", "y"], "b": ["y", "z", "z"], "verdict": "z better"})
+    beyond = ranking_agreement(a, b, ["psnr"], pairwise)["flipped_beyond_noise"].iloc[0]
+    assert beyond == "y > x; z > x; z > y"
+    nothing_shared = ranking_agreement(a, b, ["ssim"])
+    assert nothing_shared.empty and list(nothing_shared.columns) == list(ranking_agreement(a, b, ["psnr"]).columns)
+
+
 def test_agreement_of_a_run_with_itself(tmp_path, tiny_suite, capsys):
     suite = tmp_path / "suite.toml"
     entries = ["mse", "l1", {"name": "ssim", "loss": "ssim", "win_size": 7}]
