@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -63,6 +64,33 @@ def test_the_console_line_gives_every_metric_in_the_tables_order():
     ssim = stability.assign(metric="ssim", swapped=["a > b", "a > b; c > d"])
     line = stability_summary(pd.concat([ssim, stability], ignore_index=True))
     assert line == "SSIM: 2 pair(s) swapped after 75% (a > b; c > d); PSNR: 1 pair(s) swapped after 75% (b > c)"
+
+
+def test_one_sentence_per_metric_evaluated_in_the_historys_order():
+    steady = {entry: values[:7] + [v + 100 for v in values[7:]] for entry, values in TRAJECTORIES.items()}
+    steady["c"] = steady["c"][:6] + [19.0] + steady["c"][7:]
+    ssim = crafted_history(steady).rename(columns={"eval_psnr": "eval_ssim"})
+    history = ssim.merge(crafted_history(), on=["entry", "seed", "step", "loss"]).assign(eval_loss=1.0)  # no metric
+    assert stability_lines(rank_stability(history)) == [
+        "SSIM (held-out, during training): ranking stable since step 60 of 100 (Kendall's tau against the final "
+        "ranking: 0.67 at 50%, 0.91 at 75%)",
+        "PSNR (held-out, during training): these pairs swapped after 75% of the steps (step 70): b > c (Kendall's "
+        "tau 0.67 against the final ranking; stable since step 80 of 100)",
+    ]
+
+
+def test_two_entries_and_two_evaluations_are_enough_and_a_checkpoint_before_the_first_is_skipped():
+    history = crafted_history()
+    two = history[history["entry"].isin(["a", "b"]) & history["step"].isin([50, 100])]
+    assert rank_stability(two)["fraction"].tolist() == [0.5, 0.75]  # both at step 50
+    assert rank_stability(history[history["entry"] == "a"]).empty
+    assert rank_stability(history[history["step"] == 100]).empty
+    late = rank_stability(history[history["step"] >= 60])  # nothing evaluated by 50% of the steps
+    assert late[["fraction", "step"]].values.tolist() == [[0.75, 70]]
+    assert stability_summary(late) == "PSNR: 1 pair(s) swapped after 75% (b > c)" and len(stability_lines(late)) == 1
+    one_entry_ssim = history.assign(eval_ssim=np.where(history["entry"] == "a", 0.5, np.nan))
+    one_entry_ssim = one_entry_ssim[["entry", "seed", "step", "loss", "eval_ssim", "eval_psnr"]]
+    assert rank_stability(one_entry_ssim)["metric"].tolist() == ["psnr", "psnr"]  # ssim skipped, psnr kept
 
 
 def test_scores_are_means_over_seeds():
