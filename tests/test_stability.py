@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.evaluate.stability import rank_stability, ranking_agreement, stability_lines, stability_summary
+from bench.evaluate.stability import (
+    COLUMNS,
+    rank_stability,
+    ranking_agreement,
+    stability_lines,
+    stability_summary,
+    swapped_pairs,
+)
 
 # Held-out PSNR of four entries at steps 10..100: the final order is a > b > c > d; at step 50 (50%) b leads a, at
 # step 70 (the last evaluation at or below 75%) b trails c, and from step 80 on the order is the final one.
@@ -83,7 +90,8 @@ def test_two_entries_and_two_evaluations_are_enough_and_a_checkpoint_before_the_
     history = crafted_history()
     two = history[history["entry"].isin(["a", "b"]) & history["step"].isin([50, 100])]
     assert rank_stability(two)["fraction"].tolist() == [0.5, 0.75]  # both at step 50
-    assert rank_stability(history[history["entry"] == "a"]).empty
+    alone = rank_stability(history[history["entry"] == "a"])
+    assert alone.empty and list(alone.columns) == list(COLUMNS)  # rank_stability.csv keeps its header
     assert rank_stability(history[history["step"] == 100]).empty
     late = rank_stability(history[history["step"] >= 60])  # nothing evaluated by 50% of the steps
     assert late[["fraction", "step"]].values.tolist() == [[0.75, 70]]
@@ -91,6 +99,12 @@ def test_two_entries_and_two_evaluations_are_enough_and_a_checkpoint_before_the_
     one_entry_ssim = history.assign(eval_ssim=np.where(history["entry"] == "a", 0.5, np.nan))
     one_entry_ssim = one_entry_ssim[["entry", "seed", "step", "loss", "eval_ssim", "eval_psnr"]]
     assert rank_stability(one_entry_ssim)["metric"].tolist() == ["psnr", "psnr"]  # ssim skipped, psnr kept
+
+
+def test_a_tie_at_the_end_orders_no_pair():
+    final = pd.Series({"a": 20.0, "b": 20.0, "c": 19.0})
+    earlier = pd.Series({"a": 18.0, "b": 19.0, "c": 21.0})
+    assert swapped_pairs(earlier, final, higher_is_better=True) == [("a", "c"), ("b", "c")]
 
 
 def test_scores_are_means_over_seeds():
