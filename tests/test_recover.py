@@ -4,9 +4,12 @@ starts match independent computations; the run report links each loss's result."
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tomllib
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,11 +20,17 @@ from scipy import ndimage
 
 import bench
 from bench.cli import main
-from bench.config.suite import Entry, Term
+from bench.config.suite import Entry, Term, parse_suite
 from bench.errors import BenchInputError
 from bench.data.degrade import blurred, jpeg_compressed
 from bench.data.images import ImageSet
-from bench.evaluate.recover import RecoverySettings, recover_entry, recovery_side, starting_points
+from bench.evaluate.recover import (
+    RecoverySettings,
+    held_out_crops,
+    recover_entry,
+    recovery_side,
+    starting_points,
+)
 from bench.losses import loss_names, register_loss
 from bench.report import Run
 from bench.report.html import render
@@ -63,6 +72,11 @@ def test_mse_recovers_the_reference_from_every_start(recovery):
     assert (mse["psnr_final"] > 40).all() and mse["recovered"].all(), mse[["psnr_start", "psnr_final"]]
     assert (mse["psnr_start"] < 30).all()  # every start is far enough away to need recovering
     assert (mse["loss_final"] < mse["loss_start"]).all() and (mse["ssim_final"] > 0.99).all()
+    assert list(result.table.columns) == [
+        *["entry", "start", "side", "steps", "psnr_start", "psnr_final", "ssim_start", "ssim_final"],
+        *["loss_start", "loss_final", "recovered", "error"],
+    ]
+    assert (mse["error"] == "").all()
 
 
 def test_a_loss_that_ignores_its_input_is_reported_as_failing(recovery):
@@ -114,6 +128,15 @@ def test_losses_are_recovered_at_their_design_size():
     assert recovery_side(entry("ssim"), 32, settings) == 32  # its 11 px window is no image size
     assert recovery_side(entry("ms_ssim"), 256, settings) == 256  # never below the suite's crops
     assert recovery_side(entry("fsim"), 32, RecoverySettings(side=64)) == 64
+
+
+def test_held_out_crops_are_cut_at_the_recovery_side_from_the_photographs_at_full_size():
+    text = SUITE.replace("resolution = 32", "resolution = 32\nscale = 0.5").replace("test_ignores_input", "l1")
+    suite = parse_suite(tomllib.loads(text), path=Path("s.toml"))
+    crops = held_out_crops(suite, 48, RecoverySettings(images=2)).eval
+    assert crops.shape == (2, 3, 48, 48)
+    full_size = dataclasses.replace(suite, data=dataclasses.replace(suite.data, scale=1.0))
+    assert torch.equal(crops, held_out_crops(full_size, 48, RecoverySettings(images=2)).eval)
 
 
 def test_bad_settings_are_one_clear_error(tmp_path, capsys):
@@ -184,19 +207,21 @@ def test_a_nan_gradient_fails_each_start_on_its_own_and_a_failing_loss_fails_onc
     assert bad.rows == [{"entry": "bad", "side": 16, "steps": 3, "start": "", "error": "ValueError: power 1.0 refused"}]
 
 
-def test_pixels_stay_in_the_image_range_while_they_are_optimised(monkeypatch):
-    """A loss whose minimum lies above white (a 0.9 reference + 0.3) stops at white: 20 dB, and the loss there
-    (1 - 1.2)^2 = 0.04, not 0."""
-    if "test_recover_above_white" not in loss_names():
-        register_loss("test_recover_above_white", "test only: minimum at the target + 0.3")(
-            lambda context: lambda reconstruction, target: (reconstruction - target - 0.3).square().mean()
+@pytest.mark.parametrize("reference, offset", [(0.9, 0.3), (0.1, -0.3)], ids=["above white", "below black"])
+def test_pixels_stay_in_the_image_range_while_they_are_optimised(monkeypatch, reference, offset):
+    """A loss whose minimum lies beyond white (a 0.9 reference + 0.3), or black (0.1 - 0.3), stops at white or
+    black: 20 dB, and the loss there (1 - 1.2)^2 = 0.04, not 0."""
+    name = f"test_recover_offset_{offset:g}"
+    if name not in loss_names():
+        register_loss(name, f"test only: minimum at the target {offset:+g}")(
+            lambda context: lambda reconstruction, target: (reconstruction - target - offset).square().mean()
         )
-    references = torch.full((1, 3, 16, 16), 0.9)
+    references = torch.full((1, 3, 16, 16), reference)
     monkeypatch.setattr(
-        "bench.evaluate.recover.starting_points", lambda references, settings: {"grey": references - 0.4}
+        "bench.evaluate.recover.starting_points", lambda references, settings: {"grey": 0.5 + 0 * references}
     )
     images = ImageSet((), references, (), ("light",), ("light",), "")
-    entry = Entry("above", (Term("test_recover_above_white", 1.0, {}, "test_recover_above_white"),))
+    entry = Entry("beyond", (Term(name, 1.0, {}, name),))
     (row,) = recover_entry(entry, images, 16, RecoverySettings(steps=300, lr=0.02), torch.device("cpu")).rows
     assert row["psnr_final"] == pytest.approx(20.0, abs=0.05), row
     assert row["loss_final"] == pytest.approx(0.04, rel=1e-3), row
