@@ -16,7 +16,7 @@ from bench.losses import LossContext, WeightedSum, build_loss
 from bench.evaluate.metrics import DEFAULT_METRICS, METRICS, QualityMetrics
 from bench.config.plan import make_plan
 from bench.config.suite import Entry, Term, parse_suite
-from bench.evaluate.tables import metric_table, summarize_with_pairs
+from bench.evaluate.tables import metric_table, summarize, summarize_with_pairs
 from bench.train.loop import train
 from bench.evaluate.verdicts import headline, trained_on
 
@@ -138,6 +138,30 @@ def test_metrics_table_says_direction_and_who_trained_on_each(marked):
     table = metric_table(quality).set_index("metric")
     assert table.loc["psnr", "higher_is_better"] and table.loc["fsim", "higher_is_better"]
     assert table.loc["fsim", "trained_on_by"] == "fsim" and table.loc["psnr", "trained_on_by"] == "mse"
+
+
+def test_summary_keeps_each_entrys_formula_weights_seeds_and_failed_trainings():
+    quality, images = crafted(
+        {"mse": (25, 0.9), "perceptual+mse": (22, 0.8), "l1": (20, 0.85)},
+        {"mse": "mse psnr", "perceptual+mse": "mse psnr"},
+        noise_seed=1,
+    )
+    quality["loss_weights"] = np.where(quality["entry"] == "perceptual+mse", "perceptual=random", "none")
+    failed = quality[quality["entry"] == "l1"].iloc[[0]].assign(seed=2, status="failed", psnr=np.nan, fsim=np.nan)
+    quality = pd.concat([quality, failed], ignore_index=True)
+    summary = summarize(quality, pd.DataFrame(), images)
+    assert summary[["entry", "kind", "formula", "loss_weights", "seeds", "failed"]].values.tolist() == [
+        ["mse", "trained", "mse", "none", 2, 0],
+        ["perceptual+mse", "trained", "perceptual+mse", "perceptual=random", 2, 0],
+        ["l1", "trained", "l1", "none", 3, 1],
+    ]
+    assert (summarize(quality.drop(columns="kind"), pd.DataFrame(), images)["kind"] == "trained").all()
+    table = metric_table(quality).set_index("metric")
+    assert table.loc["psnr", ["label", "source", "trained_on_by"]].tolist() == [
+        "PSNR (dB)",
+        "10 log10(1 / MSE), per image",
+        "mse perceptual+mse",
+    ]
 
 
 def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
