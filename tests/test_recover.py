@@ -225,6 +225,10 @@ def test_pixels_stay_in_the_image_range_while_they_are_optimised(monkeypatch, re
     (row,) = recover_entry(entry, images, 16, RecoverySettings(steps=300, lr=0.02), torch.device("cpu")).rows
     assert row["psnr_final"] == pytest.approx(20.0, abs=0.05), row
     assert row["loss_final"] == pytest.approx(0.04, rel=1e-3), row
+    # SSIM of two flat images, by hand: only the luminance term, (2 r f + C1) / (r^2 + f^2 + C1), C1 = (0.01 x 1)^2
+    final = 1.0 if offset > 0 else 0.0
+    expected = (2 * reference * final + 1e-4) / (reference**2 + final**2 + 1e-4)
+    assert row["ssim_final"] == pytest.approx(expected, rel=1e-3), row
 
 
 def test_each_task_of_a_run_of_several_links_the_suites_recovery(recovery):
