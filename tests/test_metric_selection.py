@@ -115,6 +115,12 @@ def crafted(
     return quality.assign(status="ok", formula=quality["entry"], train_seconds=1.0), images
 
 
+def crafted_summary(means: dict[str, tuple[float, float]], trained: dict[str, str], noise_seed: int) -> pd.DataFrame:
+    """summary.csv's table of ``crafted``'s run."""
+    quality, images = crafted(means, trained, noise_seed)
+    return summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())[0]
+
+
 @pytest.fixture
 def marked():
     quality, images = crafted(
@@ -165,12 +171,11 @@ def test_summary_keeps_each_entrys_formula_weights_seeds_and_failed_trainings():
 
 
 def test_headline_ranks_first_on_metrics_no_entry_trained_on_and_says_which():
-    quality, images = crafted(
+    summary = crafted_summary(
         {"mse": (20, 0.95), "l1": (25, 0.90), "baseline-mean-colour": (12, 0.5)},
         {"mse": "mse psnr", "l1": "l1"},
         noise_seed=1,
     )
-    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
     lines = headline(summary)
     assert lines[0] == "ranked on held-out metrics no entry trained on: FSIM"
     assert lines[1].startswith("FSIM: best is mse")
@@ -186,8 +191,7 @@ def test_headline_says_when_every_metric_is_some_entrys_own(marked):
 
 
 def test_headline_has_no_note_on_neutrality_when_no_entry_trained_on_any_ranked_metric():
-    quality, images = crafted({"a": (25, 0.9), "b": (20, 0.8), "baseline-mean-colour": (12, 0.5)}, {}, noise_seed=1)
-    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    summary = crafted_summary({"a": (25, 0.9), "b": (20, 0.8), "baseline-mean-colour": (12, 0.5)}, {}, noise_seed=1)
     lines = headline(summary)
     assert lines[:2] == [
         "PSNR: best is a (ahead of every other entry beyond noise)",
@@ -196,10 +200,9 @@ def test_headline_has_no_note_on_neutrality_when_no_entry_trained_on_any_ranked_
 
 
 def test_headline_of_a_summary_read_back_from_its_csv_is_the_one_printed(tmp_path):
-    quality, images = crafted(
+    summary = crafted_summary(
         {"mse": (25, 0.9), "robust": (20, 0.8), "baseline-mean-colour": (12, 0.5)}, {"mse": "mse psnr"}, noise_seed=1
     )
-    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
     summary.to_csv(tmp_path / "summary.csv", index=False)
     read_back = pd.read_csv(tmp_path / "summary.csv")
     assert read_back["trained_on"].isna().any()  # an entry trained on no metric is an empty cell in the file
@@ -208,12 +211,11 @@ def test_headline_of_a_summary_read_back_from_its_csv_is_the_one_printed(tmp_pat
 
 
 def test_headline_names_every_entry_trained_on_a_metric():
-    quality, images = crafted(
+    summary = crafted_summary(
         {"mse": (25, 0.9), "perceptual+mse": (22, 0.8), "l1": (20, 0.85), "baseline-mean-colour": (12, 0.5)},
         {"mse": "mse psnr", "perceptual+mse": "mse psnr"},
         noise_seed=1,
     )
-    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
     assert headline(summary)[2] == (
         "PSNR (trained on by mse, perceptual+mse: their wins here are expected): best is mse (ahead of every other "
         "entry beyond noise)"
@@ -221,8 +223,7 @@ def test_headline_names_every_entry_trained_on_a_metric():
 
 
 def test_the_best_trained_entry_is_named_even_where_a_baseline_scores_higher():
-    quality, images = crafted({"mse": (20, 0.9), "l1": (18, 0.8), "baseline-bicubic": (30, 0.95)}, {}, noise_seed=2)
-    summary, _ = summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())
+    summary = crafted_summary({"mse": (20, 0.9), "l1": (18, 0.8), "baseline-bicubic": (30, 0.95)}, {}, noise_seed=2)
     assert headline(summary) == [
         "did not learn (held-out PSNR not 1 dB above bicubic, 30.00 dB, nor significantly better than it on its own "
         "measure): mse, l1",
@@ -232,12 +233,11 @@ def test_the_best_trained_entry_is_named_even_where_a_baseline_scores_higher():
 
 @pytest.fixture
 def three_entries():
-    quality, images = crafted(
+    return crafted_summary(
         {"mse": (25, 0.9), "b": (22, 0.8), "c": (20, 0.85), "baseline-mean-colour": (12, 0.5)},
         {"mse": "mse psnr"},
         noise_seed=1,
     )
-    return summarize_with_pairs(quality, pd.DataFrame(), images, pd.DataFrame())[0]
 
 
 NEUTRAL_LINES = [

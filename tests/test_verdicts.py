@@ -120,28 +120,23 @@ def test_holm_correction_turns_a_marginal_difference_into_a_tie():
     np.testing.assert_allclose(pairs["p_holm"], holm(pairs["p_value"]))
 
 
-def test_rank_intervals_count_significant_wins_and_losses():
+@pytest.mark.parametrize(
+    "y_against_z, y_ranks, z_ranks",
+    [("tie (within noise)", [2, 3], [2, 3]), ("y better", [2, 2], [3, 3])],
+    ids=["y ties z", "z behind two others"],
+)
+def test_rank_intervals_count_significant_wins_and_losses(y_against_z, y_ranks, z_ranks):
     pairs = pd.DataFrame(
         [
             {"a": "x", "b": "y", "verdict": "x better"},
             {"a": "x", "b": "z", "verdict": "x better"},
-            {"a": "y", "b": "z", "verdict": "tie (within noise)"},
+            {"a": "y", "b": "z", "verdict": y_against_z},
         ]
     )
     ranks = rank_intervals(pairs, ["x", "y", "z"]).set_index("entry")
-    assert ranks.loc["x"].tolist() == [1, 1] and ranks.loc["y"].tolist() == [2, 3] and ranks.loc["z"].tolist() == [2, 3]
-
-
-def test_an_entry_behind_two_others_beyond_noise_ranks_no_higher_than_third():
-    pairs = pd.DataFrame(
-        [
-            {"a": "x", "b": "y", "verdict": "x better"},
-            {"a": "x", "b": "z", "verdict": "x better"},
-            {"a": "y", "b": "z", "verdict": "y better"},
-        ]
+    assert (
+        ranks.loc["x"].tolist() == [1, 1] and ranks.loc["y"].tolist() == y_ranks and ranks.loc["z"].tolist() == z_ranks
     )
-    ranks = rank_intervals(pairs, ["x", "y", "z"]).set_index("entry")
-    assert ranks.loc["x"].tolist() == [1, 1] and ranks.loc["y"].tolist() == [2, 2] and ranks.loc["z"].tolist() == [3, 3]
 
 
 def test_psnr_gain_is_over_the_last_fifth_of_the_steps():
